@@ -1,0 +1,109 @@
+"""The app factory: one FastAPI app serving the FHIR API of every sandbox."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from sqlalchemy import insert, select
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.responses import JSONResponse, Response
+
+from sandbox.auth import Authenticator
+from sandbox.config import Settings, load_or_create_admin_token
+from sandbox.fhir.context import Views
+from sandbox.fhir.interactions import Interactions
+from sandbox.fhir.outcome import FhirError, Issue
+from sandbox.fhir.responses import fhir_response
+from sandbox.fhir.routes import router as fhir_router
+from sandbox.fhir.search_params import registry
+from sandbox.fhir.values import instant_now
+from sandbox.store.database import Database
+from sandbox.store.layers import DEFAULT_SANDBOX
+from sandbox.store.repository import Repository
+from sandbox.store.schema import layers
+
+log = logging.getLogger("ehr_sandbox")
+
+
+def ensure_default_sandbox(db: Database) -> None:
+    with db.write() as conn:
+        if conn.execute(select(layers.c.id).where(layers.c.id == DEFAULT_SANDBOX)).first() is None:
+            conn.execute(
+                insert(layers).values(
+                    id=DEFAULT_SANDBOX,
+                    kind="sandbox",
+                    name="Default sandbox",
+                    baseline_id=None,
+                    created_at=instant_now()[1],
+                )
+            )
+
+
+def create_app(settings: Settings, *, db: Database | None = None) -> FastAPI:
+    db = db or Database(settings.database_url)
+    db.create_schema()
+    ensure_default_sandbox(db)
+    admin_token = settings.admin_token or load_or_create_admin_token(settings)[0]
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        yield
+        db.dispose()
+
+    app = FastAPI(title="ehr-sandbox", version="0.1.0", lifespan=lifespan, docs_url="/docs", redoc_url=None)
+    reg = registry()
+    repo = Repository(reg)
+    app.state.settings = settings
+    app.state.db = db
+    app.state.repo = repo
+    app.state.fhir = Interactions(repo, reg, default_count=settings.default_page_size, max_count=settings.max_page_size)
+    app.state.views = Views(db)
+    app.state.authenticate = Authenticator(admin_token)
+
+    app.include_router(fhir_router, prefix="/fhir")
+    app.include_router(fhir_router, prefix="/sandboxes/{sandbox_id}/fhir")
+
+    @app.get("/healthz", include_in_schema=False)
+    async def healthz() -> Response:
+        return JSONResponse({"status": "ok"})
+
+    _install_error_handlers(app)
+    return app
+
+
+def _is_fhir(request: Request) -> bool:
+    path = request.url.path
+    return path.startswith("/fhir") or (path.startswith("/sandboxes/") and "/fhir" in path)
+
+
+def _install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(FhirError)
+    async def fhir_error(_request: Request, exc: FhirError) -> Response:
+        return fhir_response(exc.outcome(), exc.status, exc.headers)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
+        if not _is_fhir(request):
+            return JSONResponse({"detail": exc.detail}, exc.status_code, headers=exc.headers)
+        code = {404: "not-found", 405: "not-supported"}.get(exc.status_code, "processing")
+        message = (
+            str(exc.detail) if exc.status_code != 405 else f"{request.method} is not supported on {request.url.path}"
+        )
+        return fhir_response(
+            {"resourceType": "OperationOutcome", "issue": [Issue(code, message).to_json()]}, exc.status_code
+        )
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid_request(request: Request, exc: RequestValidationError) -> Response:
+        issues = [Issue("invalid", f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}") for e in exc.errors()]
+        return fhir_response({"resourceType": "OperationOutcome", "issue": [i.to_json() for i in issues]}, 400)
+
+    @app.exception_handler(Exception)
+    async def unexpected(request: Request, exc: Exception) -> Response:
+        log.exception("unhandled error on %s %s", request.method, request.url.path)
+        issue = Issue("exception", "Internal server error; the request changed nothing")
+        return fhir_response({"resourceType": "OperationOutcome", "issue": [issue.to_json()]}, 500)

@@ -1,0 +1,74 @@
+"""The command line: ``ehr-sandbox serve`` and friends.  Thin: parse flags, call the library, print errors."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from sandbox.config import Settings, load_or_create_admin_token
+
+
+class CliError(Exception):
+    """A user mistake: printed as one line, exit status 2."""
+
+
+def _serve(args: argparse.Namespace) -> None:
+    import uvicorn
+
+    from sandbox.app import create_app
+
+    settings = Settings.from_env().with_overrides(host=args.host, port=args.port, base_url=args.base_url)
+    token, generated = load_or_create_admin_token(settings)
+    settings = settings.with_overrides(admin_token=token)
+    app = create_app(settings)
+    base = settings.public_base
+    print(f"ehr-sandbox serving on {base}")
+    print(f"  FHIR R4 (default sandbox, open): {base}/fhir  (metadata: {base}/fhir/metadata)")
+    print(f"  Sandboxes:                        {base}/sandboxes/{{id}}/fhir")
+    print(f"  Database:                         {_redact(settings.database_url)}")
+    if generated:
+        print(f"  Admin token (generated, saved in {settings.data_dir / 'admin-token'}): {token}")
+    sys.stdout.flush()
+    uvicorn.run(app, host=settings.host, port=settings.port, log_level=args.log_level, access_log=args.access_log)
+
+
+def _redact(url: str) -> str:
+    if "@" in url and "://" in url:
+        scheme, rest = url.split("://", 1)
+        return f"{scheme}://***@{rest.split('@', 1)[1]}"
+    return url
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="ehr-sandbox", description="EHR sandbox: FHIR R4 server for training")
+    sub = parser.add_subparsers(dest="command", required=True)
+    serve = sub.add_parser("serve", help="run the server")
+    serve.add_argument("--host", default=None, help="bind address (default 127.0.0.1, or $EHR_SANDBOX_HOST)")
+    serve.add_argument("--port", type=int, default=None, help="port (default 8080, or $EHR_SANDBOX_PORT)")
+    serve.add_argument("--base-url", default=None, help="public base URL, if behind a proxy ($EHR_SANDBOX_BASE_URL)")
+    serve.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
+    serve.add_argument("--no-access-log", dest="access_log", action="store_false")
+    serve.set_defaults(func=_serve)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        args.func(args)
+    except CliError as exc:
+        print(f"ehr-sandbox: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        print(
+            f"ehr-sandbox: {exc.strerror or exc} ({getattr(exc, 'filename', '') or 'check the address and port'})",
+            file=sys.stderr,
+        )
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""FHIR R4: validation, the search parameter registry, search, bundles, operations and the REST routes."""

@@ -1,0 +1,55 @@
+"""Per-request context of the FHIR API: which sandbox, who is asking, the base URL."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from fastapi import Request
+
+from sandbox.fhir.interactions import Interactions
+from sandbox.fhir.outcome import FhirError
+from sandbox.store.database import Database
+from sandbox.store.layers import DEFAULT_SANDBOX, UnknownSandbox, View, resolve_view
+from sandbox.store.repository import Actor
+
+
+@dataclass(frozen=True)
+class FhirContext:
+    db: Database
+    fhir: Interactions
+    view: View
+    actor: Actor
+    base: str  # the sandbox's FHIR base URL, e.g. http://127.0.0.1:8080/fhir
+
+
+class Views:
+    """Sandbox id -> View, cached: a sandbox's baseline never changes after creation."""
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+        self._cache: dict[str, View] = {}
+
+    def get(self, sandbox_id: str) -> View:
+        view = self._cache.get(sandbox_id)
+        if view is None:
+            with self.db.read() as conn:
+                try:
+                    view = resolve_view(conn, sandbox_id)
+                except UnknownSandbox:
+                    raise FhirError.of(404, "not-found", f"There is no sandbox '{sandbox_id}'") from None
+            self._cache[sandbox_id] = view
+        return view
+
+    def forget(self, sandbox_id: str) -> None:
+        self._cache.pop(sandbox_id, None)
+
+
+def fhir_context(request: Request) -> FhirContext:
+    """FastAPI dependency: the context for ``/fhir/...`` and ``/sandboxes/{sandbox_id}/fhir/...``."""
+    state = request.app.state
+    sandbox_id = request.path_params.get("sandbox_id", DEFAULT_SANDBOX)
+    actor = state.authenticate(request, sandbox_id)
+    view = state.views.get(sandbox_id)
+    root = state.settings.base_url.rstrip("/") if state.settings.base_url else str(request.base_url).rstrip("/")
+    prefix = "/fhir" if "sandbox_id" not in request.path_params else f"/sandboxes/{sandbox_id}/fhir"
+    return FhirContext(state.db, state.fhir, view, actor, root + prefix)

@@ -1,0 +1,325 @@
+"""Search parameter expressions, compiled once into small evaluators over resource JSON.
+
+Nearly all of FHIR R4's search parameter expressions are paths with a few
+decorations: ``(X.value as Quantity)``, ``X.onset.as(Age)``,
+``X.subject.where(resolve() is Patient)``, ``X.telecom.where(system='email')``
+and ``X.entry[0].resource``.  Those compile into a list of steps run directly
+over the stored JSON dicts, which is many times faster than a general FHIRPath
+engine and, unlike one, knows each value's FHIR type (from fhirpathpy's R4
+model tables), which the indexer needs to tell an Identifier from a
+ContactPoint.  The handful of other expressions go through fhirpathpy.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from fhirpathpy import compile as fhirpath_compile
+from fhirpathpy.models import models
+
+_MODEL = models["r4"]
+_PATH2TYPE: dict[str, str] = _MODEL["path2Type"]
+_CHOICES: dict[str, list[str]] = _MODEL["choiceTypePaths"]
+_ELSEWHERE: dict[str, str] = _MODEL["pathsDefinedElsewhere"]
+# Backbone elements have no entry of their own in path2Type, only their children do.
+_BACKBONES = {path.rsplit(".", 1)[0] for path in [*_PATH2TYPE, *_CHOICES] if path.count(".") > 1}
+
+PRIMITIVES = {
+    "boolean",
+    "integer",
+    "string",
+    "decimal",
+    "uri",
+    "url",
+    "canonical",
+    "base64Binary",
+    "instant",
+    "date",
+    "dateTime",
+    "time",
+    "code",
+    "oid",
+    "id",
+    "markdown",
+    "unsignedInt",
+    "positiveInt",
+    "uuid",
+    "xhtml",
+}
+_PRIMITIVE_BY_LOWER = {p.lower(): p for p in PRIMITIVES}
+
+Typed = tuple[Any, str | None]  # a value and its FHIR type name (None when unknown)
+
+
+def type_name(suffix: str) -> str:
+    """``DateTime`` -> ``dateTime``; complex type names are kept."""
+    return _PRIMITIVE_BY_LOWER.get(suffix.lower(), suffix)
+
+
+@dataclass(frozen=True)
+class _Field:
+    name: str
+    static_type: str | None  # None for a choice element
+    choices: tuple[str, ...]  # choice suffixes, e.g. ("DateTime", "Period")
+
+
+@dataclass(frozen=True)
+class _Cast:
+    type: str
+
+
+@dataclass(frozen=True)
+class _ResolveIs:
+    type: str
+
+
+@dataclass(frozen=True)
+class _WhereEq:
+    field: str
+    value: str
+
+
+@dataclass(frozen=True)
+class _Index:
+    n: int
+
+
+_Step = _Field | _Cast | _ResolveIs | _WhereEq | _Index
+
+
+class _Unsupported(Exception):
+    pass
+
+
+_CAST_PAREN = re.compile(r"^\((?P<inner>[^()]+?) as (?P<type>\w+)\)(?P<rest>.*)$")
+_TOKEN = re.compile(
+    r"\.as\((?P<as>\w+)\)"
+    r"|\.where\(resolve\(\) is (?P<resolve>\w+)\)"
+    r"|\.where\((?P<wf>\w+)\s*=\s*'(?P<wv>[^']*)'\)"
+    r"|\[(?P<idx>\d+)\]"
+    r"|\.(?P<field>\w+)"
+)
+
+
+class _TypeCursor:
+    """Follows element definitions through fhirpathpy's R4 model tables."""
+
+    def __init__(self, root: str) -> None:
+        self.path: str | None = root
+
+    def field(self, name: str) -> _Field:
+        if self.path is None:
+            return _Field(name, None, ())
+        full = _ELSEWHERE.get(f"{self.path}.{name}", f"{self.path}.{name}")
+        if full in _CHOICES:
+            self.path = None
+            return _Field(name, None, tuple(_CHOICES[full]))
+        declared = _PATH2TYPE.get(full)
+        if declared is None and full in _BACKBONES:
+            declared = "BackboneElement"
+        if declared is None:
+            self.path = None
+            return _Field(name, None, ())
+        if declared in ("BackboneElement", "Element"):
+            self.path = full
+            return _Field(name, declared, ())
+        declared = "string" if declared.startswith("System.") else declared
+        self.path = declared
+        return _Field(name, declared, ())
+
+    def cast(self, type_: str) -> None:
+        self.path = type_name(type_) if type_name(type_) not in PRIMITIVES else None
+
+
+def _compile_steps(branch: str, resource_type: str) -> list[_Step]:
+    branch = branch.strip()
+    cursor = _TypeCursor(resource_type)
+    steps: list[_Step] = []
+
+    def walk(path: str) -> None:
+        pos = 0
+        if steps == [] and path.startswith(resource_type):
+            pos = len(resource_type)
+        while pos < len(path):
+            m = _TOKEN.match(path, pos)
+            if not m:
+                raise _Unsupported(branch)
+            if m["field"]:
+                steps.append(cursor.field(m["field"]))
+            elif m["as"]:
+                steps.append(_Cast(type_name(m["as"])))
+                cursor.cast(m["as"])
+            elif m["resolve"]:
+                steps.append(_ResolveIs(m["resolve"]))
+            elif m["wf"]:
+                steps.append(_WhereEq(m["wf"], m["wv"]))
+            else:
+                steps.append(_Index(int(m["idx"])))
+            pos = m.end()
+
+    cast = _CAST_PAREN.match(branch)
+    if cast:
+        walk(cast["inner"])
+        steps.append(_Cast(type_name(cast["type"])))
+        cursor.cast(cast["type"])
+        walk(cast["rest"])
+    else:
+        walk(branch)
+    return steps
+
+
+def _run(steps: list[_Step], resource: dict) -> list[Typed]:
+    current: list[Typed] = [(resource, resource.get("resourceType"))]
+    for step in steps:
+        out: list[Typed] = []
+        if isinstance(step, _Field):
+            for node, _ in current:
+                if not isinstance(node, dict):
+                    continue
+                if step.choices:
+                    for suffix in step.choices:
+                        value = node.get(step.name + suffix)
+                        if value is not None:
+                            _extend(out, value, type_name(suffix))
+                else:
+                    value = node.get(step.name)
+                    if value is not None:
+                        _extend(out, value, step.static_type)
+        elif isinstance(step, _Cast):
+            out = [(v, t) for v, t in current if t == step.type or (t is None and _looks_like(v, step.type))]
+        elif isinstance(step, _ResolveIs):
+            out = [(v, t) for v, t in current if reference_type(v) == step.type]
+        elif isinstance(step, _WhereEq):
+            out = [(v, t) for v, t in current if isinstance(v, dict) and v.get(step.field) == step.value]
+        else:
+            out = current[step.n : step.n + 1]
+        current = out
+    return current
+
+
+def _extend(out: list[Typed], value: Any, type_: str | None) -> None:
+    if isinstance(value, list):
+        out.extend((v, type_) for v in value if v is not None)
+    else:
+        out.append((value, type_))
+
+
+def _looks_like(value: Any, type_: str) -> bool:
+    if type_ in ("string", "uri", "canonical", "code", "dateTime", "date"):
+        return isinstance(value, str)
+    if type_ == "boolean":
+        return isinstance(value, bool)
+    if type_ == "Reference":
+        return isinstance(value, dict) and ("reference" in value or "identifier" in value)
+    if type_ == "CodeableConcept":
+        return isinstance(value, dict) and ("coding" in value or "text" in value)
+    return isinstance(value, dict)
+
+
+def reference_type(value: Any) -> str | None:
+    """The resource type a Reference points at, from ``reference`` or ``type``."""
+    if not isinstance(value, dict):
+        return None
+    ref = value.get("reference")
+    if isinstance(ref, str):
+        parts = ref.split("/_history/")[0].split("/")
+        if len(parts) >= 2:
+            return parts[-2]
+    t = value.get("type")
+    return t if isinstance(t, str) else None
+
+
+Evaluator = Callable[[dict], list[Typed]]
+
+
+def compile_expression(expression: str, resource_type: str) -> Evaluator:
+    """Compile a search parameter expression (narrowed to ``resource_type``) into an evaluator."""
+    branches = [b for b in expression.split(" | ") if b.strip()]
+    try:
+        compiled = [_compile_steps(b, resource_type) for b in branches]
+    except _Unsupported:
+        return _fhirpath_evaluator(expression)
+
+    def evaluate(resource: dict) -> list[Typed]:
+        found: list[Typed] = []
+        for steps in compiled:
+            found.extend(_run(steps, resource))
+        return found
+
+    return evaluate
+
+
+def _fhirpath_evaluator(expression: str) -> Evaluator:
+    # resolve() is not implemented by fhirpathpy; the few expressions using it are handled above.
+    fn = fhirpath_compile(expression, _MODEL)
+
+    def evaluate(resource: dict) -> list[Typed]:
+        return [(v, None) for v in fn(resource) if v is not None]
+
+    return evaluate
+
+
+CompositeEvaluator = Callable[[dict], list[tuple[list[Typed], ...]]]
+
+
+def compile_composite(expression: str, resource_type: str, components: list[str]) -> CompositeEvaluator:
+    """A composite parameter: for each focus element, the values of each component within it.
+
+    Component expressions are relative to the focus (``code``, ``value.as(Quantity)``),
+    so each is compiled against the element definition the focus branch ends on.
+    """
+    compiled: list[tuple[list[_Step], list[list[list[_Step]]]]] = []
+    for branch in (b.strip() for b in expression.split(" | ") if b.strip()):
+        focus_steps = _compile_steps(branch, resource_type)
+        focus_path = _focus_path(branch, resource_type)
+        compiled.append(
+            (focus_steps, [[_compile_relative(c, focus_path) for c in comp.split(" | ")] for comp in components])
+        )
+
+    def evaluate(resource: dict) -> list[tuple[list[Typed], ...]]:
+        rows: list[tuple[list[Typed], ...]] = []
+        for focus_steps, component_branches in compiled:
+            for focus, _ in _run(focus_steps, resource):
+                if isinstance(focus, dict):
+                    rows.append(
+                        tuple(
+                            [v for steps in branches for v in _run_from(steps, focus)]
+                            for branches in component_branches
+                        )
+                    )
+        return rows
+
+    return evaluate
+
+
+def _focus_path(branch: str, resource_type: str) -> str | None:
+    cursor = _TypeCursor(resource_type)
+    for name in branch[len(resource_type) :].split("."):
+        if name:
+            cursor.field(name)
+    return cursor.path
+
+
+def _compile_relative(expression: str, context_path: str | None) -> list[_Step]:
+    try:
+        steps = _compile_steps("." + expression.strip(), "")
+    except _Unsupported:
+        # Only MolecularSequence's coordinates reach outside the focus (%resource); they match nothing.
+        return [_Cast("%unsupported")]
+    cursor = _TypeCursor(context_path) if context_path else None
+    typed: list[_Step] = []
+    for step in steps:
+        if isinstance(step, _Field) and cursor is not None:
+            step = cursor.field(step.name)
+        elif isinstance(step, _Cast) and cursor is not None:
+            cursor.cast(step.type)
+        typed.append(step)
+    return typed
+
+
+def _run_from(steps: list[_Step], focus: dict) -> list[Typed]:
+    saved = focus.get("resourceType")
+    return _run(steps, focus) if saved is not None else _run(steps, {**focus, "resourceType": None})

@@ -1,0 +1,216 @@
+"""The FHIR interactions on one sandbox, shared by the REST routes, transaction bundles and the web UI.
+
+Each write runs inside the caller's database transaction (a ``Connection`` from
+``Database.write()``), so a transaction bundle is all-or-nothing simply by
+calling these in one unit of work.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import parse_qsl
+
+import jsonpatch
+from sqlalchemy import Connection
+
+from sandbox.fhir.outcome import FhirError, gone, not_found
+from sandbox.fhir.search import SearchResult, run_search
+from sandbox.fhir.search_params import Registry
+from sandbox.fhir.search_plan import parse
+from sandbox.fhir.validation import parse_json, validate
+from sandbox.store.layers import View
+from sandbox.store.repository import Actor, Repository, Stored
+
+_ID_CHARS = set("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-.")
+
+
+@dataclass(frozen=True)
+class WriteOutcome:
+    stored: Stored
+    created: bool  # 201 rather than 200
+    changed: bool = True  # False when a conditional create matched an existing resource
+
+
+def check_id(rid: str) -> str:
+    if not rid or len(rid) > 64 or not set(rid) <= _ID_CHARS:
+        raise FhirError.of(400, "invalid", f"'{rid}' is not a valid FHIR id (1-64 of A-Z a-z 0-9 - .)")
+    return rid
+
+
+class Interactions:
+    def __init__(self, repo: Repository, registry: Registry, *, default_count: int = 20, max_count: int = 1000):
+        self.repo = repo
+        self.registry = registry
+        self.default_count = default_count
+        self.max_count = max_count
+
+    # ---- reads ---------------------------------------------------------------------------------
+
+    def read(self, conn: Connection, view: View, rtype: str, rid: str) -> Stored:
+        stored = self.repo.current(conn, view, rtype, rid)
+        if stored is None:
+            raise not_found(rtype, rid)
+        if stored.deleted:
+            error = gone(rtype, rid)
+            error.headers["ETag"] = stored.etag
+            raise error
+        return stored
+
+    def vread(self, conn: Connection, view: View, rtype: str, rid: str, vid: str) -> Stored:
+        if not vid.isdigit():
+            raise FhirError.of(404, "not-found", f"{rtype}/{rid} has no version '{vid}'")
+        stored = self.repo.version(conn, view, rtype, rid, int(vid))
+        if stored is None:
+            if self.repo.current(conn, view, rtype, rid) is None:
+                raise not_found(rtype, rid)
+            raise FhirError.of(404, "not-found", f"{rtype}/{rid} has no version {vid}")
+        if stored.deleted:
+            raise FhirError.of(410, "deleted", f"Version {vid} of {rtype}/{rid} is a deletion")
+        return stored
+
+    def search(
+        self, conn: Connection, view: View, rtype: str | None, query: list[tuple[str, str]], *, strict: bool = False
+    ) -> SearchResult:
+        plan = parse(
+            self.registry, rtype, query, strict=strict, default_count=self.default_count, max_count=self.max_count
+        )
+        return run_search(conn, self.repo, view, plan)
+
+    def match(self, conn: Connection, view: View, rtype: str, criteria: str) -> list[Stored]:
+        """Resources matching conditional-operation criteria (``identifier=x|1``); at most two are fetched."""
+        query = parse_qsl(criteria.lstrip("?"), keep_blank_values=True)
+        if not query:
+            raise FhirError.of(400, "invalid", "Conditional operations need search criteria")
+        plan = parse(self.registry, rtype, query, strict=True, default_count=2)
+        plan.count, plan.total, plan.includes = 2, "none", []
+        return run_search(conn, self.repo, view, plan).matches
+
+    # ---- writes --------------------------------------------------------------------------------
+
+    def create(
+        self,
+        conn: Connection,
+        view: View,
+        resource: dict[str, Any],
+        actor: Actor,
+        *,
+        if_none_exist: str | None = None,
+        rid: str | None = None,
+    ) -> WriteOutcome:
+        validate(resource)
+        rtype = resource["resourceType"]
+        if if_none_exist:
+            found = self.match(conn, view, rtype, if_none_exist)
+            if len(found) > 1:
+                raise FhirError.of(412, "duplicate", f"If-None-Exist '{if_none_exist}' matched more than one {rtype}")
+            if found:
+                return WriteOutcome(found[0], created=False, changed=False)
+        rid = rid or self.repo.new_id()
+        stored = self.repo.write(conn, view, resource, actor, rtype=rtype, rid=rid, method="POST", previous=None)
+        return WriteOutcome(stored, created=True)
+
+    def update(
+        self,
+        conn: Connection,
+        view: View,
+        rtype: str,
+        rid: str,
+        resource: dict[str, Any],
+        actor: Actor,
+        *,
+        if_match: int | None = None,
+        method: str = "PUT",
+    ) -> WriteOutcome:
+        check_id(rid)
+        validate(resource, rtype)
+        if "id" not in resource:
+            raise FhirError.of(400, "required", "An update must carry the resource's id", f"{rtype}.id")
+        if resource["id"] != rid:
+            raise FhirError.of(400, "invalid", f"The resource's id '{resource['id']}' does not match the URL's '{rid}'")
+        previous = self.repo.current(conn, view, rtype, rid)
+        stored = self.repo.write(
+            conn,
+            view,
+            resource,
+            actor,
+            rtype=rtype,
+            rid=rid,
+            method=method,
+            expected_version=if_match,
+            previous=previous,
+        )
+        return WriteOutcome(stored, created=previous is None or previous.deleted)
+
+    def conditional_update(
+        self,
+        conn: Connection,
+        view: View,
+        rtype: str,
+        criteria: str,
+        resource: dict[str, Any],
+        actor: Actor,
+        *,
+        if_match: int | None = None,
+    ) -> WriteOutcome:
+        found = self.match(conn, view, rtype, criteria)
+        if len(found) > 1:
+            raise FhirError.of(
+                412, "multiple-matches", f"Conditional update '{criteria}' matched more than one {rtype}"
+            )
+        if found:
+            rid = found[0].id
+            if "id" in resource and resource["id"] != rid:
+                raise FhirError.of(400, "invalid", f"The resource's id does not match the matched {rtype}/{rid}")
+            return self.update(conn, view, rtype, rid, {**resource, "id": rid}, actor, if_match=if_match)
+        rid = resource.get("id")
+        if rid is not None:
+            check_id(rid)
+            if self.repo.current(conn, view, rtype, rid) is not None:
+                raise FhirError.of(409, "conflict", f"{rtype}/{rid} exists but does not match '{criteria}'")
+        validate(resource, rtype)
+        return self.create(conn, view, {k: v for k, v in resource.items() if k != "id"}, actor, rid=rid)
+
+    def patch(
+        self,
+        conn: Connection,
+        view: View,
+        rtype: str,
+        rid: str,
+        operations: Any,
+        actor: Actor,
+        *,
+        if_match: int | None = None,
+    ) -> WriteOutcome:
+        current = self.read(conn, view, rtype, rid)
+        if not isinstance(operations, list):
+            raise FhirError.of(400, "structure", "A JSON Patch body is an array of operations")
+        try:
+            patched = jsonpatch.apply_patch(parse_json(current.content or b"{}"), operations)
+        except (jsonpatch.JsonPatchException, jsonpatch.JsonPointerException, TypeError, KeyError) as exc:
+            raise FhirError.of(422, "processing", f"The JSON Patch cannot be applied: {exc}") from None
+        if not isinstance(patched, dict) or patched.get("resourceType") != rtype or patched.get("id") != rid:
+            raise FhirError.of(422, "processing", "A patch may not change the resource's type or id")
+        return self.update(conn, view, rtype, rid, patched, actor, if_match=if_match, method="PATCH")
+
+    def delete(
+        self, conn: Connection, view: View, rtype: str, rid: str, actor: Actor, *, if_match: int | None = None
+    ) -> Stored | None:
+        """Delete; deleting what is absent or already deleted succeeds and changes nothing (returns None)."""
+        check_id(rid)
+        previous = self.repo.current(conn, view, rtype, rid)
+        if previous is None or previous.deleted:
+            return None
+        return self.repo.write(
+            conn, view, None, actor, rtype=rtype, rid=rid, method="DELETE", expected_version=if_match, previous=previous
+        )
+
+    def conditional_delete(self, conn: Connection, view: View, rtype: str, criteria: str, actor: Actor) -> int:
+        found = self.match(conn, view, rtype, criteria)
+        if len(found) > 1:
+            raise FhirError.of(
+                412, "multiple-matches", f"Conditional delete '{criteria}' matched more than one {rtype}"
+            )
+        for stored in found:
+            self.delete(conn, view, rtype, stored.id, actor)
+        return len(found)

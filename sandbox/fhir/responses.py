@@ -1,0 +1,155 @@
+"""HTTP responses of the FHIR API: resource bodies from stored bytes, headers, and response Bundles."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from email.utils import format_datetime
+from typing import Any
+from urllib.parse import urlencode
+
+import orjson
+from starlette.responses import Response
+
+from sandbox.fhir.outcome import Issue, operation_outcome
+from sandbox.fhir.search import SearchResult
+from sandbox.fhir.subsetting import subset
+from sandbox.fhir.validation import dump_json
+from sandbox.store.repository import Stored
+
+FHIR_JSON = "application/fhir+json; charset=utf-8"
+
+
+def fhir_response(
+    body: bytes | dict[str, Any] | None, status: int = 200, headers: dict[str, str] | None = None
+) -> Response:
+    if isinstance(body, dict):
+        body = dump_json(body)
+    return Response(content=body or b"", status_code=status, headers=headers, media_type=FHIR_JSON if body else None)
+
+
+def http_date(stored: Stored) -> str:
+    when = datetime.fromisoformat(stored.last_updated[:26] + "+00:00")
+    return format_datetime(when, usegmt=True)
+
+
+def resource_headers(stored: Stored, base: str | None = None) -> dict[str, str]:
+    headers = {"ETag": stored.etag, "Last-Modified": http_date(stored)}
+    if base is not None:
+        headers["Location"] = f"{base}/{stored.resource_type}/{stored.id}/_history/{stored.version_id}"
+    return headers
+
+
+def write_response(
+    stored: Stored, status: int, base: str, prefer: str | None, issues: list[Issue] | None = None
+) -> Response:
+    """Answer a create/update/patch as ``Prefer: return=`` asks (representation by default)."""
+    headers = resource_headers(stored, base)
+    if prefer == "minimal":
+        return fhir_response(None, status, headers)
+    if prefer == "OperationOutcome":
+        outcome = operation_outcome(
+            issues
+            or [
+                Issue(
+                    "informational",
+                    f"{stored.resource_type}/{stored.id} version {stored.version_id} stored",
+                    "information",
+                )
+            ]
+        )
+        return fhir_response(outcome, status, headers)
+    return fhir_response(stored.content, status, headers)
+
+
+def prefer_return(header: str | None) -> str | None:
+    for part in (header or "").split(";"):
+        key, _, value = part.strip().partition("=")
+        if key.strip() == "return":
+            return value.strip().strip('"')
+    return None
+
+
+def prefer_strict(header: str | None) -> bool:
+    for part in (header or "").replace(",", ";").split(";"):
+        key, _, value = part.strip().partition("=")
+        if key.strip() == "handling":
+            return value.strip() == "strict"
+    return False
+
+
+def searchset(
+    result: SearchResult,
+    base: str,
+    self_query: list[tuple[str, str]],
+    page_url: str,
+    *,
+    offset: int,
+    count: int,
+    summary: str | None = None,
+    elements: tuple[str, ...] = (),
+) -> bytes:
+    """Build the searchset Bundle around the stored bytes of each match (no re-parse unless subsetting)."""
+    links = [{"relation": "self", "url": _url(page_url, self_query, offset)}]
+    if result.has_next:
+        links.append({"relation": "next", "url": _url(page_url, self_query, offset + count)})
+    if offset > 0:
+        links.append({"relation": "previous", "url": _url(page_url, self_query, max(0, offset - count))})
+    bundle: dict[str, Any] = {"resourceType": "Bundle", "type": "searchset"}
+    if result.total is not None:
+        bundle["total"] = result.total
+    bundle["link"] = links
+    entries = [_entry(base, s, "match", summary, elements) for s in result.matches]
+    entries.extend(_entry(base, s, "include", summary, elements) for s in result.included)
+    if result.issues:
+        entries.append({"resource": operation_outcome(result.issues), "search": {"mode": "outcome"}})
+    if entries:
+        bundle["entry"] = entries
+    return orjson.dumps(bundle)
+
+
+def _entry(base: str, stored: Stored, mode: str, summary: str | None, elements: tuple[str, ...]) -> dict[str, Any]:
+    content = subset(stored.content or b"{}", summary, elements)
+    return {
+        "fullUrl": f"{base}/{stored.resource_type}/{stored.id}",
+        "resource": orjson.Fragment(content),
+        "search": {"mode": mode},
+    }
+
+
+def _url(page_url: str, query: list[tuple[str, str]], offset: int) -> str:
+    params = [(k, v) for k, v in query if k != "_offset"]
+    if offset:
+        params.append(("_offset", str(offset)))
+    return f"{page_url}?{urlencode(params)}" if params else page_url
+
+
+def history_bundle(
+    versions: list[Stored],
+    total: int,
+    base: str,
+    page_url: str,
+    query: list[tuple[str, str]],
+    *,
+    offset: int,
+    count: int,
+) -> bytes:
+    links = [{"relation": "self", "url": _url(page_url, query, offset)}]
+    if offset + count < total:
+        links.append({"relation": "next", "url": _url(page_url, query, offset + count)})
+    if offset > 0:
+        links.append({"relation": "previous", "url": _url(page_url, query, max(0, offset - count))})
+    entries = []
+    for v in versions:
+        entry: dict[str, Any] = {"fullUrl": f"{base}/{v.resource_type}/{v.id}"}
+        if v.content is not None and not v.deleted:
+            entry["resource"] = orjson.Fragment(v.content)
+        method = v.method or "PUT"
+        url = f"{v.resource_type}/{v.id}" if method != "POST" else v.resource_type
+        entry["request"] = {"method": "PUT" if method == "PATCH" else method, "url": url}
+        status = "201 Created" if method == "POST" else ("204 No Content" if v.deleted else "200 OK")
+        entry["response"] = {"status": status, "etag": v.etag, "lastModified": v.instant}
+        entries.append(entry)
+    bundle: dict[str, Any] = {"resourceType": "Bundle", "type": "history", "total": total, "link": links}
+    if entries:
+        bundle["entry"] = entries
+    return orjson.dumps(bundle)

@@ -1,0 +1,275 @@
+"""The FHIR REST routes: thin handlers that parse HTTP, call Interactions, and shape responses.
+
+The same router serves the default sandbox at ``/fhir`` and every other one at
+``/sandboxes/{sandbox_id}/fhir``.  Sync handlers run in the thread pool; the
+database work they do is synchronous SQLAlchemy.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import parse_qsl
+
+from fastapi import APIRouter, Depends, Request
+from starlette.concurrency import run_in_threadpool
+from starlette.responses import Response
+
+from sandbox.fhir.context import FhirContext, fhir_context
+from sandbox.fhir.interactions import check_id
+from sandbox.fhir.outcome import FhirError, Issue, not_found
+from sandbox.fhir.resource_types import is_resource_type
+from sandbox.fhir.responses import (
+    fhir_response,
+    history_bundle,
+    prefer_return,
+    prefer_strict,
+    resource_headers,
+    searchset,
+    write_response,
+)
+from sandbox.fhir.search import run_search
+from sandbox.fhir.search_plan import parse
+from sandbox.fhir.subsetting import subset
+from sandbox.fhir.validation import parse_json, parse_resource
+from sandbox.fhir.values import date_range
+
+router = APIRouter()
+
+
+def _type(rtype: str) -> str:
+    if not is_resource_type(rtype):
+        raise FhirError.of(404, "not-supported", f"Unknown resource type '{rtype}'")
+    return rtype
+
+
+def _if_match(request: Request) -> int | None:
+    raw = request.headers.get("if-match")
+    if raw is None:
+        return None
+    value = raw.strip().removeprefix("W/").strip('"')
+    if not value.isdigit():
+        raise FhirError.of(400, "invalid", f"If-Match must be a version ETag like W/\"3\", not '{raw}'")
+    return int(value)
+
+
+async def _body(request: Request) -> bytes:
+    limit = request.app.state.settings.max_body_bytes
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > limit:
+        raise FhirError.of(413, "too-costly", f"The request body is larger than {limit} bytes")
+    body = b""
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > limit:
+            raise FhirError.of(413, "too-costly", f"The request body is larger than {limit} bytes")
+    return body
+
+
+def _query(request: Request) -> list[tuple[str, str]]:
+    return [(k, v) for k, v in request.query_params.multi_items()]
+
+
+# ---- search -------------------------------------------------------------------------------------
+
+
+def _search(ctx: FhirContext, request: Request, rtype: str | None, query: list[tuple[str, str]]) -> Response:
+    strict = prefer_strict(request.headers.get("prefer"))
+    fhir = ctx.fhir
+    plan = parse(fhir.registry, rtype, query, strict=strict, default_count=fhir.default_count, max_count=fhir.max_count)
+    with ctx.db.read() as conn:
+        result = run_search(conn, fhir.repo, ctx.view, plan)
+    page_url = f"{ctx.base}/{rtype}" if rtype else ctx.base
+    body = searchset(
+        result,
+        ctx.base,
+        query,
+        page_url,
+        offset=plan.offset,
+        count=plan.count,
+        summary=plan.summary,
+        elements=plan.elements,
+    )
+    return fhir_response(body)
+
+
+@router.get("/{rtype}")
+def search_type(rtype: str, request: Request, ctx: FhirContext = Depends(fhir_context)) -> Response:
+    return _search(ctx, request, _type(rtype), _query(request))
+
+
+@router.post("/{rtype}/_search")
+async def search_type_post(rtype: str, request: Request, ctx: FhirContext = Depends(fhir_context)) -> Response:
+    _type(rtype)
+    body = await _body(request)
+    content_type = request.headers.get("content-type", "")
+    if "application/x-www-form-urlencoded" not in content_type:
+        raise FhirError.of(415, "not-supported", "POST _search takes an application/x-www-form-urlencoded body")
+    query = _query(request) + parse_qsl(body.decode("utf-8", "replace"), keep_blank_values=True)
+    return await run_in_threadpool(_search, ctx, request, rtype, query)
+
+
+# ---- instance reads --------------------------------------------------------------------------------
+
+
+@router.get("/{rtype}/{rid}")
+def read(rtype: str, rid: str, request: Request, ctx: FhirContext = Depends(fhir_context)) -> Response:
+    _type(rtype)
+    with ctx.db.read() as conn:
+        stored = ctx.fhir.read(conn, ctx.view, rtype, rid)
+    headers = resource_headers(stored)
+    if request.headers.get("if-none-match", "").strip() == stored.etag:
+        return Response(status_code=304, headers=headers)
+    summary = request.query_params.get("_summary")
+    elements = tuple(e for e in request.query_params.get("_elements", "").split(",") if e)
+    if summary or elements:
+        return fhir_response(subset(stored.content or b"", summary, elements), headers=headers)
+    return fhir_response(stored.content, headers=headers)
+
+
+@router.get("/{rtype}/{rid}/_history/{vid}")
+def vread(rtype: str, rid: str, vid: str, ctx: FhirContext = Depends(fhir_context)) -> Response:
+    _type(rtype)
+    with ctx.db.read() as conn:
+        stored = ctx.fhir.vread(conn, ctx.view, rtype, rid, vid)
+    return fhir_response(stored.content, headers=resource_headers(stored))
+
+
+# ---- history -----------------------------------------------------------------------------------------
+
+
+def _history(ctx: FhirContext, request: Request, rtype: str | None, rid: str | None) -> Response:
+    query = _query(request)
+    params = dict(query)
+    count = min(int(params.get("_count", "20")) if params.get("_count", "20").isdigit() else 20, ctx.fhir.max_count)
+    offset = int(params["_offset"]) if params.get("_offset", "").isdigit() else 0
+    since = at = None
+    if "_since" in params:
+        found = date_range(params["_since"])
+        if found is None:
+            raise FhirError.of(400, "invalid", f"_since must be an instant, not '{params['_since']}'")
+        since = found[0]
+    if "_at" in params:
+        found = date_range(params["_at"])
+        if found is None:
+            raise FhirError.of(400, "invalid", f"_at must be a date or dateTime, not '{params['_at']}'")
+        at = found[1]
+    with ctx.db.read() as conn:
+        if rtype and rid:
+            ctx.fhir.repo.current(conn, ctx.view, rtype, rid) or _raise_not_found(rtype, rid)
+        versions, total = ctx.fhir.repo.history(
+            conn, ctx.view, rtype=rtype, rid=rid, since=since, before=at, limit=count, offset=offset
+        )
+    page_url = "/".join(p for p in (ctx.base, rtype, rid, "_history") if p)
+    return fhir_response(history_bundle(versions, total, ctx.base, page_url, query, offset=offset, count=count))
+
+
+def _raise_not_found(rtype: str, rid: str) -> Any:
+    raise not_found(rtype, rid)
+
+
+@router.get("/_history")
+def history_system(request: Request, ctx: FhirContext = Depends(fhir_context)) -> Response:
+    return _history(ctx, request, None, None)
+
+
+@router.get("/{rtype}/_history")
+def history_type(rtype: str, request: Request, ctx: FhirContext = Depends(fhir_context)) -> Response:
+    return _history(ctx, request, _type(rtype), None)
+
+
+@router.get("/{rtype}/{rid}/_history")
+def history_instance(rtype: str, rid: str, request: Request, ctx: FhirContext = Depends(fhir_context)) -> Response:
+    return _history(ctx, request, _type(rtype), rid)
+
+
+# ---- writes -------------------------------------------------------------------------------------------
+
+
+@router.post("/{rtype}")
+async def create(rtype: str, request: Request, ctx: FhirContext = Depends(fhir_context)) -> Response:
+    _type(rtype)
+    resource = parse_resource(await _body(request), rtype)
+    if_none_exist = request.headers.get("if-none-exist")
+    prefer = prefer_return(request.headers.get("prefer"))
+
+    def work() -> Response:
+        with ctx.db.write() as conn:
+            outcome = ctx.fhir.create(conn, ctx.view, resource, ctx.actor, if_none_exist=if_none_exist)
+        return write_response(outcome.stored, 201 if outcome.created else 200, ctx.base, prefer)
+
+    return await run_in_threadpool(work)
+
+
+@router.put("/{rtype}/{rid}")
+async def update(rtype: str, rid: str, request: Request, ctx: FhirContext = Depends(fhir_context)) -> Response:
+    _type(rtype)
+    check_id(rid)
+    resource = parse_resource(await _body(request), rtype)
+    if_match = _if_match(request)
+    prefer = prefer_return(request.headers.get("prefer"))
+
+    def work() -> Response:
+        with ctx.db.write() as conn:
+            outcome = ctx.fhir.update(conn, ctx.view, rtype, rid, resource, ctx.actor, if_match=if_match)
+        return write_response(outcome.stored, 201 if outcome.created else 200, ctx.base, prefer)
+
+    return await run_in_threadpool(work)
+
+
+@router.put("/{rtype}")
+async def conditional_update(rtype: str, request: Request, ctx: FhirContext = Depends(fhir_context)) -> Response:
+    _type(rtype)
+    criteria = str(request.url.query)
+    resource = parse_resource(await _body(request), rtype)
+    if_match = _if_match(request)
+    prefer = prefer_return(request.headers.get("prefer"))
+
+    def work() -> Response:
+        with ctx.db.write() as conn:
+            outcome = ctx.fhir.conditional_update(
+                conn, ctx.view, rtype, criteria, resource, ctx.actor, if_match=if_match
+            )
+        return write_response(outcome.stored, 201 if outcome.created else 200, ctx.base, prefer)
+
+    return await run_in_threadpool(work)
+
+
+@router.patch("/{rtype}/{rid}")
+async def patch(rtype: str, rid: str, request: Request, ctx: FhirContext = Depends(fhir_context)) -> Response:
+    _type(rtype)
+    content_type = request.headers.get("content-type", "")
+    if "json-patch+json" not in content_type:
+        raise FhirError.of(
+            415, "not-supported", "PATCH takes a JSON Patch body (Content-Type: application/json-patch+json)"
+        )
+    operations = parse_json(await _body(request))
+    if_match = _if_match(request)
+    prefer = prefer_return(request.headers.get("prefer"))
+
+    def work() -> Response:
+        with ctx.db.write() as conn:
+            outcome = ctx.fhir.patch(conn, ctx.view, rtype, rid, operations, ctx.actor, if_match=if_match)
+        return write_response(outcome.stored, 200, ctx.base, prefer)
+
+    return await run_in_threadpool(work)
+
+
+@router.delete("/{rtype}/{rid}")
+def delete(rtype: str, rid: str, request: Request, ctx: FhirContext = Depends(fhir_context)) -> Response:
+    _type(rtype)
+    if_match = _if_match(request)
+    with ctx.db.write() as conn:
+        stored = ctx.fhir.delete(conn, ctx.view, rtype, rid, ctx.actor, if_match=if_match)
+    headers = {"ETag": stored.etag} if stored else {}
+    return fhir_response(None, 204, headers)
+
+
+@router.delete("/{rtype}")
+def conditional_delete(rtype: str, request: Request, ctx: FhirContext = Depends(fhir_context)) -> Response:
+    _type(rtype)
+    with ctx.db.write() as conn:
+        count = ctx.fhir.conditional_delete(conn, ctx.view, rtype, str(request.url.query), ctx.actor)
+    message = f"Deleted {count} {rtype}" if count else f"No {rtype} matched; nothing deleted"
+    return fhir_response(
+        {"resourceType": "OperationOutcome", "issue": [Issue("informational", message, "information").to_json()]}
+    )

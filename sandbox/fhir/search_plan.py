@@ -1,0 +1,273 @@
+"""Parse a search query string into a typed plan, checked against the registry.
+
+``Observation?patient=123&code=http://loinc.org|8867-4&_sort=-date`` becomes a
+``SearchPlan`` of ``Clause``s (one per parameter occurrence; the values of one
+occurrence are ORed, occurrences are ANDed) plus the result controls.  Nothing
+here touches the database; ``search_sql.py`` turns a plan into SQL.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+from sandbox.fhir.outcome import FhirError, Issue
+from sandbox.fhir.resource_types import is_resource_type
+from sandbox.fhir.search_params import Registry, SearchParam
+
+PREFIXES = ("eq", "ne", "gt", "lt", "ge", "le", "sa", "eb", "ap")
+RESULT_PARAMS = {
+    "_count",
+    "_sort",
+    "_include",
+    "_revinclude",
+    "_total",
+    "_summary",
+    "_elements",
+    "_contained",
+    "_containedType",
+    "_format",
+    "_pretty",
+    "_cursor",
+    "_offset",
+}
+MODIFIERS = {
+    "string": {"exact", "contains", "missing"},
+    "token": {"missing", "not", "text", "above", "below", "in", "not-in", "of-type"},
+    "reference": {"missing", "identifier"},  # plus :[Type]
+    "date": {"missing"},
+    "number": {"missing"},
+    "quantity": {"missing"},
+    "uri": {"missing", "above", "below"},
+    "composite": {"missing"},
+}
+SUPPORTED_TOKEN_MODIFIERS = {"missing", "not", "text"}
+
+
+@dataclass(frozen=True)
+class Chain:
+    """One link of a chained parameter: follow ``param`` (a reference) to ``target_type``."""
+
+    param: SearchParam
+    target_type: str
+
+
+@dataclass(frozen=True)
+class Has:
+    """``_has:Observation:patient:code=1234``: resources that ``source_type.param`` references."""
+
+    source_type: str
+    reference_param: SearchParam
+
+
+@dataclass(frozen=True)
+class Clause:
+    param: SearchParam
+    values: tuple[str, ...]
+    modifier: str | None = None
+    chain: tuple[Chain, ...] = ()  # followed left to right before param applies
+    has: tuple[Has, ...] = ()  # reverse chain, outermost first
+
+
+@dataclass(frozen=True)
+class Include:
+    source_type: str
+    param: SearchParam | None  # None for the wildcard "*"
+    target_type: str | None
+    iterate: bool
+    reverse: bool
+
+
+@dataclass(frozen=True)
+class SortKey:
+    param: SearchParam | None  # None for _id / _lastUpdated handled on the resources table
+    code: str
+    descending: bool
+
+
+@dataclass
+class SearchPlan:
+    resource_type: str | None  # None for a system-level search
+    clauses: list[Clause] = field(default_factory=list)
+    ids: tuple[str, ...] | None = None
+    last_updated: list[tuple[str, ...]] = field(default_factory=list)  # values of each _lastUpdated occurrence
+    sort: list[SortKey] = field(default_factory=list)
+    count: int = 20
+    offset: int = 0
+    cursor: str | None = None
+    total: str = "accurate"  # none, estimate, accurate
+    summary: str | None = None  # true, text, data, count, false
+    elements: tuple[str, ...] = ()
+    includes: list[Include] = field(default_factory=list)
+    ignored: list[Issue] = field(default_factory=list)  # unknown parameters, reported back to the client
+
+
+def split_values(raw: str) -> tuple[str, ...]:
+    """Split on unescaped commas; ``\\,`` is a literal comma."""
+    parts = re.split(r"(?<!\\),", raw)
+    return tuple(p.replace("\\,", ",") for p in parts)
+
+
+def parse(
+    registry: Registry,
+    resource_type: str | None,
+    query: list[tuple[str, str]],
+    *,
+    strict: bool = False,
+    default_count: int = 20,
+    max_count: int = 1000,
+) -> SearchPlan:
+    plan = SearchPlan(resource_type, count=default_count)
+    for name, raw in query:
+        try:
+            _parse_one(registry, plan, name, raw, max_count)
+        except _Unknown as unknown:
+            issue = Issue("not-supported", str(unknown), severity="error" if strict else "warning")
+            if strict:
+                raise FhirError(400, [issue]) from None
+            plan.ignored.append(issue)
+    return plan
+
+
+class _Unknown(Exception):
+    pass
+
+
+def _bad(message: str) -> FhirError:
+    return FhirError.of(400, "invalid", message)
+
+
+def _parse_one(registry: Registry, plan: SearchPlan, name: str, raw: str, max_count: int) -> None:
+    rtype = plan.resource_type
+    if name == "_count":
+        if not raw.isdigit():
+            raise _bad(f"_count must be a non-negative integer, not '{raw}'")
+        plan.count = min(int(raw), max_count)
+    elif name == "_offset":
+        if not raw.isdigit():
+            raise _bad(f"_offset must be a non-negative integer, not '{raw}'")
+        plan.offset = int(raw)
+    elif name == "_cursor":
+        plan.cursor = raw
+    elif name == "_total":
+        if raw not in ("none", "estimate", "accurate"):
+            raise _bad("_total must be none, estimate or accurate")
+        plan.total = raw
+    elif name == "_summary":
+        if raw not in ("true", "false", "text", "data", "count"):
+            raise _bad("_summary must be true, false, text, data or count")
+        plan.summary = raw
+    elif name == "_elements":
+        plan.elements = tuple(e.strip() for e in raw.split(",") if e.strip())
+    elif name == "_sort":
+        for key in raw.split(","):
+            descending = key.startswith("-")
+            code = key.lstrip("-")
+            if code in ("_id", "_lastUpdated"):
+                plan.sort.append(SortKey(None, code, descending))
+                continue
+            param = registry.get(rtype, code) if rtype else None
+            if param is None or param.type in ("composite",):
+                raise _Unknown(f"Cannot sort by '{code}'")
+            plan.sort.append(SortKey(param, code, descending))
+    elif name in ("_include", "_revinclude") or name.startswith(("_include:", "_revinclude:")):
+        plan.includes.append(_parse_include(registry, name, raw))
+    elif name in ("_format", "_pretty", "_contained", "_containedType"):
+        return
+    elif name == "_id":
+        values = split_values(raw)
+        plan.ids = values if plan.ids is None else tuple(v for v in plan.ids if v in values)
+    elif name == "_lastUpdated":
+        plan.last_updated.append(split_values(raw))
+    elif name.startswith("_has:"):
+        plan.clauses.append(_parse_has(registry, rtype, name, raw))
+    else:
+        if rtype is None:
+            raise _Unknown(f"Parameter '{name}' is not supported in a search across all types")
+        plan.clauses.append(_parse_clause(registry, rtype, name, raw))
+
+
+def _parse_include(registry: Registry, name: str, raw: str) -> Include:
+    reverse = name.startswith("_revinclude")
+    iterate = name.endswith(":iterate") or name.endswith(":recurse")
+    parts = raw.split(":")
+    if raw == "*":
+        return Include("*", None, None, iterate, reverse)
+    if len(parts) not in (2, 3):
+        raise _bad(f"{name} must be Type:param or Type:param:TargetType, not '{raw}'")
+    source, code = parts[0], parts[1]
+    target = parts[2] if len(parts) == 3 else None
+    if not is_resource_type(source):
+        raise _Unknown(f"Unknown resource type '{source}' in {name}")
+    if code == "*":
+        return Include(source, None, target, iterate, reverse)
+    param = registry.get(source, code)
+    if param is None or param.type != "reference":
+        raise _Unknown(f"'{code}' is not a reference parameter of {source} ({name})")
+    return Include(source, param, target, iterate, reverse)
+
+
+def _parse_has(registry: Registry, rtype: str | None, name: str, raw: str) -> Clause:
+    """``_has:Type:ref:param`` and nested ``_has:T1:r1:_has:T2:r2:param``."""
+    parts = name.split(":")
+    has: list[Has] = []
+    i = 0
+    current = rtype
+    while i < len(parts) and parts[i] == "_has":
+        if i + 3 >= len(parts) + 0 and i + 2 >= len(parts):
+            raise _bad(f"_has needs Type:reference:parameter, not '{name}'")
+        source_type, ref_code = parts[i + 1], parts[i + 2]
+        if not is_resource_type(source_type):
+            raise _Unknown(f"Unknown resource type '{source_type}' in {name}")
+        ref = registry.get(source_type, ref_code)
+        if ref is None or ref.type != "reference":
+            raise _Unknown(f"'{ref_code}' is not a reference parameter of {source_type} ({name})")
+        if current and ref.targets and current not in ref.targets:
+            raise _bad(f"{source_type}.{ref_code} cannot refer to {current} ({name})")
+        has.append(Has(source_type, ref))
+        current = source_type
+        i += 3
+    rest = ":".join(parts[i:])
+    if not rest:
+        raise _bad(f"_has needs a parameter to test at the end: '{name}'")
+    inner = _parse_clause(registry, current or "", rest, raw)
+    return Clause(inner.param, inner.values, inner.modifier, inner.chain, tuple(has))
+
+
+def _parse_clause(registry: Registry, rtype: str, name: str, raw: str) -> Clause:
+    links = name.split(".")
+    chain: list[Chain] = []
+    current = rtype
+    for link in links[:-1]:
+        code, _, type_mod = link.partition(":")
+        param = registry.get(current, code)
+        if param is None or param.type != "reference":
+            raise _Unknown(f"'{code}' is not a reference parameter of {current}, so it cannot be chained")
+        if type_mod:
+            target = type_mod
+        elif len(param.targets) == 1:
+            target = param.targets[0]
+        else:
+            raise _bad(
+                f"Chained parameter '{link}' can refer to several types ({', '.join(param.targets)}); "
+                f"name one, e.g. {code}:{param.targets[0]}"
+            )
+        if param.targets and target not in param.targets:
+            raise _bad(f"{current}.{code} cannot refer to {target}")
+        chain.append(Chain(param, target))
+        current = target
+    code, _, modifier = links[-1].partition(":")
+    param = registry.get(current, code)
+    if param is None:
+        raise _Unknown(f"Unknown search parameter '{code}' for {current}")
+    mod: str | None = modifier or None
+    if mod is not None:
+        allowed = MODIFIERS.get(param.type, set())
+        is_type_modifier = param.type == "reference" and is_resource_type(mod)
+        if not is_type_modifier and mod not in allowed:
+            raise _bad(f"Modifier ':{mod}' is not valid for {param.type} parameter '{code}'")
+        if param.type == "token" and mod not in SUPPORTED_TOKEN_MODIFIERS:
+            raise _Unknown(f"Modifier ':{mod}' on '{code}' needs a terminology service, which this server lacks")
+    if mod == "missing" and raw not in ("true", "false"):
+        raise _bad(f":missing takes true or false, not '{raw}'")
+    return Clause(param, split_values(raw), mod, tuple(chain))

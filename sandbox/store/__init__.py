@@ -1,0 +1,1 @@
+"""Storage: tables, the one write path (Repository), the search index, and sandbox layers."""

@@ -1,0 +1,310 @@
+"""The one write path, and reads by id and by history.
+
+Every change to a resource, whatever route it came by (FHIR API, web UI, HL7 v2,
+loader, CDS Hooks), goes through ``Repository.write``: in the caller's database
+transaction it stores the new version with its actor and route, replaces the
+resource's index rows, and appends an outbox event.  Reads return the stored
+JSON bytes; nothing is re-serialized on the way out.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import Connection, and_, delete, func, insert, select, update
+from sqlalchemy.exc import IntegrityError
+
+from sandbox.fhir.outcome import FhirError
+from sandbox.fhir.search_params import Registry
+from sandbox.fhir.validation import dump_json
+from sandbox.fhir.values import instant_now
+from sandbox.store.indexer import index_resource
+from sandbox.store.layers import View
+from sandbox.store.schema import INDEX_TABLES, layers, outbox, resource_versions, resources
+
+
+@dataclass(frozen=True)
+class Actor:
+    """Who wrote, and through which route: ``user:alice`` via ``web-ui``, ``client:app`` via ``fhir-api``."""
+
+    id: str = "anonymous"
+    route: str = "fhir-api"
+
+
+@dataclass(frozen=True)
+class Stored:
+    resource_type: str
+    id: str
+    version_id: int
+    last_updated: str  # index form: YYYY-MM-DDTHH:MM:SS.ffffff (UTC)
+    deleted: bool
+    content: bytes | None
+    layer_id: str = ""
+    method: str | None = None
+    actor: str | None = None
+    route: str | None = None
+
+    @property
+    def etag(self) -> str:
+        return f'W/"{self.version_id}"'
+
+    @property
+    def instant(self) -> str:
+        """``last_updated`` as a FHIR instant, as it appears in meta.lastUpdated."""
+        return self.last_updated[:23] + "Z"
+
+
+def new_id() -> str:
+    return str(uuid.uuid4())
+
+
+_CURRENT_COLUMNS = (
+    resources.c.layer_id,
+    resources.c.resource_type,
+    resources.c.id,
+    resources.c.version_id,
+    resources.c.last_updated,
+    resources.c.deleted,
+    resources.c.content,
+)
+
+
+class Repository:
+    def __init__(self, registry: Registry) -> None:
+        self.registry = registry
+
+    # ---- reads -------------------------------------------------------------------------------
+
+    def current(self, conn: Connection, view: View, rtype: str, rid: str) -> Stored | None:
+        """The visible version (possibly a deletion tombstone) or None if it never existed here."""
+        rows = conn.execute(
+            select(*_CURRENT_COLUMNS).where(
+                resources.c.layer_id.in_(view.layers), resources.c.resource_type == rtype, resources.c.id == rid
+            )
+        ).all()
+        if not rows:
+            return None
+        row = min(rows, key=lambda r: view.layers.index(r.layer_id))
+        return _stored(row)
+
+    def current_many(self, conn: Connection, view: View, keys: list[tuple[str, str]]) -> dict[tuple[str, str], Stored]:
+        """Visible, non-deleted versions of several resources at once (for _include and $everything)."""
+        found: dict[tuple[str, str], Stored] = {}
+        by_type: dict[str, list[str]] = {}
+        for rtype, rid in keys:
+            by_type.setdefault(rtype, []).append(rid)
+        for rtype, ids in by_type.items():
+            for chunk in _chunks(sorted(set(ids)), 500):
+                rows = conn.execute(
+                    select(*_CURRENT_COLUMNS).where(
+                        resources.c.layer_id.in_(view.layers),
+                        resources.c.resource_type == rtype,
+                        resources.c.id.in_(chunk),
+                    )
+                ).all()
+                for row in sorted(rows, key=lambda r: -view.layers.index(r.layer_id)):
+                    found[(rtype, row.id)] = _stored(row)
+        return {k: v for k, v in found.items() if not v.deleted}
+
+    def version(self, conn: Connection, view: View, rtype: str, rid: str, version_id: int) -> Stored | None:
+        rows = conn.execute(
+            select(resource_versions).where(
+                resource_versions.c.layer_id.in_(view.layers),
+                resource_versions.c.resource_type == rtype,
+                resource_versions.c.id == rid,
+                resource_versions.c.version_id == version_id,
+            )
+        ).all()
+        if not rows:
+            return None
+        return _version(min(rows, key=lambda r: view.layers.index(r.layer_id)))
+
+    def history(
+        self,
+        conn: Connection,
+        view: View,
+        *,
+        rtype: str | None = None,
+        rid: str | None = None,
+        since: str | None = None,
+        before: str | None = None,
+        limit: int = 20,
+        offset: int = 0,
+    ) -> tuple[list[Stored], int]:
+        """Versions newest first, and how many there are in all.
+
+        Across the baseline boundary a sandbox's history is its own versions
+        plus the baseline's versions of resources the sandbox has not
+        rewritten past them (the sandbox's versions continue the numbering).
+        """
+        v = resource_versions
+        conditions = [v.c.layer_id.in_(view.layers)]
+        if rtype:
+            conditions.append(v.c.resource_type == rtype)
+        if rid:
+            conditions.append(v.c.id == rid)
+        if since:
+            conditions.append(v.c.last_updated >= since)
+        if before:
+            conditions.append(v.c.last_updated <= before)
+        where = and_(*conditions)
+        total = conn.execute(select(func.count()).select_from(v).where(where)).scalar_one()
+        rows = conn.execute(
+            select(v)
+            .where(where)
+            .order_by(v.c.last_updated.desc(), v.c.id, v.c.version_id.desc())
+            .limit(limit)
+            .offset(offset)
+        ).all()
+        return [_version(r) for r in rows], total
+
+    # ---- the write path ----------------------------------------------------------------------
+
+    def write(
+        self,
+        conn: Connection,
+        view: View,
+        resource: dict[str, Any] | None,
+        actor: Actor,
+        *,
+        rtype: str,
+        rid: str,
+        method: str,
+        expected_version: int | None = None,
+        previous: Stored | None = None,
+    ) -> Stored:
+        """Store a new version of ``rtype/rid`` (``resource=None`` deletes it) in ``view``'s own layer.
+
+        ``resource`` is already validated.  ``previous`` is the caller's view of the
+        current version (read in this transaction); ``expected_version`` is an
+        If-Match version that must still be current.  A concurrent writer that got
+        there first makes this raise 409, and the caller's transaction rolls back.
+        """
+        if previous is None:
+            previous = self.current(conn, view, rtype, rid)
+        current_version = previous.version_id if previous else 0
+        if expected_version is not None and expected_version != current_version:
+            raise FhirError.of(
+                412,
+                "conflict",
+                f"{rtype}/{rid} is at version {current_version}, not the version {expected_version} in If-Match",
+            )
+        version_id = current_version + 1
+        instant, last_updated = instant_now()
+        if previous is not None and last_updated <= previous.last_updated:
+            last_updated = previous.last_updated  # clocks can step back; keep history ordered
+        content: bytes | None = None
+        if resource is not None:
+            meta = dict(resource.get("meta") or {})
+            meta["versionId"] = str(version_id)
+            meta["lastUpdated"] = instant
+            body = {"resourceType": rtype, "id": rid, "meta": meta}
+            body.update((k, val) for k, val in resource.items() if k not in ("resourceType", "id", "meta"))
+            content = dump_json(body)
+            resource = body
+        deleted = resource is None
+        overlay = view.overlay
+        values = {
+            "version_id": version_id,
+            "last_updated": last_updated,
+            "deleted": deleted,
+            "content": content,
+        }
+        try:
+            if previous is not None and previous.layer_id == overlay:
+                result = conn.execute(
+                    update(resources)
+                    .where(
+                        resources.c.layer_id == overlay,
+                        resources.c.resource_type == rtype,
+                        resources.c.id == rid,
+                        resources.c.version_id == current_version,
+                    )
+                    .values(**values)
+                )
+                if result.rowcount != 1:
+                    raise _conflict(rtype, rid)
+            else:
+                conn.execute(insert(resources).values(layer_id=overlay, resource_type=rtype, id=rid, **values))
+            conn.execute(
+                insert(resource_versions).values(
+                    layer_id=overlay,
+                    resource_type=rtype,
+                    id=rid,
+                    method=method,
+                    actor=actor.id,
+                    route=actor.route,
+                    **values,
+                )
+            )
+        except IntegrityError:
+            raise _conflict(rtype, rid) from None
+        self._reindex(
+            conn, overlay, rtype, rid, resource, replacing=previous is not None and previous.layer_id == overlay
+        )
+        conn.execute(
+            insert(outbox).values(
+                layer_id=overlay,
+                resource_type=rtype,
+                resource_id=rid,
+                version_id=version_id,
+                action="delete" if deleted else ("create" if current_version == 0 or previous.deleted else "update"),  # type: ignore[union-attr]
+                actor=actor.id,
+                route=actor.route,
+                created_at=last_updated,
+            )
+        )
+        conn.execute(update(layers).where(layers.c.id == overlay).values(last_activity=last_updated))
+        return Stored(rtype, rid, version_id, last_updated, deleted, content, overlay, method, actor.id, actor.route)
+
+    def _reindex(
+        self, conn: Connection, layer_id: str, rtype: str, rid: str, resource: dict | None, *, replacing: bool
+    ) -> None:
+        if replacing:
+            for table in INDEX_TABLES.values():
+                conn.execute(
+                    delete(table).where(
+                        table.c.layer_id == layer_id, table.c.resource_type == rtype, table.c.resource_id == rid
+                    )
+                )
+        if resource is None:
+            return
+        for kind, rows in index_resource(self.registry, resource).items():
+            conn.execute(
+                insert(INDEX_TABLES[kind]),
+                [{"layer_id": layer_id, "resource_type": rtype, "resource_id": rid, **row} for row in rows],
+            )
+
+    def new_id(self) -> str:
+        return new_id()
+
+
+def _conflict(rtype: str, rid: str) -> FhirError:
+    return FhirError.of(409, "conflict", f"{rtype}/{rid} was changed by another request at the same time; try again")
+
+
+def _stored(row: Any) -> Stored:
+    return Stored(
+        row.resource_type, row.id, row.version_id, row.last_updated, bool(row.deleted), row.content, row.layer_id
+    )
+
+
+def _version(row: Any) -> Stored:
+    return Stored(
+        row.resource_type,
+        row.id,
+        row.version_id,
+        row.last_updated,
+        bool(row.deleted),
+        row.content,
+        row.layer_id,
+        row.method,
+        row.actor,
+        row.route,
+    )
+
+
+def _chunks(items: list[str], size: int) -> list[list[str]]:
+    return [items[i : i + size] for i in range(0, len(items), size)]

@@ -1,0 +1,169 @@
+"""The tables.
+
+Every table leads its key with ``layer_id``: a layer is either a sandbox's own
+overlay of writes or an immutable baseline.  A sandbox sees its overlay first,
+then its baseline minus what the overlay replaced or deleted (see ``layers.py``).
+That keeps sandboxes apart in every query and is the distribution column should
+one PostgreSQL ever not be enough.
+
+Dates in index tables are fixed-width UTC strings (``YYYY-MM-DDTHH:MM:SS.ffffff``)
+so that string order is time order on both SQLite and PostgreSQL.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    Boolean,
+    Column,
+    Float,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Table,
+    Text,
+)
+
+metadata = MetaData()
+
+layers = Table(
+    "layers",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("kind", String(16), nullable=False),  # "sandbox" or "baseline"
+    Column("name", String(200), nullable=False),
+    Column("baseline_id", String(64), nullable=True),  # a sandbox's baseline layer
+    Column("created_at", String(32), nullable=False),
+    Column("last_activity", String(32), nullable=True),
+)
+
+# The current version of every resource in a layer, including deletion tombstones.
+resources = Table(
+    "resources",
+    metadata,
+    Column("layer_id", String(64), primary_key=True),
+    Column("resource_type", String(64), primary_key=True),
+    Column("id", String(64), primary_key=True),
+    Column("version_id", Integer, nullable=False),
+    Column("last_updated", String(32), nullable=False),
+    Column("deleted", Boolean, nullable=False, default=False),
+    Column("content", LargeBinary, nullable=True),
+    Index("ix_resources_updated", "layer_id", "resource_type", "last_updated"),
+    Index("ix_resources_layer_updated", "layer_id", "last_updated"),
+)
+
+# Every version ever written, with who wrote it and through which route.
+resource_versions = Table(
+    "resource_versions",
+    metadata,
+    Column("layer_id", String(64), primary_key=True),
+    Column("resource_type", String(64), primary_key=True),
+    Column("id", String(64), primary_key=True),
+    Column("version_id", Integer, primary_key=True),
+    Column("last_updated", String(32), nullable=False),
+    Column("deleted", Boolean, nullable=False, default=False),
+    Column("method", String(8), nullable=False),  # POST, PUT, PATCH, DELETE
+    Column("content", LargeBinary, nullable=True),
+    Column("actor", String(200), nullable=False),
+    Column("route", String(32), nullable=False),  # fhir-api, web-ui, hl7v2, loader, ...
+    Index("ix_versions_type_updated", "layer_id", "resource_type", "last_updated"),
+    Index("ix_versions_updated", "layer_id", "last_updated"),
+)
+
+# Events for consumers after commit (task re-check, HL7 v2 outbound, subscriptions).
+outbox = Table(
+    "outbox",
+    metadata,
+    Column("seq", Integer, primary_key=True, autoincrement=True),
+    Column("layer_id", String(64), nullable=False),
+    Column("resource_type", String(64), nullable=False),
+    Column("resource_id", String(64), nullable=False),
+    Column("version_id", Integer, nullable=False),
+    Column("action", String(8), nullable=False),  # create, update, delete
+    Column("actor", String(200), nullable=False),
+    Column("route", String(32), nullable=False),
+    Column("created_at", String(32), nullable=False),
+    Column("claimed_by", String(64), nullable=True),
+    Column("done_at", String(32), nullable=True),
+    Index("ix_outbox_pending", "done_at", "seq"),
+)
+
+
+def _index_table(name: str, *value_columns: Column, value_index: tuple[str, ...]) -> Table:
+    """One search index table: which resource, which parameter, the value columns.
+
+    ``grp`` ties together the components of one composite parameter value.
+    Two indexes: value-first for search, resource-first for reindexing and joins.
+    """
+    return Table(
+        name,
+        metadata,
+        Column("layer_id", String(64), nullable=False),
+        Column("resource_type", String(64), nullable=False),
+        Column("resource_id", String(64), nullable=False),
+        Column("param", String(100), nullable=False),
+        Column("grp", Integer, nullable=False, default=0),
+        *value_columns,
+        Index(f"ix_{name}_value", "layer_id", "resource_type", "param", *value_index),
+        Index(f"ix_{name}_resource", "layer_id", "resource_type", "resource_id"),
+    )
+
+
+sp_string = _index_table(
+    "sp_string",
+    Column("value", Text, nullable=False),  # normalized: case and accents folded
+    Column("exact", Text, nullable=False),
+    value_index=("value",),
+)
+sp_token = _index_table(
+    "sp_token",
+    Column("system", Text, nullable=True),
+    Column("code", Text, nullable=True),
+    Column("text", Text, nullable=True),  # normalized display / CodeableConcept.text, for :text
+    value_index=("code", "system"),
+)
+sp_reference = _index_table(
+    "sp_reference",
+    Column("target_type", String(64), nullable=True),
+    Column("target_id", String(64), nullable=True),
+    Column("url", Text, nullable=True),  # absolute or canonical references, as written
+    Column("ident_system", Text, nullable=True),  # Reference.identifier, for :identifier
+    Column("ident_value", Text, nullable=True),
+    value_index=("target_id", "target_type"),
+)
+sp_date = _index_table(
+    "sp_date",
+    Column("low", String(32), nullable=False),
+    Column("high", String(32), nullable=False),
+    value_index=("low", "high"),
+)
+sp_number = _index_table(
+    "sp_number",
+    Column("low", Float, nullable=False),
+    Column("high", Float, nullable=False),
+    value_index=("low", "high"),
+)
+sp_quantity = _index_table(
+    "sp_quantity",
+    Column("system", Text, nullable=True),
+    Column("code", Text, nullable=True),
+    Column("low", Float, nullable=False),
+    Column("high", Float, nullable=False),
+    value_index=("code", "low"),
+)
+sp_uri = _index_table(
+    "sp_uri",
+    Column("value", Text, nullable=False),
+    value_index=("value",),
+)
+
+INDEX_TABLES: dict[str, Table] = {
+    "string": sp_string,
+    "token": sp_token,
+    "reference": sp_reference,
+    "date": sp_date,
+    "number": sp_number,
+    "quantity": sp_quantity,
+    "uri": sp_uri,
+}

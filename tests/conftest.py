@@ -1,0 +1,85 @@
+"""Shared fixtures: every storage and API test runs on SQLite, and on PostgreSQL when
+``EHR_SANDBOX_TEST_DATABASE_URL`` is set (``.ci/run`` sets it)."""
+
+from __future__ import annotations
+
+import os
+import warnings
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import text
+
+from sandbox.config import Settings
+from sandbox.store.database import Database
+from sandbox.store.schema import metadata
+
+warnings.filterwarnings("ignore", message=".*httpx2.*")
+
+from fastapi.testclient import TestClient  # noqa: E402
+
+from sandbox.app import create_app  # noqa: E402
+
+ADMIN_TOKEN = "test-admin-token"
+PG_URL = os.environ.get("EHR_SANDBOX_TEST_DATABASE_URL")
+
+BACKENDS = ["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)]
+
+
+def _pg_schema_url(worker: str) -> str:
+    """One schema per xdist worker, so parallel workers never share tables."""
+    assert PG_URL is not None
+    sep = "&" if "?" in PG_URL else "?"
+    return f"{PG_URL}{sep}options=-csearch_path%3Dt_{worker}"
+
+
+@pytest.fixture(scope="session")
+def pg_database(worker_id: str) -> Iterator[Database]:
+    if not PG_URL:
+        pytest.skip("EHR_SANDBOX_TEST_DATABASE_URL is not set")
+    admin = Database(PG_URL)
+    with admin.engine.begin() as conn:
+        conn.execute(text(f"DROP SCHEMA IF EXISTS t_{worker_id} CASCADE"))
+        conn.execute(text(f"CREATE SCHEMA t_{worker_id}"))
+    admin.dispose()
+    db = Database(_pg_schema_url(worker_id))
+    db.create_schema()
+    yield db
+    db.dispose()
+
+
+@pytest.fixture(params=BACKENDS)
+def db(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Database]:
+    if request.param == "sqlite":
+        database = Database(f"sqlite:///{tmp_path / 'test.db'}")
+        database.create_schema()
+        yield database
+        database.dispose()
+        return
+    database = request.getfixturevalue("pg_database")
+    with database.engine.begin() as conn:
+        names = ", ".join(t.name for t in metadata.sorted_tables)
+        conn.execute(text(f"TRUNCATE {names} RESTART IDENTITY"))
+    yield database
+
+
+@pytest.fixture
+def settings(db: Database, tmp_path: Path) -> Settings:
+    return Settings(database_url=db.url, admin_token=ADMIN_TOKEN, data_dir=tmp_path)
+
+
+@pytest.fixture
+def app(settings: Settings, db: Database):  # type: ignore[no-untyped-def]
+    return create_app(settings, db=db)
+
+
+@pytest.fixture
+def client(app) -> Iterator[TestClient]:  # type: ignore[no-untyped-def]
+    with TestClient(app, base_url="http://testserver") as c:
+        yield c
+
+
+@pytest.fixture
+def admin_headers() -> dict[str, str]:
+    return {"Authorization": f"Bearer {ADMIN_TOKEN}"}
