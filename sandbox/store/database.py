@@ -65,10 +65,13 @@ class Database:
     @contextmanager
     def write(self) -> Iterator[Connection]:
         with self.engine.connect() as conn:
+            # conn.info lives as long as the pooled DBAPI connection: always clear the flag.
             conn.info["write"] = True
-            with conn.begin():
-                yield conn
-            conn.info.pop("write", None)
+            try:
+                with conn.begin():
+                    yield conn
+            finally:
+                conn.info.pop("write", None)
 
     def dispose(self) -> None:
         self.engine.dispose()
