@@ -1,0 +1,163 @@
+"""The one write path: versions, attribution, index upkeep, the outbox, and layers."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+from sqlalchemy import func, insert, select
+
+from sandbox.app import ensure_default_sandbox
+from sandbox.fhir.outcome import FhirError
+from sandbox.fhir.search_params import registry
+from sandbox.store.layers import View
+from sandbox.store.repository import Actor, Repository
+from sandbox.store.schema import layers, outbox, resource_versions, sp_string, sp_token
+
+DEFAULT = View("default", ("default",))
+NURSE = Actor("user:nurse-1", "web-ui")
+
+
+@pytest.fixture
+def repo(db) -> Repository:
+    ensure_default_sandbox(db)
+    return Repository(registry())
+
+
+def _patient(family: str, **extra) -> dict:
+    return {"resourceType": "Patient", "name": [{"family": family}], **extra}
+
+
+def test_each_write_records_version_actor_route_and_an_outbox_event(db, repo):
+    with db.write() as conn:
+        first = repo.write(conn, DEFAULT, _patient("Ng"), NURSE, rtype="Patient", rid="p1", method="POST")
+        second = repo.write(
+            conn, DEFAULT, _patient("Ng", gender="female"), Actor("client:app"), rtype="Patient", rid="p1", method="PUT"
+        )
+        gone = repo.write(conn, DEFAULT, None, NURSE, rtype="Patient", rid="p1", method="DELETE")
+    assert (first.version_id, second.version_id, gone.version_id) == (1, 2, 3)
+    with db.read() as conn:
+        versions = conn.execute(
+            select(
+                resource_versions.c.version_id,
+                resource_versions.c.actor,
+                resource_versions.c.route,
+                resource_versions.c.method,
+            ).order_by(resource_versions.c.version_id)
+        ).all()
+        events = conn.execute(select(outbox.c.action, outbox.c.version_id, outbox.c.actor).order_by(outbox.c.seq)).all()
+    assert [tuple(v) for v in versions] == [
+        (1, "user:nurse-1", "web-ui", "POST"),
+        (2, "client:app", "fhir-api", "PUT"),
+        (3, "user:nurse-1", "web-ui", "DELETE"),
+    ]
+    assert [tuple(e) for e in events] == [
+        ("create", 1, "user:nurse-1"),
+        ("update", 2, "client:app"),
+        ("delete", 3, "user:nurse-1"),
+    ]
+
+
+def test_update_replaces_index_rows_and_delete_removes_them(db, repo):
+    with db.write() as conn:
+        repo.write(conn, DEFAULT, _patient("Okafor", gender="male"), NURSE, rtype="Patient", rid="p1", method="POST")
+        repo.write(conn, DEFAULT, _patient("Adeyemi", gender="male"), NURSE, rtype="Patient", rid="p1", method="PUT")
+    with db.read() as conn:
+        names = conn.execute(select(sp_string.c.value).where(sp_string.c.param == "family")).scalars().all()
+    assert names == ["adeyemi"]
+    with db.write() as conn:
+        repo.write(conn, DEFAULT, None, NURSE, rtype="Patient", rid="p1", method="DELETE")
+    with db.read() as conn:
+        assert (
+            conn.execute(select(func.count()).select_from(sp_token).where(sp_token.c.resource_id == "p1")).scalar() == 0
+        )
+
+
+def test_a_failed_unit_of_work_leaves_nothing_behind(db, repo):
+    with pytest.raises(RuntimeError), db.write() as conn:
+        repo.write(conn, DEFAULT, _patient("Half"), NURSE, rtype="Patient", rid="p1", method="POST")
+        raise RuntimeError("the second entry of a transaction failed")
+    with db.read() as conn:
+        assert repo.current(conn, DEFAULT, "Patient", "p1") is None
+        assert conn.execute(select(func.count()).select_from(outbox)).scalar() == 0
+
+
+def test_stale_expected_version_is_412(db, repo):
+    with db.write() as conn:
+        repo.write(conn, DEFAULT, _patient("Ng"), NURSE, rtype="Patient", rid="p1", method="POST")
+    with pytest.raises(FhirError) as err, db.write() as conn:
+        repo.write(conn, DEFAULT, _patient("Ng"), NURSE, rtype="Patient", rid="p1", method="PUT", expected_version=5)
+    assert err.value.status == 412
+
+
+def test_concurrent_updates_of_one_version_never_both_win(db, repo):
+    """Two writers that both read version 1: one makes version 2, the other is refused (no lost update)."""
+    with db.write() as conn:
+        repo.write(conn, DEFAULT, _patient("Ng"), NURSE, rtype="Patient", rid="p1", method="POST")
+    barrier = threading.Barrier(2)
+    outcomes: list[object] = []
+
+    def update(family: str) -> None:
+        try:
+            with db.write() as conn:
+                barrier.wait(timeout=1)
+                repo.write(
+                    conn, DEFAULT, _patient(family), NURSE, rtype="Patient", rid="p1", method="PUT", expected_version=1
+                )
+            outcomes.append("ok")
+        except FhirError as exc:
+            outcomes.append(exc.status)
+        except threading.BrokenBarrierError:
+            # SQLite serializes writers at BEGIN IMMEDIATE, so the second never reaches the barrier
+            # while the first holds the lock; it then sees version 2 and is refused below.
+            with db.write() as conn:
+                try:
+                    repo.write(
+                        conn,
+                        DEFAULT,
+                        _patient(family),
+                        NURSE,
+                        rtype="Patient",
+                        rid="p1",
+                        method="PUT",
+                        expected_version=1,
+                    )
+                    outcomes.append("ok")
+                except FhirError as exc:
+                    outcomes.append(exc.status)
+
+    threads = [threading.Thread(target=update, args=(name,)) for name in ("Left", "Right")]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(map(str, outcomes)) == ["409", "ok"] or sorted(map(str, outcomes)) == ["412", "ok"]
+    with db.read() as conn:
+        assert repo.current(conn, DEFAULT, "Patient", "p1").version_id == 2
+
+
+def test_sandbox_over_a_baseline_sees_baseline_until_it_writes_its_own_version(db, repo):
+    with db.write() as conn:
+        conn.execute(insert(layers).values(id="base", kind="baseline", name="Base", created_at="2026-01-01"))
+        conn.execute(
+            insert(layers).values(id="s1", kind="sandbox", name="S1", baseline_id="base", created_at="2026-01-01")
+        )
+        repo.write(
+            conn,
+            View("base", ("base",)),
+            _patient("Base"),
+            Actor("loader", "loader"),
+            rtype="Patient",
+            rid="p1",
+            method="POST",
+        )
+    s1 = View("s1", ("s1", "base"))
+    with db.write() as conn:
+        assert repo.current(conn, s1, "Patient", "p1").layer_id == "base"
+        changed = repo.write(conn, s1, _patient("Changed"), NURSE, rtype="Patient", rid="p1", method="PUT")
+    assert (changed.version_id, changed.layer_id) == (2, "s1")
+    with db.read() as conn:
+        assert repo.current(conn, View("base", ("base",)), "Patient", "p1").version_id == 1
+        assert repo.version(conn, s1, "Patient", "p1", 1).layer_id == "base"
+        _, total = repo.history(conn, s1, rtype="Patient", rid="p1")
+    assert total == 2
