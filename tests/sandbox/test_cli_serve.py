@@ -1,0 +1,79 @@
+"""``ehr-sandbox serve`` on a fresh machine: SQLite by default, prints its URLs, serves FHIR over real HTTP."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _env(data_dir: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("EHR_SANDBOX_")}
+    env["EHR_SANDBOX_DATA_DIR"] = str(data_dir)
+    return env
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[tuple[str, subprocess.Popen[str]]]:
+    port = _free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "sandbox.cli", "serve", "--port", str(port), "--no-access-log"],
+        env=_env(tmp_path),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"{base}/healthz").status_code == 200:
+                break
+        except httpx.TransportError:
+            time.sleep(0.2)
+    else:
+        proc.kill()
+        pytest.fail("the server did not start: " + (proc.stdout.read() if proc.stdout else ""))
+    yield base, proc
+    proc.terminate()
+    proc.wait(timeout=10)
+
+
+def test_serve_uses_sqlite_in_the_data_dir_and_prints_urls_and_the_generated_token(server, tmp_path):
+    base, proc = server
+    created = httpx.post(f"{base}/fhir/Patient", json={"resourceType": "Patient", "gender": "female"})
+    assert created.status_code == 201
+    assert httpx.get(created.headers["location"].split("/_history")[0]).json()["gender"] == "female"
+    assert (tmp_path / "ehr-sandbox.db").exists()
+    token = (tmp_path / "admin-token").read_text().strip()
+    proc.terminate()
+    output = proc.communicate(timeout=10)[0]
+    assert f"{base}/fhir" in output
+    assert token in output
+
+
+def test_serve_on_a_taken_port_prints_one_line_and_fails(server, tmp_path):
+    base, _ = server
+    port = base.rsplit(":", 1)[1]
+    result = subprocess.run(
+        [sys.executable, "-m", "sandbox.cli", "serve", "--port", port],
+        env=_env(tmp_path / "other"),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode != 0
+    assert "address already in use" in (result.stdout + result.stderr).lower()
