@@ -83,17 +83,25 @@ def searchset(
     self_query: list[tuple[str, str]],
     page_url: str,
     *,
-    offset: int,
-    count: int,
     summary: str | None = None,
     elements: tuple[str, ...] = (),
+    offset: int = 0,
+    count: int | None = None,
 ) -> bytes:
-    """Build the searchset Bundle around the stored bytes of each match (no re-parse unless subsetting)."""
-    links = [{"relation": "self", "url": _url(page_url, self_query, offset)}]
-    if result.has_next:
-        links.append({"relation": "next", "url": _url(page_url, self_query, offset + count)})
-    if offset > 0:
-        links.append({"relation": "previous", "url": _url(page_url, self_query, max(0, offset - count))})
+    """Build the searchset Bundle around the stored bytes of each match (no re-parse unless subsetting).
+
+    ``self`` is the request as made; ``next`` and ``previous`` carry the result's
+    ``_cursor``s in place of any the request had.  (``offset`` and ``count`` are
+    ignored: paging is by cursor now; they remain for callers written before.)
+    """
+    del offset, count
+    links = [{"relation": "self", "url": _search_url(page_url, self_query, None)}]
+    if result.next_cursor is not None:
+        links.append({"relation": "next", "url": _search_url(page_url, self_query, result.next_cursor.encode())})
+    if result.previous_cursor is not None:
+        links.append(
+            {"relation": "previous", "url": _search_url(page_url, self_query, result.previous_cursor.encode())}
+        )
     bundle: dict[str, Any] = {"resourceType": "Bundle", "type": "searchset"}
     if result.total is not None:
         bundle["total"] = result.total
@@ -105,6 +113,13 @@ def searchset(
     if entries:
         bundle["entry"] = entries
     return orjson.dumps(bundle)
+
+
+def _search_url(page_url: str, query: list[tuple[str, str]], cursor: str | None) -> str:
+    params = query if cursor is None else [(k, v) for k, v in query if k not in ("_cursor", "_offset")]
+    if cursor is not None:
+        params = [*params, ("_cursor", cursor)]
+    return f"{page_url}?{urlencode(params)}" if params else page_url
 
 
 def _entry(base: str, stored: Stored, mode: str, summary: str | None, elements: tuple[str, ...]) -> dict[str, Any]:

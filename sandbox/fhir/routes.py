@@ -79,17 +79,14 @@ def _search(ctx: FhirContext, request: Request, rtype: str | None, query: list[t
     with ctx.db.read() as conn:
         result = run_search(conn, fhir.repo, ctx.view, plan)
     page_url = f"{ctx.base}/{rtype}" if rtype else ctx.base
-    body = searchset(
-        result,
-        ctx.base,
-        query,
-        page_url,
-        offset=plan.offset,
-        count=plan.count,
-        summary=plan.summary,
-        elements=plan.elements,
-    )
+    body = searchset(result, ctx.base, query, page_url, summary=plan.summary, elements=plan.elements)
     return fhir_response(body)
+
+
+@router.get("")
+def search_system(request: Request, ctx: FhirContext = Depends(fhir_context)) -> Response:
+    """Search across types: ``GET [base]?_type=Patient,Observation&_lastUpdated=ge2024``."""
+    return _search(ctx, request, None, _query(request))
 
 
 @router.get("/{rtype}")

@@ -1,14 +1,23 @@
-"""Run a search: plan -> SQL -> a page of stored resources (+ includes) -> the pieces of a searchset Bundle."""
+"""Run a search: plan -> SQL -> a page of stored resources (+ includes) -> the pieces of a searchset Bundle.
+
+Pages are read by keyset: the matches are ordered by the sort keys and then
+``(resource_type, id)``, and a page is "the next N rows after this position"
+(``search_cursor.Cursor``), never "skip M rows".  A client paging while
+others write therefore sees every resource that matched throughout exactly
+once: creations and deletions elsewhere in the order do not shift the pages.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
-from sqlalchemy import Connection, func, select
+from sqlalchemy import Connection, and_, func, select, tuple_
 
 from sandbox.fhir.outcome import Issue
+from sandbox.fhir.search_cursor import Cursor
 from sandbox.fhir.search_plan import Include, SearchPlan
-from sandbox.fhir.search_sql import order_by, plan_conditions, visible
+from sandbox.fhir.search_sql import keyset_condition, order_by, plan_conditions, sort_expression, sort_label, visible
 from sandbox.store.layers import View
 from sandbox.store.repository import Repository, Stored
 from sandbox.store.schema import resources, sp_reference
@@ -19,32 +28,117 @@ class SearchResult:
     matches: list[Stored]
     included: list[Stored] = field(default_factory=list)
     total: int | None = None
-    has_next: bool = False
+    next_cursor: Cursor | None = None
+    previous_cursor: Cursor | None = None
     issues: list[Issue] = field(default_factory=list)
+
+    @property
+    def has_next(self) -> bool:
+        return self.next_cursor is not None
 
 
 def run_search(conn: Connection, repo: Repository, view: View, plan: SearchPlan) -> SearchResult:
     r = resources
     where = plan_conditions(view, plan, r)
-    total = None
-    if plan.total != "none" or plan.summary == "count":
-        total = conn.execute(select(func.count()).select_from(r).where(*where)).scalar_one()
     if plan.summary == "count" or plan.count == 0:
+        total = None if plan.total == "none" else _count(conn, where)
         return SearchResult([], total=total, issues=plan.ignored)
-    rows = conn.execute(
-        select(r.c.layer_id, r.c.resource_type, r.c.id, r.c.version_id, r.c.last_updated, r.c.deleted, r.c.content)
-        .where(*where)
-        .order_by(*order_by(view, plan, r))
-        .limit(plan.count + 1)
-        .offset(plan.offset)
-    ).all()
-    has_next = len(rows) > plan.count
+    # The matches with their sort values, once each; paging and ordering work on this.
+    matching = select(
+        r.c.layer_id,
+        r.c.resource_type,
+        r.c.id,
+        *[sort_expression(key, r).label(sort_label(n)) for n, key in enumerate(plan.sort)],
+    ).where(*where)
+    cursor = plan.cursor
+    forward = cursor is None or cursor.forward
+    rows = _page(conn, plan, matching, cursor, forward, plan.count + 1)
+    more = len(rows) > plan.count
+    rows = rows[: plan.count]
+    if not forward:
+        rows.reverse()
     matches = [
         Stored(row.resource_type, row.id, row.version_id, row.last_updated, False, row.content, row.layer_id)
-        for row in rows[: plan.count]
+        for row in rows
     ]
+    first, last = (_position(plan, rows[0]), _position(plan, rows[-1])) if rows else (None, None)
+    next_cursor = previous_cursor = None
+    if cursor is None:
+        if more:
+            next_cursor = _cursor(plan, last, forward=True, inclusive=False)
+    elif rows:
+        before = _cursor(plan, first, forward=False, inclusive=False)
+        after = _cursor(plan, last, forward=True, inclusive=False)
+        if forward:
+            next_cursor = after if more else None
+            previous_cursor = before if _page(conn, plan, matching, before, False, 1) else None
+        else:
+            previous_cursor = before if more else None
+            next_cursor = after if _page(conn, plan, matching, after, True, 1) else None
+    else:
+        # An empty page (everything past the position went away): offer the way back, including
+        # the position itself when this page excluded it.
+        back = Cursor(
+            not cursor.forward, not cursor.inclusive, cursor.sort, cursor.values, cursor.resource_type, cursor.id
+        )
+        if _page(conn, plan, matching, back, back.forward, 1):
+            if back.forward:
+                next_cursor = back
+            else:
+                previous_cursor = back
+    total = _total(conn, plan, where, len(matches), more)
     included = resolve_includes(conn, repo, view, matches, plan.includes)
-    return SearchResult(matches, included, total, has_next, plan.ignored)
+    return SearchResult(matches, included, total, next_cursor, previous_cursor, plan.ignored)
+
+
+def _page(conn: Connection, plan: SearchPlan, matching: Any, cursor: Cursor | None, forward: bool, limit: int) -> list:
+    page = matching.subquery("page")
+    keys = select(page).order_by(*order_by(plan, page, forward=forward)).limit(limit)
+    if cursor is not None:
+        keys = keys.where(keyset_condition(plan, page, cursor))
+    keyed = keys.subquery("keyed")
+    r = resources
+    return list(
+        conn.execute(
+            select(
+                r.c.layer_id,
+                r.c.resource_type,
+                r.c.id,
+                r.c.version_id,
+                r.c.last_updated,
+                r.c.content,
+                *[keyed.c[sort_label(n)] for n in range(len(plan.sort))],
+            )
+            .join(
+                keyed,
+                and_(
+                    r.c.layer_id == keyed.c.layer_id, r.c.resource_type == keyed.c.resource_type, r.c.id == keyed.c.id
+                ),
+            )
+            .order_by(*order_by(plan, keyed, forward=forward))
+        ).all()
+    )
+
+
+def _position(plan: SearchPlan, row: Any) -> tuple[tuple[Any, ...], str, str]:
+    return tuple(row._mapping[sort_label(n)] for n in range(len(plan.sort))), row.resource_type, row.id
+
+
+def _cursor(plan: SearchPlan, position: Any, *, forward: bool, inclusive: bool) -> Cursor:
+    values, rtype, rid = position
+    return Cursor(forward, inclusive, plan.sort_spec, values, rtype, rid)
+
+
+def _count(conn: Connection, where: list[Any]) -> int:
+    return conn.execute(select(func.count()).select_from(resources).where(*where)).scalar_one()
+
+
+def _total(conn: Connection, plan: SearchPlan, where: list[Any], on_page: int, more: bool) -> int | None:
+    if plan.total == "none":
+        return None
+    if plan.cursor is None and not more:
+        return on_page  # the first page holds every match: the count is known without counting
+    return _count(conn, where)
 
 
 def resolve_includes(
@@ -75,18 +169,20 @@ def resolve_includes(
 
 
 def _include_keys(conn: Connection, view: View, inc: Include, sources: list[Stored]) -> list[tuple[str, str]]:
+    """Targets of the sources' references, read from the index rows of the version the sandbox sees."""
     ref = sp_reference
-    ids_by_type: dict[str, list[str]] = {}
+    ids: dict[tuple[str, str], list[str]] = {}
     for s in sources:
         if inc.source_type in ("*", s.resource_type):
-            ids_by_type.setdefault(s.resource_type, []).append(s.id)
+            ids.setdefault((s.resource_type, s.layer_id), []).append(s.id)
     keys: list[tuple[str, str]] = []
-    for rtype, ids in ids_by_type.items():
+    for (rtype, layer_id), chunk in ids.items():
         query = select(ref.c.target_type, ref.c.target_id).where(
-            ref.c.layer_id.in_(view.layers),
+            ref.c.layer_id == layer_id,
             ref.c.resource_type == rtype,
-            ref.c.resource_id.in_(ids),
+            ref.c.resource_id.in_(chunk),
             ref.c.target_id.is_not(None),
+            ref.c.target_type.is_not(None),
         )
         if inc.param is not None:
             query = query.where(ref.c.param == inc.param.code)
@@ -115,16 +211,13 @@ def _revinclude_keys(conn: Connection, view: View, inc: Include, targets: list[S
             query = query.where(ref.c.resource_type == inc.source_type)
         if inc.param is not None:
             query = query.where(ref.c.param == inc.param.code)
-        # Only references from resources the sandbox still sees in that layer.
+        # Only references from the version of the source the sandbox sees (not a shadowed baseline row).
         query = query.where(
-            select(r.c.id)
-            .where(
-                visible(view, None, r),
-                r.c.layer_id == ref.c.layer_id,
-                r.c.resource_type == ref.c.resource_type,
-                r.c.id == ref.c.resource_id,
+            tuple_(ref.c.layer_id, ref.c.resource_type, ref.c.resource_id).in_(
+                select(r.c.layer_id, r.c.resource_type, r.c.id).where(
+                    visible(view, inc.source_type if inc.source_type != "*" else None, r)
+                )
             )
-            .exists()
         )
         keys.extend((row.resource_type, row.resource_id) for row in conn.execute(query))
     return keys

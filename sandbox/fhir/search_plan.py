@@ -4,6 +4,11 @@
 ``SearchPlan`` of ``Clause``s (one per parameter occurrence; the values of one
 occurrence are ORed, occurrences are ANDed) plus the result controls.  Nothing
 here touches the database; ``search_sql.py`` turns a plan into SQL.
+
+Errors follow the spec's split: a parameter the server does not know or
+support is reported back and ignored (an error only under
+``Prefer: handling=strict``); a value that cannot mean anything (a bad date,
+number, prefix or ``:missing=maybe``) is a 400 whatever the handling.
 """
 
 from __future__ import annotations
@@ -13,7 +18,9 @@ from dataclasses import dataclass, field
 
 from sandbox.fhir.outcome import FhirError, Issue
 from sandbox.fhir.resource_types import is_resource_type
+from sandbox.fhir.search_cursor import Cursor, decode
 from sandbox.fhir.search_params import Registry, SearchParam
+from sandbox.fhir.values import date_range, number_range
 
 PREFIXES = ("eq", "ne", "gt", "lt", "ge", "le", "sa", "eb", "ap")
 RESULT_PARAMS = {
@@ -29,8 +36,10 @@ RESULT_PARAMS = {
     "_format",
     "_pretty",
     "_cursor",
-    "_offset",
+    "_type",
 }
+# Parameters every resource type has, so the only ones a search across all types can use.
+COMMON_PARAMS = ("_id", "_lastUpdated", "_tag", "_profile", "_security", "_source")
 MODIFIERS = {
     "string": {"exact", "contains", "missing"},
     "token": {"missing", "not", "text", "above", "below", "in", "not-in", "of-type"},
@@ -92,9 +101,10 @@ class SearchPlan:
     ids: tuple[str, ...] | None = None
     last_updated: list[tuple[str, ...]] = field(default_factory=list)  # values of each _lastUpdated occurrence
     sort: list[SortKey] = field(default_factory=list)
+    types: tuple[str, ...] = ()  # _type of a system-level search
     count: int = 20
-    offset: int = 0
-    cursor: str | None = None
+    sort_spec: str = ""  # the _sort as written, which a cursor must have been made for
+    cursor: Cursor | None = None
     total: str = "accurate"  # none, estimate, accurate
     summary: str | None = None  # true, text, data, count, false
     elements: tuple[str, ...] = ()
@@ -118,14 +128,24 @@ def parse(
     max_count: int = 1000,
 ) -> SearchPlan:
     plan = SearchPlan(resource_type, count=default_count)
-    for name, raw in query:
+    # _type decides which parameters a system-level search may use, wherever it stands in the query.
+    ordered = sorted(query, key=lambda item: item[0] != "_type")
+    cursor: str | None = None
+    for name, raw in ordered:
         try:
-            _parse_one(registry, plan, name, raw, max_count)
+            if name == "_cursor":
+                cursor = raw
+            elif raw == "" and name not in ("_elements", "_sort"):
+                raise _Unknown(f"Parameter '{name}' has no value")
+            else:
+                _parse_one(registry, plan, name, raw, max_count)
         except _Unknown as unknown:
             issue = Issue("not-supported", str(unknown), severity="error" if strict else "warning")
             if strict:
                 raise FhirError(400, [issue]) from None
             plan.ignored.append(issue)
+    if cursor is not None:
+        plan.cursor = decode(cursor, plan.sort_spec, len(plan.sort))
     return plan
 
 
@@ -143,12 +163,14 @@ def _parse_one(registry: Registry, plan: SearchPlan, name: str, raw: str, max_co
         if not raw.isdigit():
             raise _bad(f"_count must be a non-negative integer, not '{raw}'")
         plan.count = min(int(raw), max_count)
-    elif name == "_offset":
-        if not raw.isdigit():
-            raise _bad(f"_offset must be a non-negative integer, not '{raw}'")
-        plan.offset = int(raw)
-    elif name == "_cursor":
-        plan.cursor = raw
+    elif name == "_type":
+        if rtype is not None:
+            raise _Unknown("_type applies only to a search across all types (GET [base]?_type=...)")
+        types = tuple(t.strip() for t in raw.split(",") if t.strip())
+        unknown = [t for t in types if not is_resource_type(t)]
+        if unknown:
+            raise _bad(f"_type names unknown resource types: {', '.join(unknown)}")
+        plan.types = tuple(t for t in types if not plan.types or t in plan.types)
     elif name == "_total":
         if raw not in ("none", "estimate", "accurate"):
             raise _bad("_total must be none, estimate or accurate")
@@ -160,16 +182,7 @@ def _parse_one(registry: Registry, plan: SearchPlan, name: str, raw: str, max_co
     elif name == "_elements":
         plan.elements = tuple(e.strip() for e in raw.split(",") if e.strip())
     elif name == "_sort":
-        for key in raw.split(","):
-            descending = key.startswith("-")
-            code = key.lstrip("-")
-            if code in ("_id", "_lastUpdated"):
-                plan.sort.append(SortKey(None, code, descending))
-                continue
-            param = registry.get(rtype, code) if rtype else None
-            if param is None or param.type in ("composite",):
-                raise _Unknown(f"Cannot sort by '{code}'")
-            plan.sort.append(SortKey(param, code, descending))
+        _parse_sort(registry, plan, raw)
     elif name in ("_include", "_revinclude") or name.startswith(("_include:", "_revinclude:")):
         plan.includes.append(_parse_include(registry, name, raw))
     elif name in ("_format", "_pretty", "_contained", "_containedType"):
@@ -178,13 +191,62 @@ def _parse_one(registry: Registry, plan: SearchPlan, name: str, raw: str, max_co
         values = split_values(raw)
         plan.ids = values if plan.ids is None else tuple(v for v in plan.ids if v in values)
     elif name == "_lastUpdated":
-        plan.last_updated.append(split_values(raw))
+        values = split_values(raw)
+        for value in values:
+            check_date(value)
+        plan.last_updated.append(values)
     elif name.startswith("_has:"):
-        plan.clauses.append(_parse_has(registry, rtype, name, raw))
-    else:
         if rtype is None:
-            raise _Unknown(f"Parameter '{name}' is not supported in a search across all types")
+            raise _Unknown("_has is not supported in a search across all types")
+        plan.clauses.append(_parse_has(registry, rtype, name, raw))
+    elif name.split(":")[0] in ("_id", "_lastUpdated"):
+        raise _Unknown(f"Modifier on '{name.split(':')[0]}' is not supported")
+    elif rtype is None:
+        plan.clauses.append(_parse_system_clause(registry, plan.types, name, raw))
+    else:
         plan.clauses.append(_parse_clause(registry, rtype, name, raw))
+
+
+def _parse_sort(registry: Registry, plan: SearchPlan, raw: str) -> None:
+    keys: list[SortKey] = []
+    for key in (k.strip() for k in raw.split(",")):
+        if not key:
+            continue
+        descending = key.startswith("-")
+        code = key.removeprefix("-")
+        if code in ("_id", "_lastUpdated"):
+            keys.append(SortKey(None, code, descending))
+            continue
+        param = _common_param(registry, plan.types, code) if plan.resource_type is None else None
+        if plan.resource_type is not None:
+            param = registry.get(plan.resource_type, code)
+        if param is None or param.type == "composite":
+            raise _Unknown(f"Cannot sort by '{code}'")
+        keys.append(SortKey(param, code, descending))
+    plan.sort = keys
+    plan.sort_spec = ",".join(("-" if k.descending else "") + k.code for k in keys)
+
+
+def _common_param(registry: Registry, types: tuple[str, ...], code: str) -> SearchParam | None:
+    """A parameter every type of a system-level search defines alike (the common ones when _type is absent)."""
+    if not types:
+        return registry.get("Basic", code) if code in COMMON_PARAMS else None
+    found = [registry.get(t, code) for t in types]
+    first = found[0]
+    if first is None or any(p is None or p.type != first.type for p in found):
+        return None
+    return first
+
+
+def _parse_system_clause(registry: Registry, types: tuple[str, ...], name: str, raw: str) -> Clause:
+    code, _, modifier = name.partition(":")
+    if "." in code:
+        raise _Unknown(f"Chained parameter '{name}' is not supported in a search across all types")
+    param = _common_param(registry, types, code)
+    if param is None:
+        scope = f"all of {', '.join(types)}" if types else "every resource type (name them with _type)"
+        raise _Unknown(f"Parameter '{code}' is not defined for {scope}")
+    return _clause(param, modifier, raw, ())
 
 
 def _parse_include(registry: Registry, name: str, raw: str) -> Include:
@@ -214,7 +276,7 @@ def _parse_has(registry: Registry, rtype: str | None, name: str, raw: str) -> Cl
     i = 0
     current = rtype
     while i < len(parts) and parts[i] == "_has":
-        if i + 3 >= len(parts) + 0 and i + 2 >= len(parts):
+        if i + 3 >= len(parts):
             raise _bad(f"_has needs Type:reference:parameter, not '{name}'")
         source_type, ref_code = parts[i + 1], parts[i + 2]
         if not is_resource_type(source_type):
@@ -260,6 +322,11 @@ def _parse_clause(registry: Registry, rtype: str, name: str, raw: str) -> Clause
     param = registry.get(current, code)
     if param is None:
         raise _Unknown(f"Unknown search parameter '{code}' for {current}")
+    return _clause(param, modifier, raw, tuple(chain))
+
+
+def _clause(param: SearchParam, modifier: str, raw: str, chain: tuple[Chain, ...]) -> Clause:
+    code = param.code
     mod: str | None = modifier or None
     if mod is not None:
         allowed = MODIFIERS.get(param.type, set())
@@ -268,6 +335,56 @@ def _parse_clause(registry: Registry, rtype: str, name: str, raw: str) -> Clause
             raise _bad(f"Modifier ':{mod}' is not valid for {param.type} parameter '{code}'")
         if param.type == "token" and mod not in SUPPORTED_TOKEN_MODIFIERS:
             raise _Unknown(f"Modifier ':{mod}' on '{code}' needs a terminology service, which this server lacks")
-    if mod == "missing" and raw not in ("true", "false"):
-        raise _bad(f":missing takes true or false, not '{raw}'")
-    return Clause(param, split_values(raw), mod, tuple(chain))
+        if is_type_modifier and param.targets and mod not in param.targets:
+            raise _bad(f"'{code}' cannot refer to a {mod}")
+    if mod == "missing":
+        if raw not in ("true", "false"):
+            raise _bad(f":missing takes true or false, not '{raw}'")
+        return Clause(param, (raw,), mod, chain)
+    values = split_values(raw)
+    for value in values:
+        _check_value(param, value)
+    return Clause(param, values, mod, chain)
+
+
+def _check_value(param: SearchParam, value: str) -> None:
+    """Reject values that cannot mean anything for the parameter's type, before any SQL is built."""
+    if param.type == "date":
+        check_date(value)
+    elif param.type == "number":
+        check_number(value)
+    elif param.type == "quantity":
+        check_number(value.split("|")[0])
+    elif param.type == "composite":
+        parts = value.split("$")
+        if len(parts) != len(param.components):
+            raise _bad(f"'{param.code}' takes {len(param.components)} values joined by '$', not '{value}'")
+        for component, part in zip(param.components, parts, strict=True):
+            _check_value(SearchParam(param.resource_type, component.code, component.type, ""), part)
+
+
+def split_prefix(value: str) -> tuple[str, str]:
+    """``ge2020`` -> (``ge``, ``2020``); no prefix means ``eq``.  An unknown two-letter prefix stays in the value."""
+    if len(value) > 2 and value[:2].isalpha() and value[:2].islower():
+        return value[:2], value[2:]
+    return "eq", value
+
+
+def check_date(value: str) -> tuple[str, tuple[str, str]]:
+    prefix, text = split_prefix(value)
+    if prefix not in PREFIXES:
+        raise _bad(f"'{prefix}' in '{value}' is not a search prefix (eq ne gt lt ge le sa eb ap)")
+    bounds = date_range(text)
+    if bounds is None:
+        raise _bad(f"'{text}' is not a valid date, dateTime or instant (e.g. 2020, 2020-03-04, 2020-03-04T10:00:00Z)")
+    return prefix, bounds
+
+
+def check_number(value: str) -> tuple[str, tuple[float, float], float]:
+    prefix, text = split_prefix(value)
+    if prefix not in PREFIXES:
+        raise _bad(f"'{prefix}' in '{value}' is not a search prefix (eq ne gt lt ge le sa eb ap)")
+    bounds = number_range(text)
+    if bounds is None:
+        raise _bad(f"'{text}' is not a number")
+    return prefix, bounds, float(text)

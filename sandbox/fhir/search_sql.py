@@ -4,7 +4,8 @@ Each clause becomes ``(layer_id, id) IN (SELECT layer_id, resource_id FROM
 sp_<type> WHERE ...)`` against the visible resources of the sandbox: the
 subquery form beat joins 7 to 24 times on SQLite (DESIGN.md), and matching the
 layer as well as the id means a baseline's index rows never match a resource
-the sandbox has changed.
+the sandbox has changed.  Every hop to another resource (chains, ``_has``)
+matches layer and id the same way, so a shadowed baseline row never leaks in.
 """
 
 from __future__ import annotations
@@ -28,18 +29,23 @@ from sqlalchemy import (
 )
 
 from sandbox.fhir.outcome import FhirError
+from sandbox.fhir.search_cursor import Cursor, SortValue
 from sandbox.fhir.search_params import SearchParam
-from sandbox.fhir.search_plan import PREFIXES, Chain, Clause, Has, SearchPlan, SortKey
-from sandbox.fhir.values import date_range, fold, number_range
+from sandbox.fhir.search_plan import Chain, Clause, Has, SearchPlan, SortKey, check_date, check_number
+from sandbox.fhir.values import fold
 from sandbox.store.layers import View
 from sandbox.store.schema import INDEX_TABLES, resources, sp_reference
 
+Types = str | tuple[str, ...] | None  # one type, the types of a system-level search, or all
 
-def visible(view: View, rtype: str | None, r: FromClause = resources) -> ColumnElement[bool]:
+
+def visible(view: View, rtypes: Types, r: FromClause = resources) -> ColumnElement[bool]:
     """Rows of ``r`` that the sandbox sees: its own, and its baseline's that it has not shadowed."""
     conditions = [r.c.deleted == false()]
-    if rtype:
-        conditions.append(r.c.resource_type == rtype)
+    if isinstance(rtypes, str):
+        conditions.append(r.c.resource_type == rtypes)
+    elif rtypes:
+        conditions.append(r.c.resource_type.in_(rtypes))
     if not view.layered:
         conditions.append(r.c.layer_id == view.overlay)
         return and_(*conditions)
@@ -52,28 +58,42 @@ def visible(view: View, rtype: str | None, r: FromClause = resources) -> ColumnE
     return and_(*conditions)
 
 
-def _member_of(view: View, r: FromClause, sub_layer: Any, sub_id: Any, where: list[Any]) -> ColumnElement[bool]:
-    """``r`` is among the resources a subquery over an index table selects (same layer, same id)."""
-    if not view.layered:
-        return r.c.id.in_(select(sub_id).where(sub_layer == view.overlay, *where))
-    return tuple_(r.c.layer_id, r.c.id).in_(select(sub_layer, sub_id).where(sub_layer.in_(view.layers), *where))
+def _member_of(view: View, rtype: str | None, r: FromClause, table: Any, where: list[Any]) -> ColumnElement[bool]:
+    """``r`` is among the resources a subquery over an index table selects (same layer, same id).
+
+    ``rtype`` None (a search across types) matches the type too, since ids are only unique per type.
+    """
+    if rtype is not None:
+        where = [table.c.resource_type == rtype, *where]
+        if not view.layered:
+            return r.c.id.in_(select(table.c.resource_id).where(table.c.layer_id == view.overlay, *where))
+        return tuple_(r.c.layer_id, r.c.id).in_(
+            select(table.c.layer_id, table.c.resource_id).where(table.c.layer_id.in_(view.layers), *where)
+        )
+    return tuple_(r.c.layer_id, r.c.resource_type, r.c.id).in_(
+        select(table.c.layer_id, table.c.resource_type, table.c.resource_id).where(
+            table.c.layer_id.in_(view.layers), *where
+        )
+    )
 
 
 def plan_conditions(view: View, plan: SearchPlan, r: FromClause = resources) -> list[ColumnElement[bool]]:
-    conditions: list[ColumnElement[bool]] = [visible(view, plan.resource_type, r)]
+    conditions: list[ColumnElement[bool]] = [visible(view, plan.resource_type or plan.types, r)]
     if plan.ids is not None:
         conditions.append(r.c.id.in_(plan.ids))
     for values in plan.last_updated:
         conditions.append(or_(*[_date_condition(r.c.last_updated, r.c.last_updated, v) for v in values]))
     for clause in plan.clauses:
-        conditions.append(clause_condition(view, plan.resource_type or "", clause, r))
+        conditions.append(clause_condition(view, plan.resource_type, clause, r))
     return conditions
 
 
-def clause_condition(view: View, rtype: str, clause: Clause, r: FromClause) -> ColumnElement[bool]:
+def clause_condition(view: View, rtype: str | None, clause: Clause, r: FromClause) -> ColumnElement[bool]:
     if clause.has:
+        assert rtype is not None
         return _has_condition(view, rtype, clause, r)
     if clause.chain:
+        assert rtype is not None
         return _chain_condition(view, rtype, clause.chain, Clause(clause.param, clause.values, clause.modifier), r)
     param = clause.param
     if param.code == "_id":
@@ -92,15 +112,15 @@ def clause_condition(view: View, rtype: str, clause: Clause, r: FromClause) -> C
     return _param_rows(view, rtype, param, r, [either])
 
 
-def _param_rows(view: View, rtype: str, param: SearchParam, r: FromClause, where: list[Any]) -> ColumnElement[bool]:
-    table = INDEX_TABLES["token" if param.type == "composite" else param.type]
-    return _member_of(
-        view,
-        r,
-        table.c.layer_id,
-        table.c.resource_id,
-        [table.c.resource_type == rtype, table.c.param == param.code, *where],
-    )
+def _param_rows(
+    view: View, rtype: str | None, param: SearchParam, r: FromClause, where: list[Any]
+) -> ColumnElement[bool]:
+    if param.type == "composite":
+        # A composite value is indexed as its components' rows; the first component stands for it.
+        table = INDEX_TABLES[param.components[0].type]
+        return _member_of(view, rtype, r, table, [table.c.param == f"{param.code}$0", *where])
+    table = INDEX_TABLES[param.type]
+    return _member_of(view, rtype, r, table, [table.c.param == param.code, *where])
 
 
 def _chain_condition(
@@ -112,15 +132,16 @@ def _chain_condition(
         inner = _chain_condition(view, link.target_type, rest, last, target)
     else:
         inner = clause_condition(view, link.target_type, last, target)
+    # Targets are matched by id among the visible resources, so a reference into the baseline
+    # follows whichever layer's version of the target the sandbox sees.
     targets = select(target.c.id).where(visible(view, link.target_type, target), inner)
     ref = sp_reference
     return _member_of(
         view,
+        rtype,
         r,
-        ref.c.layer_id,
-        ref.c.resource_id,
+        ref,
         [
-            ref.c.resource_type == rtype,
             ref.c.param == link.param.code,
             ref.c.target_type == link.target_type,
             ref.c.target_id.in_(targets),
@@ -132,30 +153,32 @@ def _has_condition(view: View, rtype: str, clause: Clause, r: FromClause) -> Col
     first, rest = clause.has[0], clause.has[1:]
     source = resources.alias()
     inner_clause = Clause(clause.param, clause.values, clause.modifier, clause.chain, rest)
-    sources = select(source.c.id).where(
-        visible(view, first.source_type, source), clause_condition(view, first.source_type, inner_clause, source)
-    )
+    matching = clause_condition(view, first.source_type, inner_clause, source)
+    sources = select(source.c.layer_id, source.c.id).where(visible(view, first.source_type, source), matching)
     return r.c.id.in_(_referenced_ids(view, first, rtype, sources))
 
 
 def _referenced_ids(view: View, has: Has, target_type: str, sources: Select) -> Select:
+    """Ids the matching sources refer to, through the index rows of the sources' visible versions only."""
     ref = sp_reference
     return select(ref.c.target_id).where(
         ref.c.layer_id.in_(view.layers),
         ref.c.resource_type == has.source_type,
         ref.c.param == has.reference_param.code,
         ref.c.target_type == target_type,
-        ref.c.resource_id.in_(sources),
+        tuple_(ref.c.layer_id, ref.c.resource_id).in_(sources),
     )
 
 
-def _composite_condition(view: View, rtype: str, param: SearchParam, raw: str, r: FromClause) -> ColumnElement[bool]:
+def _composite_condition(
+    view: View, rtype: str | None, param: SearchParam, raw: str, r: FromClause
+) -> ColumnElement[bool]:
     parts = raw.split("$")
     if len(parts) != len(param.components):
         raise FhirError.of(400, "invalid", f"'{param.code}' needs {len(param.components)} values joined by '$'")
     tables = [INDEX_TABLES[c.type].alias() for c in param.components]
     first = tables[0]
-    where: list[Any] = [first.c.resource_type == rtype]
+    where: list[Any] = []
     for n, (component, table, value) in enumerate(zip(param.components, tables, parts, strict=True)):
         fake = SearchParam(param.resource_type, f"{param.code}${n}", component.type, "")
         where.append(table.c.param == fake.code)
@@ -169,16 +192,10 @@ def _composite_condition(view: View, rtype: str, param: SearchParam, raw: str, r
                     table.c.grp == first.c.grp,
                 ]
             )
-    return _member_of(view, r, first.c.layer_id, first.c.resource_id, where)
+    return _member_of(view, rtype, r, first, where)
 
 
 # ---- value conditions per parameter type ------------------------------------------------------
-
-
-def _split_prefix(value: str) -> tuple[str, str]:
-    if len(value) > 2 and value[:2] in PREFIXES and (value[2].isdigit() or value[2] in "-+."):
-        return value[:2], value[2:]
-    return "eq", value
 
 
 def _like_escape(text: str) -> str:
@@ -254,23 +271,25 @@ def _reference_condition(param: SearchParam, value: str, modifier: str | None, t
 
 
 def _date_condition(low: Any, high: Any, raw: str) -> ColumnElement[bool]:
-    prefix, text = _split_prefix(raw)
-    bounds = date_range(text)
-    if bounds is None:
-        raise FhirError.of(400, "invalid", f"'{text}' is not a valid date, dateTime or instant")
-    qlow, qhigh = bounds
+    """FHIR R4 date prefixes over ranges: both the value searched for and the stored value are ranges.
+
+    ``eq``: the search range contains the target; ``gt``: the part above the search range
+    overlaps the target; ``ge``: ``gt`` or ``eq``; ``sa``: the target starts after the search range.
+    """
+    prefix, (qlow, qhigh) = check_date(raw)
+    contained = and_(low >= qlow, high <= qhigh)
     if prefix == "eq":
-        return and_(low >= qlow, high <= qhigh)
+        return contained
     if prefix == "ne":
-        return not_(and_(low >= qlow, high <= qhigh))
+        return not_(contained)
     if prefix == "gt":
         return high > qhigh
     if prefix == "lt":
         return low < qlow
     if prefix == "ge":
-        return high >= qlow
+        return or_(high > qhigh, contained)
     if prefix == "le":
-        return low <= qhigh
+        return or_(low < qlow, contained)
     if prefix == "sa":
         return low > qhigh
     if prefix == "eb":
@@ -285,24 +304,25 @@ def _date_condition(low: Any, high: Any, raw: str) -> ColumnElement[bool]:
 
 
 def _number_condition(low: Any, high: Any, raw: str) -> ColumnElement[bool]:
-    prefix, text = _split_prefix(raw)
-    bounds = number_range(text)
-    if bounds is None:
-        raise FhirError.of(400, "invalid", f"'{text}' is not a number")
-    qlow, qhigh = bounds
-    value = float(text)
+    """Numbers: ``eq`` uses the implicit precision of the value (``100`` is [99.5, 100.5));
+    ``gt``/``lt``/``ge``/``le`` compare with the value itself; ``sa``/``eb`` lie beyond its range."""
+    prefix, (qlow, qhigh), value = check_number(raw)
     if prefix == "eq":
         return and_(low >= qlow, high < qhigh)
     if prefix == "ne":
         return or_(low < qlow, high >= qhigh)
-    if prefix in ("gt", "sa"):
+    if prefix == "gt":
         return high > value
-    if prefix in ("lt", "eb"):
+    if prefix == "lt":
         return low < value
     if prefix == "ge":
         return high >= value
     if prefix == "le":
         return low <= value
+    if prefix == "sa":
+        return low >= qhigh
+    if prefix == "eb":
+        return high < qlow
     margin = abs(value) * 0.1  # ap
     return and_(high >= value - margin, low <= value + margin)
 
@@ -321,10 +341,10 @@ def _quantity_condition(raw: str, table: Any) -> ColumnElement[bool]:
     return condition
 
 
-# ---- sorting ----------------------------------------------------------------------------------
+# ---- sorting and keyset paging ------------------------------------------------------------------
 
 
-def sort_expression(view: View, key: SortKey, r: FromClause) -> Any:
+def sort_expression(key: SortKey, r: FromClause) -> Any:
     """The value a resource sorts by: the lowest value of the parameter ascending, the highest descending."""
     if key.param is None:
         return r.c.id if key.code == "_id" else r.c.last_updated
@@ -351,12 +371,62 @@ def sort_expression(view: View, key: SortKey, r: FromClause) -> Any:
     )
 
 
-def order_by(view: View, plan: SearchPlan, r: FromClause) -> list[Any]:
-    keys = []
-    for key in plan.sort:
-        expr = sort_expression(view, key, r)
-        # Resources with no value sort last in both directions, as HAPI and Medplum do.
-        keys.append(expr.is_(None))
-        keys.append(expr.desc() if key.descending else expr.asc())
-    keys.extend([r.c.resource_type, r.c.id])
+def sort_label(n: int) -> str:
+    return f"sort_{n}"
+
+
+def order_by(plan: SearchPlan, page: FromClause, *, forward: bool = True) -> list[Any]:
+    """The order of a page subquery carrying ``sort_N`` columns; ``forward=False`` reads it backwards.
+
+    Resources with no value sort last in both directions, as HAPI and Medplum do; the
+    type and id break ties, so the order is total and a cursor position is unambiguous.
+    """
+    keys: list[Any] = []
+    for n, key in enumerate(plan.sort):
+        column = page.c[sort_label(n)]
+        ordered = column.asc() if key.descending != forward else column.desc()
+        keys.append(ordered.nulls_last() if forward else ordered.nulls_first())
+    if forward:
+        keys.extend([page.c.resource_type.asc(), page.c.id.asc()])
+    else:
+        keys.extend([page.c.resource_type.desc(), page.c.id.desc()])
     return keys
+
+
+def keyset_condition(plan: SearchPlan, page: FromClause, cursor: Cursor) -> ColumnElement[bool]:
+    """Rows strictly after (or before) the cursor's position in the sort order, or at it when inclusive.
+
+    Built as ``k1 beyond v1 OR (k1 = v1 AND (k2 beyond v2 OR (...)))``, with NULLs last
+    in the forward order, so it works for any mix of ascending and descending keys.
+    """
+    tail: ColumnElement[bool] = or_(
+        _beyond(page.c.resource_type, cursor.resource_type, cursor.forward),
+        and_(
+            page.c.resource_type == cursor.resource_type,
+            or_(_beyond(page.c.id, cursor.id, cursor.forward), page.c.id == cursor.id)
+            if cursor.inclusive
+            else _beyond(page.c.id, cursor.id, cursor.forward),
+        ),
+    )
+    for n in reversed(range(len(plan.sort))):
+        key, value = plan.sort[n], cursor.values[n]
+        column = page.c[sort_label(n)]
+        after = cursor.forward != key.descending  # "beyond" means greater for this key
+        tail = or_(_key_beyond(column, value, after, cursor.forward), and_(_key_equal(column, value), tail))
+    return tail
+
+
+def _beyond(column: Any, value: str, greater: bool) -> ColumnElement[bool]:
+    return column > value if greater else column < value
+
+
+def _key_beyond(column: Any, value: SortValue, greater: bool, forward: bool) -> ColumnElement[bool]:
+    # NULLs sit at the end of the forward order: beyond every value going forward, before none going back.
+    if value is None:
+        return false() if forward else column.is_not(None)
+    compared = _beyond(column, value, greater)  # type: ignore[arg-type]
+    return or_(column.is_(None), compared) if forward else and_(column.is_not(None), compared)
+
+
+def _key_equal(column: Any, value: SortValue) -> ColumnElement[bool]:
+    return column.is_(None) if value is None else column == value
