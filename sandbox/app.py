@@ -14,6 +14,7 @@ from starlette.responses import JSONResponse, Response
 
 from sandbox.auth import Authenticator
 from sandbox.config import Settings, load_or_create_admin_token
+from sandbox.fhir.bundle_routes import router as bundle_router
 from sandbox.fhir.context import Views
 from sandbox.fhir.interactions import Interactions
 from sandbox.fhir.outcome import FhirError, Issue
@@ -64,6 +65,8 @@ def create_app(settings: Settings, *, db: Database | None = None) -> FastAPI:
     app.state.views = Views(db)
     app.state.authenticate = Authenticator(admin_token)
 
+    app.include_router(bundle_router, prefix="/fhir")
+    app.include_router(bundle_router, prefix="/sandboxes/{sandbox_id}/fhir")
     app.include_router(fhir_router, prefix="/fhir")
     app.include_router(fhir_router, prefix="/sandboxes/{sandbox_id}/fhir")
 
