@@ -300,15 +300,18 @@ def _parse_clause(registry: Registry, rtype: str, name: str, raw: str) -> Clause
     links = name.split(".")
     chain: list[Chain] = []
     current = rtype
-    for link in links[:-1]:
+    for n, link in enumerate(links[:-1]):
         code, _, type_mod = link.partition(":")
         param = registry.get(current, code)
         if param is None or param.type != "reference":
             raise _Unknown(f"'{code}' is not a reference parameter of {current}, so it cannot be chained")
+        # Without a :Type, the target is the one type the reference allows that has the next parameter.
+        following = links[n + 1].partition(":")[0]
+        candidates = [t for t in param.targets if registry.get(t, following) is not None]
         if type_mod:
             target = type_mod
-        elif len(param.targets) == 1:
-            target = param.targets[0]
+        elif len(candidates) == 1:
+            target = candidates[0]
         else:
             raise _bad(
                 f"Chained parameter '{link}' can refer to several types ({', '.join(param.targets)}); "
