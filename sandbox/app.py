@@ -12,6 +12,7 @@ from sqlalchemy import insert, select
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import JSONResponse, Response
 
+from sandbox.admin.routes import router as admin_router
 from sandbox.auth import Authenticator
 from sandbox.config import Settings, load_or_create_admin_token
 from sandbox.fhir.bundle_routes import router as bundle_router
@@ -63,12 +64,13 @@ def create_app(settings: Settings, *, db: Database | None = None) -> FastAPI:
     app.state.repo = repo
     app.state.fhir = Interactions(repo, reg, default_count=settings.default_page_size, max_count=settings.max_page_size)
     app.state.views = Views(db)
-    app.state.authenticate = Authenticator(admin_token)
+    app.state.authenticate = Authenticator(admin_token, db)
 
     app.include_router(bundle_router, prefix="/fhir")
     app.include_router(bundle_router, prefix="/sandboxes/{sandbox_id}/fhir")
     app.include_router(fhir_router, prefix="/fhir")
     app.include_router(fhir_router, prefix="/sandboxes/{sandbox_id}/fhir")
+    app.include_router(admin_router, prefix="/admin")
 
     @app.get("/healthz", include_in_schema=False)
     async def healthz() -> Response:

@@ -50,6 +50,9 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
     serve.add_argument("--no-access-log", dest="access_log", action="store_false")
     serve.set_defaults(func=_serve)
+    from sandbox.cli_admin import add_admin_commands  # imports CliError from here: must come after it exists
+
+    add_admin_commands(sub)
     return parser
 
 

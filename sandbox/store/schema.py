@@ -167,3 +167,53 @@ INDEX_TABLES: dict[str, Table] = {
     "quantity": sp_quantity,
     "uri": sp_uri,
 }
+
+# ---- accounts: global tables (not per layer), for people, their tokens and their cohorts ----------
+
+users = Table(
+    "users",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("name", String(200), nullable=False),
+    Column("email", String(320), nullable=False, unique=True),  # stored lower-cased
+    Column("role", String(16), nullable=False),  # admin, trainer, trainee, vendor
+    Column("password_hash", Text, nullable=True),  # argon2id; None: cannot sign in with a password
+    Column("created_at", String(32), nullable=False),
+)
+
+# Only a hash of each token is kept: a leaked database does not leak working tokens.
+api_tokens = Table(
+    "api_tokens",
+    metadata,
+    Column("token_hash", String(64), primary_key=True),  # sha256 hex of the token
+    Column("id", String(64), nullable=False, unique=True),  # public handle, to list and revoke
+    Column("user_id", String(64), nullable=False),
+    Column("label", String(200), nullable=False),
+    Column("created_at", String(32), nullable=False),
+    Index("ix_api_tokens_user", "user_id"),
+)
+
+cohorts = Table(
+    "cohorts",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("name", String(200), nullable=False),
+    Column("trainer_id", String(64), nullable=False),
+    Column("baseline_id", String(64), nullable=True),
+    Column("sandbox_mode", String(16), nullable=False),  # "private" (one per trainee) or "shared"
+    Column("shared_sandbox_id", String(64), nullable=True),
+    Column("created_at", String(32), nullable=False),
+    Index("ix_cohorts_trainer", "trainer_id"),
+)
+
+# A roster line: who, and which sandbox they work in (their own, or the cohort's shared one).
+cohort_members = Table(
+    "cohort_members",
+    metadata,
+    Column("cohort_id", String(64), primary_key=True),
+    Column("user_id", String(64), primary_key=True),
+    Column("sandbox_id", String(64), nullable=False),
+    Column("added_at", String(32), nullable=False),
+    Index("ix_cohort_members_user", "user_id", "sandbox_id"),
+    Index("ix_cohort_members_sandbox", "sandbox_id"),
+)

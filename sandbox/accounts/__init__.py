@@ -1,0 +1,1 @@
+"""People and their groups: users with roles, password hashes, API tokens, cohorts and rosters."""

@@ -1,0 +1,1 @@
+"""The admin REST API (``/admin``, JSON): sandboxes, baselines, users, tokens and cohorts."""
