@@ -68,3 +68,46 @@ def test_every_synthea_sample_loads_and_every_reference_resolves(client):
                 assert client.get(f"/fhir/{ref}").status_code == 200, (rtype, ref)
                 checked.add(ref)
     assert len(checked) > 100
+
+
+@pytest.mark.skipif(not SYNTHEA.is_dir(), reason="the Synthea samples are not next to the checkout")
+def test_newer_synthea_bundles_reach_practitioners_by_conditional_reference(client):
+    """Synthea's current output: practitioners created once (ifNoneExist), then referenced by identifier."""
+    practitioners = json.loads((SYNTHEA / "practitionerInformation1603148702656.json").read_bytes())
+    for entry in practitioners["entry"]:
+        npi = entry["resource"]["identifier"][0]
+        entry["request"]["ifNoneExist"] = f"identifier={npi['system']}|{npi['value']}"
+    for _ in range(2):  # loading it twice creates nothing new
+        r = client.post("/fhir", json=practitioners)
+        assert r.status_code == 200
+    assert client.get("/fhir/Practitioner", params={"_summary": "count"}).json()["total"] == len(practitioners["entry"])
+    npi = practitioners["entry"][0]["resource"]["identifier"][0]
+    encounter = {
+        "resourceType": "Encounter",
+        "status": "finished",
+        "class": {"system": "http://terminology.hl7.org/CodeSystem/v3-ActCode", "code": "AMB"},
+        "subject": {"reference": "urn:uuid:3f5a2ba1-0000-4000-8000-000000000001"},
+        "participant": [{"individual": {"reference": f"Practitioner?identifier={npi['system']}|{npi['value']}"}}],
+    }
+    patient = {"resourceType": "Patient", "name": [{"family": "Doe"}]}
+    r = client.post(
+        "/fhir",
+        json={
+            "resourceType": "Bundle",
+            "type": "batch",
+            "entry": [
+                {
+                    "fullUrl": "urn:uuid:3f5a2ba1-0000-4000-8000-000000000001",
+                    "resource": patient,
+                    "request": {"method": "POST", "url": "Patient"},
+                },
+                {"resource": encounter, "request": {"method": "POST", "url": "Encounter"}},
+            ],
+        },
+    )
+    assert r.status_code == 200
+    stored = r.json()["entry"][1]["resource"]
+    practitioner = client.get(f"/fhir/{stored['participant'][0]['individual']['reference']}").json()
+    assert practitioner["identifier"][0] == npi
+    found = client.get("/fhir/Encounter", params={"practitioner": f"Practitioner/{practitioner['id']}"}).json()
+    assert found["total"] == 1
