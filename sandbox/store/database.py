@@ -25,6 +25,9 @@ class Database:
         parsed = make_url(url)
         self.url = url
         self.is_sqlite = parsed.get_backend_name() == "sqlite"
+        # A one-row SQLite read (tens of microseconds, no network) costs less on the event loop than a trip
+        # through the thread pool; a PostgreSQL round trip would stall every other request, so it takes the trip.
+        self.inline_reads = self.is_sqlite
         if self.is_sqlite:
             if parsed.database and parsed.database != ":memory:":
                 Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
@@ -58,9 +61,16 @@ class Database:
         metadata.drop_all(self.engine)
 
     @contextmanager
-    def read(self) -> Iterator[Connection]:
+    def read(self, *, snapshot: bool = True) -> Iterator[Connection]:
+        """A read-only unit of work.  ``snapshot=False`` is for a single statement, which is its own snapshot:
+        it skips the BEGIN and ROLLBACK round trips (a third of the time of a read by id on SQLite)."""
         with self.engine.connect() as conn:
-            yield conn
+            if not snapshot:
+                conn.info["autocommit"] = True
+            try:
+                yield conn
+            finally:
+                conn.info.pop("autocommit", None)
 
     @contextmanager
     def write(self) -> Iterator[Connection]:
@@ -94,4 +104,6 @@ def _sqlite_on_connect(dbapi_conn, _record) -> None:  # type: ignore[no-untyped-
 
 
 def _sqlite_on_begin(conn: Connection) -> None:
+    if conn.info.get("autocommit"):
+        return  # pysqlite runs in autocommit mode (see _sqlite_on_connect); SQLAlchemy's ROLLBACK is then a no-op
     conn.exec_driver_sql("BEGIN IMMEDIATE" if conn.info.get("write") else "BEGIN")
