@@ -1,0 +1,228 @@
+"""Training cases: YAML files describing a specific patient for a task, placed into the population.
+
+A case fixes who the patient is (age, sex, conditions, allergies, smoking) and
+what brings them in today (the presenting encounter, left in progress for the
+trainee); the generator writes the rest of the chart around those facts.  The
+patient's id and MRN come from the case file, and every other id and value of
+the case's chart derives from the case id alone, so a task pack can name the
+patient and find the same chart whatever seed the population uses.
+"""
+
+from __future__ import annotations
+
+import random
+import re
+from dataclasses import dataclass, field
+from datetime import date, datetime, timedelta
+from functools import cache
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import yaml
+
+from synthetic_data.codes import (
+    ACT_CODE,
+    ALLERGEN_BY_KEY,
+    CHRONIC_BY_KEY,
+    CONDITION_CATEGORY,
+    CONDITION_CLINICAL,
+    CONDITION_VERIFICATION,
+    REACTIONS,
+    SMOKING_VALUES,
+    SNOMED,
+)
+from synthetic_data.population import Person, add_allergy
+
+if TYPE_CHECKING:
+    from synthetic_data.chart import ChartWriter
+
+CASES_DIR = Path(__file__).parent / "cases"
+_ID = re.compile(r"^[A-Za-z0-9\-.]{1,64}$")
+_VITALS = ("systolic", "diastolic", "heart_rate", "respiratory_rate", "temperature", "spo2")
+
+
+class CaseError(ValueError):
+    """A case file that cannot be used; the message names the file and the field."""
+
+
+@dataclass(frozen=True)
+class Presentation:
+    reason_code: str
+    reason_display: str
+    encounter_class: str = "AMB"
+    vitals: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Case:
+    id: str
+    mrn: str
+    description: str
+    sex: str
+    age: int
+    given: tuple[str, ...] | None
+    family: str | None
+    conditions: tuple[tuple[str, int], ...]  # (chronic key, years since onset)
+    allergies: tuple[tuple[str, str | None], ...]  # (allergen key, reaction key)
+    smoking: str
+    presenting: Presentation | None
+
+    def person(self, rng: random.Random, today: date) -> Person:
+        birth = today - timedelta(days=self.age * 365 + 30 + rng.randint(0, 300))
+        person = Person(sex=self.sex, birth_date=birth, today=today, smoking=self.smoking)
+        person.adult_height_cm = round(rng.gauss(176.0 if self.sex == "male" else 162.0, 5.0), 1)
+        for key, years in self.conditions:
+            person.chronic[key] = today - timedelta(days=round(365.25 * years) + rng.randint(0, 60))
+        person.bmi = (
+            round(rng.uniform(31.0, 36.0), 1) if "obesity" in person.chronic else round(rng.uniform(22.0, 28.5), 1)
+        )
+        for key, reaction in self.allergies:
+            add_allergy(rng, person, ALLERGEN_BY_KEY[key], reaction)
+        return person
+
+    def write_presentation(self, writer: ChartWriter) -> None:
+        """Today's encounter, in progress: the reason the trainee sees the patient."""
+        if self.presenting is None:
+            return
+        from synthetic_data.chart import _concept, _Context, _instant
+
+        today = writer.options.today
+        start = datetime(today.year, today.month, today.day, 15, 0)
+        encounter_id = writer.ids.next()
+        condition_id = writer.ids.next()
+        presenting = self.presenting
+        writer._add(
+            {
+                "resourceType": "Encounter",
+                "id": encounter_id,
+                "status": "in-progress",
+                "class": {
+                    "system": ACT_CODE,
+                    "code": presenting.encounter_class,
+                    "display": {"AMB": "ambulatory", "EMER": "emergency"}.get(presenting.encounter_class, "ambulatory"),
+                },
+                "type": [_concept(SNOMED, "185345009", "Encounter for symptom (procedure)")],
+                "subject": writer._subject(),
+                "participant": [{"individual": writer._who(writer.pcp), "period": {"start": _instant(start)}}],
+                "period": {"start": _instant(start)},
+                "reasonCode": [_concept(SNOMED, presenting.reason_code, presenting.reason_display)],
+                "serviceProvider": {
+                    "reference": f"Organization/{writer.clinic.id}",
+                    "display": writer.clinic.name,
+                },
+            }
+        )
+        writer._add(
+            {
+                "resourceType": "Condition",
+                "id": condition_id,
+                "clinicalStatus": _concept(CONDITION_CLINICAL, "active", "Active"),
+                "verificationStatus": _concept(CONDITION_VERIFICATION, "provisional", "Provisional"),
+                "category": [
+                    {
+                        "coding": [
+                            {
+                                "system": CONDITION_CATEGORY,
+                                "code": "encounter-diagnosis",
+                                "display": "Encounter Diagnosis",
+                            }
+                        ]
+                    }
+                ],
+                "code": _concept(SNOMED, presenting.reason_code, presenting.reason_display),
+                "subject": writer._subject(),
+                "encounter": writer._ref(encounter_id),
+                "onsetDateTime": today.isoformat(),
+                "recordedDate": _instant(start),
+                "recorder": writer._who(writer.pcp),
+            }
+        )
+        ctx = _Context(encounter_id, start, start, writer.pcp)
+        vitals = presenting.vitals
+        if "systolic" in vitals and "diastolic" in vitals:
+            writer._bp(ctx, int(vitals["systolic"]), int(vitals["diastolic"]))
+        for key in ("heart_rate", "respiratory_rate", "temperature", "spo2"):
+            if key in vitals:
+                writer._vital(ctx, key, vitals[key])
+
+
+def load_case(path: Path) -> Case:
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise CaseError(f"{path}: not valid YAML ({exc})") from None
+    return parse_case(data, str(path))
+
+
+def parse_case(data: Any, source: str = "case") -> Case:
+    def fail(message: str) -> CaseError:
+        return CaseError(f"{source}: {message}")
+
+    if not isinstance(data, dict):
+        raise fail("a case file is a YAML mapping")
+    case_id = data.get("id")
+    if not isinstance(case_id, str) or not _ID.match(case_id):
+        raise fail("'id' must be a FHIR id (1-64 of A-Z a-z 0-9 - .)")
+    mrn = data.get("mrn")
+    if not isinstance(mrn, str) or not mrn.strip():
+        raise fail("'mrn' is required (the patient's medical record number)")
+    patient = data.get("patient") or {}
+    sex = patient.get("sex")
+    if sex not in ("male", "female"):
+        raise fail("'patient.sex' must be male or female")
+    age = patient.get("age")
+    if not isinstance(age, int) or not 0 <= age <= 110:
+        raise fail("'patient.age' must be a whole number of years from 0 to 110")
+    name = patient.get("name") or {}
+    given = name.get("given")
+    if given is not None and (not isinstance(given, list) or not all(isinstance(g, str) and g for g in given)):
+        raise fail("'patient.name.given' must be a list of names")
+    conditions = []
+    for item in data.get("conditions") or []:
+        key, years = (item, 3) if isinstance(item, str) else (item.get("condition"), item.get("years", 3))
+        if key not in CHRONIC_BY_KEY:
+            raise fail(f"unknown condition '{key}' (known: {', '.join(sorted(CHRONIC_BY_KEY))})")
+        if not isinstance(years, int) or not 0 <= years <= age:
+            raise fail(f"condition '{key}': 'years' must be between 0 and the patient's age")
+        conditions.append((key, years))
+    allergies = []
+    for item in data.get("allergies") or []:
+        key, reaction = (item, None) if isinstance(item, str) else (item.get("allergen"), item.get("reaction"))
+        if key not in ALLERGEN_BY_KEY:
+            raise fail(f"unknown allergen '{key}' (known: {', '.join(sorted(ALLERGEN_BY_KEY))})")
+        if reaction is not None and reaction not in REACTIONS:
+            raise fail(f"unknown reaction '{reaction}' (known: {', '.join(sorted(REACTIONS))})")
+        allergies.append((key, reaction))
+    smoking = data.get("smoking", "never")
+    if smoking not in SMOKING_VALUES:
+        raise fail(f"'smoking' must be one of {', '.join(SMOKING_VALUES)}")
+    presenting = None
+    if (raw := data.get("presenting")) is not None:
+        reason = raw.get("reason") or {}
+        if not isinstance(reason.get("snomed"), str) or not isinstance(reason.get("display"), str):
+            raise fail("'presenting.reason' needs 'snomed' (a code, quoted) and 'display'")
+        vitals = raw.get("vitals") or {}
+        unknown = set(vitals) - set(_VITALS)
+        if unknown or not all(isinstance(v, int | float) for v in vitals.values()):
+            raise fail(f"'presenting.vitals' takes numbers for {', '.join(_VITALS)}")
+        presenting = Presentation(reason["snomed"], reason["display"], raw.get("class", "AMB"), dict(vitals))
+        if presenting.encounter_class not in ("AMB", "EMER"):
+            raise fail("'presenting.class' must be AMB or EMER")
+    return Case(
+        id=case_id,
+        mrn=mrn,
+        description=str(data.get("description", "")),
+        sex=sex,
+        age=age,
+        given=tuple(given) if given else None,
+        family=name.get("family"),
+        conditions=tuple(conditions),
+        allergies=tuple(allergies),
+        smoking=smoking,
+        presenting=presenting,
+    )
+
+
+@cache
+def builtin_cases() -> tuple[Case, ...]:
+    return tuple(load_case(path) for path in sorted(CASES_DIR.glob("*.yaml")))
