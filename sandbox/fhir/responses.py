@@ -143,25 +143,37 @@ def history_bundle(
     total: int,
     base: str,
     page_url: str,
-    query: list[tuple[str, str]],
+    self_query: list[tuple[str, str]],
+    link_query: list[tuple[str, str]],
     *,
     offset: int,
     count: int,
 ) -> bytes:
-    links = [{"relation": "self", "url": _url(page_url, query, offset)}]
-    if offset + count < total:
-        links.append({"relation": "next", "url": _url(page_url, query, offset + count)})
+    """A history Bundle: one entry per version, a deletion as a DELETE entry without a resource.
+
+    ``link_query`` is the request's query pinned to the first page's snapshot, for next and previous.
+    """
+    links = [{"relation": "self", "url": _url(page_url, self_query, offset)}]
+    if count and offset + count < total:
+        links.append({"relation": "next", "url": _url(page_url, link_query, offset + count)})
     if offset > 0:
-        links.append({"relation": "previous", "url": _url(page_url, query, max(0, offset - count))})
+        links.append({"relation": "previous", "url": _url(page_url, link_query, max(0, offset - (count or offset)))})
     entries = []
     for v in versions:
         entry: dict[str, Any] = {"fullUrl": f"{base}/{v.resource_type}/{v.id}"}
         if v.content is not None and not v.deleted:
             entry["resource"] = orjson.Fragment(v.content)
-        method = v.method or "PUT"
-        url = f"{v.resource_type}/{v.id}" if method != "POST" else v.resource_type
-        entry["request"] = {"method": "PUT" if method == "PATCH" else method, "url": url}
-        status = "201 Created" if method == "POST" else ("204 No Content" if v.deleted else "200 OK")
+        method = "DELETE" if v.deleted else (v.method or "PUT")
+        # A patch is stored as the whole resulting resource, which is what a PUT carries.
+        method = "PUT" if method == "PATCH" else method
+        url = v.resource_type if method == "POST" else f"{v.resource_type}/{v.id}"
+        entry["request"] = {"method": method, "url": url}
+        if v.deleted:
+            status = "204 No Content"
+        elif method == "POST" or v.version_id == 1:
+            status = "201 Created"
+        else:
+            status = "200 OK"
         entry["response"] = {"status": status, "etag": v.etag, "lastModified": v.instant}
         entries.append(entry)
     bundle: dict[str, Any] = {"resourceType": "Bundle", "type": "history", "total": total, "link": links}

@@ -31,10 +31,12 @@ from sandbox.fhir.search import run_search
 from sandbox.fhir.search_plan import parse
 from sandbox.fhir.subsetting import subset
 from sandbox.fhir.validation import parse_json, parse_resource
-from sandbox.fhir.values import date_range
+from sandbox.fhir.values import date_range, instant_now
 from sandbox.store.repository import Stored
 
 router = APIRouter()
+
+HISTORY_PARAMS = {"_count", "_offset", "_since", "_at", "_snapshot"}
 
 
 def _type(rtype: str) -> str:
@@ -68,6 +70,79 @@ async def _body(request: Request) -> bytes:
 
 def _query(request: Request) -> list[tuple[str, str]]:
     return [(k, v) for k, v in request.query_params.multi_items()]
+
+
+# ---- history -----------------------------------------------------------------------------------------
+
+
+def _history_instant(name: str, raw: str) -> tuple[str, str]:
+    found = date_range(raw)
+    if found is None:
+        raise FhirError.of(400, "invalid", f"{name} must be a FHIR date, dateTime or instant, not '{raw}'")
+    return found
+
+
+def _history(ctx: FhirContext, request: Request, rtype: str | None, rid: str | None) -> Response:
+    """Instance, type and system history, newest first.
+
+    ``_since`` (written at or after), ``_at`` (current at some point in that
+    period), ``_count``; the paging links carry ``_snapshot``, the time the first
+    page was taken, so later pages do not shift while others write.
+    """
+    query = _query(request)
+    params: dict[str, str] = {}
+    for name, value in query:
+        if name in params and name in HISTORY_PARAMS:
+            raise FhirError.of(400, "invalid", f"{name} may appear only once in a history request")
+        params[name] = value
+    unknown = sorted(set(params) - HISTORY_PARAMS - {"_format", "_pretty"})
+    if unknown and prefer_strict(request.headers.get("prefer")):
+        raise FhirError.of(400, "not-supported", f"History does not support {', '.join(unknown)}")
+    raw_count = params.get("_count", str(ctx.fhir.default_count))
+    if not raw_count.isdigit():
+        raise FhirError.of(400, "invalid", f"_count must be a non-negative integer, not '{raw_count}'")
+    count = min(int(raw_count), ctx.fhir.max_count)
+    raw_offset = params.get("_offset", "0")
+    if not raw_offset.isdigit():
+        raise FhirError.of(400, "invalid", f"_offset must be a non-negative integer, not '{raw_offset}'")
+    offset = int(raw_offset)
+    since = _history_instant("_since", params["_since"])[0] if "_since" in params else None
+    at = _history_instant("_at", params["_at"]) if "_at" in params else None
+    until = _history_instant("_snapshot", params["_snapshot"])[0] if "_snapshot" in params else None
+    with ctx.db.read() as conn:
+        if rtype and rid:
+            ctx.fhir.repo.current(conn, ctx.view, rtype, rid) or _raise_not_found(rtype, rid)
+        versions, total = ctx.fhir.repo.history(
+            conn, ctx.view, rtype=rtype, rid=rid, since=since, at=at, until=until, limit=count, offset=offset
+        )
+    if until is None:
+        # The newest version listed now bounds every later page, so versions written meanwhile cannot shift them.
+        until = versions[0].last_updated if versions and offset == 0 else instant_now()[1]
+    snapshot = until + "Z"
+    page_url = "/".join(p for p in (ctx.base, rtype, rid, "_history") if p)
+    link_query = [(k, v) for k, v in query if k != "_snapshot"] + [("_snapshot", snapshot)]
+    return fhir_response(
+        history_bundle(versions, total, ctx.base, page_url, query, link_query, offset=offset, count=count)
+    )
+
+
+def _raise_not_found(rtype: str, rid: str) -> Any:
+    raise not_found(rtype, rid)
+
+
+@router.get("/_history")
+def history_system(request: Request, ctx: FhirContext = Depends(fhir_context)) -> Response:
+    return _history(ctx, request, None, None)
+
+
+@router.get("/{rtype}/_history")
+def history_type(rtype: str, request: Request, ctx: FhirContext = Depends(fhir_context)) -> Response:
+    return _history(ctx, request, _type(rtype), None)
+
+
+@router.get("/{rtype}/{rid}/_history")
+def history_instance(rtype: str, rid: str, request: Request, ctx: FhirContext = Depends(fhir_context)) -> Response:
+    return _history(ctx, request, _type(rtype), rid)
 
 
 # ---- search -------------------------------------------------------------------------------------
@@ -138,54 +213,6 @@ def vread(rtype: str, rid: str, vid: str, ctx: FhirContext = Depends(fhir_contex
     with ctx.db.read() as conn:
         stored = ctx.fhir.vread(conn, ctx.view, rtype, rid, vid)
     return fhir_response(stored.content, headers=resource_headers(stored))
-
-
-# ---- history -----------------------------------------------------------------------------------------
-
-
-def _history(ctx: FhirContext, request: Request, rtype: str | None, rid: str | None) -> Response:
-    query = _query(request)
-    params = dict(query)
-    count = min(int(params.get("_count", "20")) if params.get("_count", "20").isdigit() else 20, ctx.fhir.max_count)
-    offset = int(params["_offset"]) if params.get("_offset", "").isdigit() else 0
-    since = at = None
-    if "_since" in params:
-        found = date_range(params["_since"])
-        if found is None:
-            raise FhirError.of(400, "invalid", f"_since must be an instant, not '{params['_since']}'")
-        since = found[0]
-    if "_at" in params:
-        found = date_range(params["_at"])
-        if found is None:
-            raise FhirError.of(400, "invalid", f"_at must be a date or dateTime, not '{params['_at']}'")
-        at = found[1]
-    with ctx.db.read() as conn:
-        if rtype and rid:
-            ctx.fhir.repo.current(conn, ctx.view, rtype, rid) or _raise_not_found(rtype, rid)
-        versions, total = ctx.fhir.repo.history(
-            conn, ctx.view, rtype=rtype, rid=rid, since=since, before=at, limit=count, offset=offset
-        )
-    page_url = "/".join(p for p in (ctx.base, rtype, rid, "_history") if p)
-    return fhir_response(history_bundle(versions, total, ctx.base, page_url, query, offset=offset, count=count))
-
-
-def _raise_not_found(rtype: str, rid: str) -> Any:
-    raise not_found(rtype, rid)
-
-
-@router.get("/_history")
-def history_system(request: Request, ctx: FhirContext = Depends(fhir_context)) -> Response:
-    return _history(ctx, request, None, None)
-
-
-@router.get("/{rtype}/_history")
-def history_type(rtype: str, request: Request, ctx: FhirContext = Depends(fhir_context)) -> Response:
-    return _history(ctx, request, _type(rtype), None)
-
-
-@router.get("/{rtype}/{rid}/_history")
-def history_instance(rtype: str, rid: str, request: Request, ctx: FhirContext = Depends(fhir_context)) -> Response:
-    return _history(ctx, request, _type(rtype), rid)
 
 
 # ---- writes -------------------------------------------------------------------------------------------

@@ -147,15 +147,21 @@ class Repository:
         rtype: str | None = None,
         rid: str | None = None,
         since: str | None = None,
-        before: str | None = None,
+        at: tuple[str, str] | None = None,
+        until: str | None = None,
         limit: int = 20,
         offset: int = 0,
     ) -> tuple[list[Stored], int]:
         """Versions newest first, and how many there are in all.
 
-        Across the baseline boundary a sandbox's history is its own versions
-        plus the baseline's versions of resources the sandbox has not
-        rewritten past them (the sandbox's versions continue the numbering).
+        ``since``: versions written at or after it.  ``at``: versions that were
+        current at some point in the closed range ``(low, high)``, i.e. written
+        by ``high`` and not superseded by ``low`` (the spec's ``_at``).
+        ``until``: versions written at or before it, which pins the pages of one
+        history listing while others keep writing.  Across the baseline boundary
+        a sandbox's history is the baseline's versions followed by its own: the
+        sandbox's versions continue the baseline's numbering, so the next
+        version of any version is ``version_id + 1`` in one of the view's layers.
         """
         v = resource_versions
         conditions = [v.c.layer_id.in_(view.layers)]
@@ -165,14 +171,31 @@ class Repository:
             conditions.append(v.c.id == rid)
         if since:
             conditions.append(v.c.last_updated >= since)
-        if before:
-            conditions.append(v.c.last_updated <= before)
+        if until:
+            conditions.append(v.c.last_updated <= until)
+        if at:
+            low, high = at
+            later = resource_versions.alias("later")
+            superseded = (
+                select(later.c.id)
+                .where(
+                    later.c.layer_id.in_(view.layers),
+                    later.c.resource_type == v.c.resource_type,
+                    later.c.id == v.c.id,
+                    later.c.version_id == v.c.version_id + 1,
+                    later.c.last_updated <= low,
+                )
+                .exists()
+            )
+            conditions.extend([v.c.last_updated <= high, ~superseded])
         where = and_(*conditions)
         total = conn.execute(select(func.count()).select_from(v).where(where)).scalar_one()
+        if limit <= 0:
+            return [], total
         rows = conn.execute(
             select(v)
             .where(where)
-            .order_by(v.c.last_updated.desc(), v.c.id, v.c.version_id.desc())
+            .order_by(v.c.last_updated.desc(), v.c.resource_type, v.c.id, v.c.version_id.desc())
             .limit(limit)
             .offset(offset)
         ).all()
