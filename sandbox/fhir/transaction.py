@@ -67,6 +67,8 @@ class Entry:
     if_none_exist: str | None = None
     target: str | None = None  # "Type/id" this entry creates or updates
     existing: Stored | None = None  # the resource a conditional create matched (nothing is written then)
+    same_as: Entry | None = None  # an earlier conditional create of this Bundle with the same criteria
+    stored: Stored | None = None
     fresh: bool = False  # a conditional update that matched nothing and creates a resource of a new id
     response: dict[str, Any] | None = None
     error: FhirError | None = None
@@ -96,6 +98,7 @@ class BundleProcessor:
         self.ctx = ctx
         self.prefer = prefer
         self.refs = _References()
+        self.creates: dict[tuple[str, str], Entry] = {}  # conditional creates by (type, criteria)
 
     # ---- entry point ---------------------------------------------------------------------------------
 
@@ -134,7 +137,7 @@ class BundleProcessor:
             writes = [e for e in ordered if e.method in ("POST", "PUT", "PATCH")]
             for entry in writes:
                 self._at(entry, lambda e=entry: self._identify(conn, e))
-                if entry.target is not None and entry.existing is None:
+                if entry.target is not None and entry.existing is None and entry.same_as is None:
                     _claim(touched, entry.target, entry)
             for entry in ordered:
                 if entry.method != "DELETE":
@@ -196,7 +199,16 @@ class BundleProcessor:
                 found = self._conditional_match(conn, entry.rtype, entry.if_none_exist, "If-None-Exist")
                 if found:
                     entry.existing = found
-            rid = entry.existing.id if entry.existing else new_id()
+                else:
+                    # Loaders repeat a shared resource (a practitioner, a location) in one Bundle: create it once.
+                    entry.same_as = self.creates.setdefault((entry.rtype, entry.if_none_exist), entry)
+                    if entry.same_as is entry:
+                        entry.same_as = None
+            if entry.same_as is not None:
+                assert entry.same_as.target is not None
+                rid = entry.same_as.target.split("/", 1)[1]
+            else:
+                rid = entry.existing.id if entry.existing else new_id()
         elif entry.conditional:
             assert entry.query is not None
             found = self._conditional_match(conn, entry.rtype, entry.query, f"Conditional {entry.method.lower()}")
@@ -258,6 +270,13 @@ class BundleProcessor:
         if entry.existing is not None:
             self._respond(entry, entry.existing, 200)
             return
+        if entry.same_as is not None:
+            if entry.same_as.stored is None:
+                raise FhirError.of(
+                    400, "processing", f"It repeats the conditional create of {entry.same_as.where}, which failed"
+                )
+            self._respond(entry, entry.same_as.stored, 200)
+            return
         rid = entry.target.split("/", 1)[1]
         self._rewrite(conn, entry)
         outcome: WriteOutcome
@@ -304,6 +323,7 @@ class BundleProcessor:
             entry.response = {"resource": orjson.Fragment(body), "response": {"status": "200 OK"}}
 
     def _respond(self, entry: Entry, stored: Stored, status: int) -> None:
+        entry.stored = stored
         path = f"{stored.resource_type}/{stored.id}"
         response: dict[str, Any] = {
             "status": _status_line(status),

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import json
 from typing import Any
+from urllib.parse import parse_qsl
 
 from sandbox.store.layers import View
 
@@ -35,7 +36,9 @@ def bundle(*entries: dict[str, Any], kind: str = "transaction") -> dict[str, Any
 
 
 def count(client, query: str) -> int:
-    return client.get(f"/fhir/{query}", params={"_summary": "count"}).json()["total"]
+    rtype, _, criteria = query.partition("?")
+    params = [*parse_qsl(criteria), ("_summary", "count")]
+    return client.get(f"/fhir/{rtype}", params=params).json()["total"]
 
 
 def create_patient(client, mrn: str = "1") -> str:
@@ -111,6 +114,24 @@ def test_references_to_a_put_entry_resolve_to_the_id_in_its_url(client):
     assert r.status_code == 200, r.text
     assert r.json()["entry"][0]["resource"]["subject"]["reference"] == "Patient/chosen"
     assert r.json()["entry"][1]["response"]["status"] == "201 Created"
+
+
+def test_absolute_full_urls_on_this_server_resolve_relative_references_and_get_new_ids(client):
+    r = client.post(
+        "/fhir",
+        json=bundle(
+            post(PATIENT, "http://testserver/fhir/Patient/client-chosen"),
+            {
+                "resource": observation("Patient/client-chosen"),
+                "request": {"method": "POST", "url": "http://testserver/fhir/Observation"},
+            },
+        ),
+    )
+    assert r.status_code == 200, r.text
+    patient, obs = r.json()["entry"]
+    pid = patient["resource"]["id"]
+    assert pid != "client-chosen"  # POST always assigns the id
+    assert obs["resource"]["subject"]["reference"] == f"Patient/{pid}"
 
 
 def test_narrative_links_to_bundle_entries_are_rewritten(client):
@@ -247,6 +268,27 @@ def test_if_none_exist_without_a_match_creates(client):
     again = client.post("/fhir", json=bundle(post(PATIENT, ifNoneExist="identifier=urn:mrn|1")))
     assert again.json()["entry"][0]["response"]["status"] == "200 OK"
     assert count(client, "Patient") == 1
+
+
+def test_repeated_conditional_creates_in_one_bundle_create_one_resource(client):
+    for kind in ("transaction", "batch"):
+        mrn = f"shared-{kind}"
+        shared = {**PATIENT, "identifier": [{"system": "urn:mrn", "value": mrn}]}
+        r = client.post(
+            "/fhir",
+            json=bundle(
+                post(shared, f"urn:uuid:{kind}-1", ifNoneExist=f"identifier=urn:mrn|{mrn}"),
+                post(shared, f"urn:uuid:{kind}-2", ifNoneExist=f"identifier=urn:mrn|{mrn}"),
+                post(observation(f"urn:uuid:{kind}-2")),
+                kind=kind,
+            ),
+        )
+        assert r.status_code == 200, r.text
+        first, second, obs = r.json()["entry"]
+        assert first["response"]["status"] == "201 Created" and second["response"]["status"] == "200 OK"
+        assert second["resource"]["id"] == first["resource"]["id"]
+        assert obs["resource"]["subject"]["reference"] == f"Patient/{first['resource']['id']}"
+        assert count(client, f"Patient?identifier=urn:mrn|{mrn}") == 1
 
 
 def test_conditional_update_updates_the_match_or_creates(client):
