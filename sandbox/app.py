@@ -16,8 +16,10 @@ from sandbox.admin.routes import router as admin_router
 from sandbox.auth import Authenticator
 from sandbox.config import Settings, load_or_create_admin_token
 from sandbox.fhir.bundle_routes import router as bundle_router
+from sandbox.fhir.capability import router as capability_router
 from sandbox.fhir.context import Views
 from sandbox.fhir.interactions import Interactions
+from sandbox.fhir.operations import router as operations_router
 from sandbox.fhir.outcome import FhirError, Issue
 from sandbox.fhir.responses import fhir_response
 from sandbox.fhir.routes import router as fhir_router
@@ -68,6 +70,10 @@ def create_app(settings: Settings, *, db: Database | None = None) -> FastAPI:
 
     app.include_router(bundle_router, prefix="/fhir")
     app.include_router(bundle_router, prefix="/sandboxes/{sandbox_id}/fhir")
+    # /metadata and $operations before the generic routes, whose /{rtype}/{rid} would take them.
+    for router in (capability_router, operations_router):
+        app.include_router(router, prefix="/fhir")
+        app.include_router(router, prefix="/sandboxes/{sandbox_id}/fhir")
     app.include_router(fhir_router, prefix="/fhir")
     app.include_router(fhir_router, prefix="/sandboxes/{sandbox_id}/fhir")
     app.include_router(admin_router, prefix="/admin")

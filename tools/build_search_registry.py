@@ -67,6 +67,17 @@ def build(source: Path) -> dict[str, dict[str, dict]]:
     return {k: dict(sorted(v.items())) for k, v in sorted(registry.items())}
 
 
+def build_ids(source: Path) -> dict[str, dict[str, str]]:
+    """Resource type -> parameter code -> the SearchParameter's id (its canonical URL's last segment)."""
+    ids: dict[str, dict[str, str]] = {}
+    for entry in json.loads(source.read_text())["entry"]:
+        sp = entry["resource"]
+        if sp["type"] != "special":
+            for base in sp["base"]:
+                ids.setdefault(base, {})[sp["code"]] = sp["id"]
+    return {k: dict(sorted(v.items())) for k, v in sorted(ids.items())}
+
+
 def build_compartment(source: Path) -> dict[str, list[str]]:
     definition = json.loads(source.read_text())
     return {r["code"]: sorted(r["param"]) for r in definition["resource"] if r.get("param")}
@@ -149,6 +160,7 @@ if __name__ == "__main__":
         sys.exit("usage: python tools/build_search_registry.py DIR  (DIR holds the spec's definition files)")
     spec = Path(sys.argv[1])
     write("search_parameters.json", build(spec / "search-parameters.json"))
+    write("search_parameter_ids.json", build_ids(spec / "search-parameters.json"))
     write("patient_compartment.json", build_compartment(spec / "compartmentdefinition-patient.json"))
     write("summary_elements.json", build_summary(spec / "profiles-resources.json"))
     write(

@@ -1,12 +1,10 @@
 """History: instance, type and system ``_history`` with ``_since``, ``_at``, ``_count`` and paging.
 
-The repository's clock is replaced by one the tests set, so "written at 10:00"
-means exactly that and no test depends on how fast the machine is.
+The repository's clock is replaced by one the tests set (``clock.py``).
 """
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
@@ -16,32 +14,14 @@ from sqlalchemy import insert
 from sandbox.store import repository
 from sandbox.store.layers import View
 from sandbox.store.schema import layers
+from tests.sandbox.fhir.clock import Clock, install
 
 PATIENT = {"resourceType": "Patient", "name": [{"family": "Osei"}], "gender": "female"}
 
 
-class Clock:
-    """Stands in for ``instant_now``: returns the time it is set to."""
-
-    def __init__(self) -> None:
-        self.now = datetime(2026, 3, 1, 10, 0, tzinfo=UTC)
-
-    def set(self, text: str) -> None:
-        self.now = datetime.fromisoformat(text.replace("Z", "+00:00"))
-
-    def __call__(self) -> tuple[str, str]:
-        self.now += timedelta(microseconds=1)  # two writes never share an instant
-        return (
-            self.now.strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z",
-            self.now.strftime("%Y-%m-%dT%H:%M:%S.%f"),
-        )
-
-
 @pytest.fixture
 def clock(monkeypatch: pytest.MonkeyPatch) -> Clock:
-    fake = Clock()
-    monkeypatch.setattr(repository, "instant_now", fake)
-    return fake
+    return install(monkeypatch)
 
 
 def _entries(bundle: dict) -> list[tuple[str, str, str | None]]:

@@ -1,0 +1,213 @@
+"""The CapabilityStatement at ``[base]/metadata``, generated from what the server really does.
+
+Interactions come from the routes the app has mounted, search parameters from
+the registry filtered through the search planner (a parameter the planner
+rejects is not advertised), ``_include``/``_revinclude`` from the reference
+parameters, operations from ``operations.OPERATIONS``.  Nothing is typed in by
+hand that could drift from the code.
+"""
+
+from __future__ import annotations
+
+import json
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+from fastapi import APIRouter, Depends, FastAPI, Request
+from starlette.responses import Response
+
+from sandbox.fhir.context import FhirContext, fhir_context
+from sandbox.fhir.operations import OPERATIONS
+from sandbox.fhir.outcome import FhirError
+from sandbox.fhir.resource_types import resource_types
+from sandbox.fhir.responses import fhir_response
+from sandbox.fhir.search_params import Registry, SearchParam
+from sandbox.fhir.search_plan import parse
+from sandbox.fhir.values import instant_now
+
+router = APIRouter()
+
+FHIR_VERSION = "4.0.1"
+_SEARCH_PARAMETER = "http://hl7.org/fhir/SearchParameter/"
+_IDS = Path(__file__).parent / "data" / "search_parameter_ids.json"
+_SUMMARY = Path(__file__).parent / "data" / "summary_elements.json"
+
+# Route (method, path under the FHIR base) -> the interaction it serves.
+TYPE_INTERACTIONS: dict[tuple[str, str], str] = {
+    ("GET", "/{rtype}/{rid}"): "read",
+    ("GET", "/{rtype}/{rid}/_history/{vid}"): "vread",
+    ("PUT", "/{rtype}/{rid}"): "update",
+    ("PATCH", "/{rtype}/{rid}"): "patch",
+    ("DELETE", "/{rtype}/{rid}"): "delete",
+    ("GET", "/{rtype}/{rid}/_history"): "history-instance",
+    ("GET", "/{rtype}/_history"): "history-type",
+    ("POST", "/{rtype}"): "create",
+    ("GET", "/{rtype}"): "search-type",
+}
+SYSTEM_INTERACTIONS: dict[tuple[str, str], tuple[str, ...]] = {
+    ("POST", ""): ("transaction", "batch"),
+    ("GET", "/_history"): ("history-system",),
+    ("GET", ""): ("search-system",),
+}
+# A sample value of each parameter type, to ask the planner whether it accepts a parameter.
+_SAMPLE = {
+    "string": "a",
+    "token": "a",
+    "reference": "Patient/a",
+    "date": "2020",
+    "number": "1",
+    "quantity": "1",
+    "uri": "http://example.org",
+}
+
+
+@router.get("/metadata")
+def metadata(request: Request, ctx: FhirContext = Depends(fhir_context)) -> Response:
+    mode = request.query_params.get("mode", "full")
+    if mode != "full":
+        raise FhirError.of(400, "not-supported", f"Only mode=full is supported for /metadata, not '{mode}'")
+    statement = dict(capability_statement(request.app, ctx.fhir.registry))
+    statement["implementation"] = {"description": f"ehr-sandbox, sandbox '{ctx.view.sandbox_id}'", "url": ctx.base}
+    return fhir_response(statement)
+
+
+def capability_statement(app: FastAPI, registry: Registry) -> dict[str, Any]:
+    """The statement without the per-sandbox ``implementation``; built once per app."""
+    cached = getattr(app.state, "capability_statement", None)
+    if cached is None:
+        cached = build(_mounted(app), registry, app.version)
+        app.state.capability_statement = cached
+    return cached
+
+
+def _mounted(app: FastAPI) -> set[tuple[str, str]]:
+    """(method, path) of every route under ``/fhir``, with the prefix removed.
+
+    Read from the app's OpenAPI description, its public list of routes (included routers and all).
+    """
+    found: set[tuple[str, str]] = set()
+    for path, methods in app.openapi()["paths"].items():
+        if path == "/fhir" or path.startswith("/fhir/"):
+            found.update((method.upper(), path.removeprefix("/fhir")) for method in methods)
+    return found
+
+
+def build(mounted: set[tuple[str, str]], registry: Registry, version: str) -> dict[str, Any]:
+    type_interactions = [code for key, code in TYPE_INTERACTIONS.items() if key in mounted]
+    system_interactions = [code for key, codes in SYSTEM_INTERACTIONS.items() if key in mounted for code in codes]
+    params_by_type = {rtype: supported_params(registry, rtype) for rtype in sorted(resource_types())}
+    revincludes = _revincludes(params_by_type)
+    resources = []
+    for rtype, params in params_by_type.items():
+        entry: dict[str, Any] = {
+            "type": rtype,
+            "interaction": [{"code": code} for code in type_interactions],
+            "versioning": "versioned-update",
+            "readHistory": True,
+            "updateCreate": ("PUT", "/{rtype}/{rid}") in mounted,
+            "conditionalCreate": ("POST", "/{rtype}") in mounted,
+            "conditionalRead": "not-match",
+            "conditionalUpdate": ("PUT", "/{rtype}") in mounted,
+            "conditionalDelete": "single" if ("DELETE", "/{rtype}") in mounted else "not-supported",
+        }
+        references = [p.code for p in params if p.type == "reference"]
+        if "search-type" in type_interactions:
+            entry["searchInclude"] = ["*", *(f"{rtype}:{code}" for code in references)]
+            if revincludes.get(rtype):
+                entry["searchRevInclude"] = revincludes[rtype]
+            entry["searchParam"] = [_search_param(p) for p in params]
+        operations = [
+            {"name": op.name, "definition": op.definition}
+            for op in OPERATIONS
+            if op.resource_types is None or rtype in op.resource_types
+        ]
+        if operations:
+            entry["operation"] = operations
+        if rtype not in _r4_types():
+            entry["documentation"] = f"{rtype} is an R4B resource type that FHIR R4 (4.0.1) does not define"
+        resources.append(entry)
+    rest: dict[str, Any] = {
+        "mode": "server",
+        "documentation": (
+            "FHIR R4 over JSON. Search modifiers: string :exact :contains; token :not :text; "
+            "reference :[type] :identifier; uri :above :below; :missing on every type. "
+            "Prefixes eq ne gt lt ge le sa eb ap on date, number and quantity. "
+            "Unknown search parameters are ignored and reported, or rejected under Prefer: handling=strict."
+        ),
+        "resource": resources,
+        "interaction": [{"code": code} for code in system_interactions],
+    }
+    if "search-system" in system_interactions:
+        rest["searchParam"] = [_search_param(p) for p in supported_params(registry, None)]
+    now = instant_now()[0]
+    return {
+        "resourceType": "CapabilityStatement",
+        "status": "active",
+        "date": now,
+        "publisher": "ehr-sandbox",
+        "kind": "instance",
+        "software": {"name": "ehr-sandbox", "version": version},
+        "fhirVersion": FHIR_VERSION,
+        "format": ["json", "application/fhir+json"],
+        "patchFormat": ["application/json-patch+json"],
+        "rest": [rest],
+    }
+
+
+def supported_params(registry: Registry, rtype: str | None) -> list[SearchParam]:
+    """The registry's parameters that the search planner accepts, for a type or (None) across types."""
+    candidates = registry.params(rtype) if rtype else _common(registry)
+    found = []
+    for code, param in sorted(candidates.items()):
+        if not param.indexed and code not in ("_id", "_lastUpdated"):
+            continue
+        try:
+            plan = parse(registry, rtype, [(code, _sample(param))], strict=True)
+        except FhirError:
+            continue
+        if not plan.ignored:
+            found.append(param)
+    return found
+
+
+def _sample(param: SearchParam) -> str:
+    if param.type == "composite":
+        return "$".join(_SAMPLE[c.type] for c in param.components)
+    return _SAMPLE[param.type]
+
+
+def _common(registry: Registry) -> dict[str, SearchParam]:
+    """Parameters every resource type has (those defined on Resource), as the registry lists them for Patient."""
+    return {code: p for code, p in registry.params("Patient").items() if code in _ids().get("Resource", {})}
+
+
+def _search_param(param: SearchParam) -> dict[str, Any]:
+    out: dict[str, Any] = {"name": param.code, "type": param.type}
+    sp_id = _ids().get(param.resource_type, {}).get(param.code) or _ids().get("Resource", {}).get(param.code)
+    sp_id = sp_id or _ids().get("DomainResource", {}).get(param.code)
+    if sp_id:
+        out["definition"] = _SEARCH_PARAMETER + sp_id
+    return out
+
+
+def _revincludes(params_by_type: dict[str, list[SearchParam]]) -> dict[str, list[str]]:
+    """Target type -> the ``Source:param`` reference parameters that can point at it."""
+    found: dict[str, list[str]] = {}
+    for source, params in params_by_type.items():
+        for param in params:
+            if param.type == "reference":
+                for target in param.targets:
+                    found.setdefault(target, []).append(f"{source}:{param.code}")
+    return found
+
+
+@cache
+def _ids() -> dict[str, dict[str, str]]:
+    return json.loads(_IDS.read_text())
+
+
+@cache
+def _r4_types() -> frozenset[str]:
+    """R4's resource types: those its StructureDefinitions list (the keys of ``summary_elements.json``)."""
+    return frozenset(json.loads(_SUMMARY.read_text())) - {"Resource", "DomainResource"}
