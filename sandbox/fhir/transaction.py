@@ -139,9 +139,31 @@ class BundleProcessor:
                 self._at(entry, lambda e=entry: self._identify(conn, e))
                 if entry.target is not None and entry.existing is None and entry.same_as is None:
                     _claim(touched, entry.target, entry)
+            self._create_all(conn, [e for e in ordered if e.method == "POST"])
             for entry in ordered:
-                if entry.method != "DELETE":
+                if entry.method not in ("DELETE", "POST"):
                     self._at(entry, lambda e=entry: self._run(conn, e))
+
+    def _create_all(self, conn: Connection, posts: list[Entry]) -> None:
+        """A transaction's plain creates, stored together: their ids are assigned and nothing can match them.
+
+        Each is rewritten and validated on its own, so an error still names its
+        entry; then the repository stores them all with one statement per table.
+        """
+        fresh = [e for e in posts if e.existing is None and e.same_as is None]
+        for entry in fresh:
+            self._at(entry, lambda e=entry: self._prepare_create(conn, e))
+        items = [(e.rtype or "", (e.target or "").split("/", 1)[1], e.resource) for e in fresh]
+        created = self.ctx.fhir.repo.create_many(conn, self.ctx.view, items, self.ctx.actor)
+        for entry, stored in zip(fresh, created, strict=True):
+            self._respond(entry, stored, 201)
+        for entry in posts:
+            if entry.stored is None:
+                self._at(entry, lambda e=entry: self._run(conn, e))
+
+    def _prepare_create(self, conn: Connection, entry: Entry) -> None:
+        self._rewrite(conn, entry)
+        validate(entry.resource, entry.rtype)
 
     # ---- batch ---------------------------------------------------------------------------------------------
 

@@ -238,13 +238,7 @@ class Repository:
             last_updated = previous.last_updated  # clocks can step back; keep history ordered
         content: bytes | None = None
         if resource is not None:
-            meta = dict(resource.get("meta") or {})
-            meta["versionId"] = str(version_id)
-            meta["lastUpdated"] = instant
-            body = {"resourceType": rtype, "id": rid, "meta": meta}
-            body.update((k, val) for k, val in resource.items() if k not in ("resourceType", "id", "meta"))
-            content = dump_json(body)
-            resource = body
+            resource, content = _stamped(resource, rtype, rid, version_id, instant)
         deleted = resource is None
         overlay = view.overlay
         values = {
@@ -312,14 +306,88 @@ class Repository:
                 )
         if resource is None:
             return
-        for kind, rows in index_resource(self.registry, resource).items():
-            conn.execute(
-                insert(INDEX_TABLES[kind]),
-                [{"layer_id": layer_id, "resource_type": rtype, "resource_id": rid, **row} for row in rows],
+        for kind, rows in self._index_rows(layer_id, rtype, rid, resource).items():
+            conn.execute(insert(INDEX_TABLES[kind]), rows)
+
+    def _index_rows(self, layer_id: str, rtype: str, rid: str, resource: dict) -> dict[str, list[dict[str, Any]]]:
+        return {
+            kind: [{"layer_id": layer_id, "resource_type": rtype, "resource_id": rid, **row} for row in rows]
+            for kind, rows in index_resource(self.registry, resource).items()
+        }
+
+    def create_many(
+        self, conn: Connection, view: View, items: list[tuple[str, str, dict[str, Any]]], actor: Actor
+    ) -> list[Stored]:
+        """Store version 1 of several new resources (``(type, id, resource)``, ids freshly assigned by the server).
+
+        The same rows as ``write`` with ``method="POST"`` would store, one statement
+        per table rather than eight or so per resource: a transaction Bundle of
+        creates spent most of its time issuing statements.  Only for ids that
+        cannot exist yet in any layer (server-assigned UUIDs), so there is no
+        previous version to read or replace.
+        """
+        if not items:
+            return []
+        instant, last_updated = instant_now()
+        overlay = view.overlay
+        current_rows: list[dict[str, Any]] = []
+        version_rows: list[dict[str, Any]] = []
+        outbox_rows: list[dict[str, Any]] = []
+        index_rows: dict[str, list[dict[str, Any]]] = {}
+        stored: list[Stored] = []
+        for rtype, rid, resource in items:
+            body, content = _stamped(resource, rtype, rid, 1, instant)
+            row = {
+                "layer_id": overlay,
+                "resource_type": rtype,
+                "id": rid,
+                "version_id": 1,
+                "last_updated": last_updated,
+                "deleted": False,
+                "content": content,
+            }
+            current_rows.append(row)
+            version_rows.append({**row, "method": "POST", "actor": actor.id, "route": actor.route})
+            for kind, rows in self._index_rows(overlay, rtype, rid, body).items():
+                index_rows.setdefault(kind, []).extend(rows)
+            outbox_rows.append(
+                {
+                    "layer_id": overlay,
+                    "resource_type": rtype,
+                    "resource_id": rid,
+                    "version_id": 1,
+                    "action": "create",
+                    "actor": actor.id,
+                    "route": actor.route,
+                    "created_at": last_updated,
+                }
             )
+            stored.append(Stored(rtype, rid, 1, last_updated, False, content, overlay, "POST", actor.id, actor.route))
+        try:
+            conn.execute(insert(resources), current_rows)
+            conn.execute(insert(resource_versions), version_rows)
+        except IntegrityError:
+            raise FhirError.of(
+                409, "conflict", "A resource with one of the new ids already exists; try again"
+            ) from None
+        for kind, rows in index_rows.items():
+            conn.execute(insert(INDEX_TABLES[kind]), rows)
+        conn.execute(insert(outbox), outbox_rows)
+        conn.execute(update(layers).where(layers.c.id == overlay).values(last_activity=last_updated))
+        return stored
 
     def new_id(self) -> str:
         return new_id()
+
+
+def _stamped(resource: dict[str, Any], rtype: str, rid: str, version_id: int, instant: str) -> tuple[dict, bytes]:
+    """The resource as stored: server-set id and meta.versionId/lastUpdated, then the client's elements as sent."""
+    meta = dict(resource.get("meta") or {})
+    meta["versionId"] = str(version_id)
+    meta["lastUpdated"] = instant
+    body = {"resourceType": rtype, "id": rid, "meta": meta}
+    body.update((k, val) for k, val in resource.items() if k not in ("resourceType", "id", "meta"))
+    return body, dump_json(body)
 
 
 def _conflict(rtype: str, rid: str) -> FhirError:
