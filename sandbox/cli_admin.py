@@ -43,7 +43,8 @@ def _transaction(*, write: bool) -> Iterator[Connection]:
         with db.write() if write else db.read() as conn:
             yield conn
     except OperationalError as exc:
-        raise CliError(f"cannot use the database ({exc.orig}); check EHR_SANDBOX_DATABASE_URL") from None
+        reason = str(exc.orig).strip().splitlines()[0]
+        raise CliError(f"cannot use the database ({reason}); check EHR_SANDBOX_DATABASE_URL") from None
     except AdminError as exc:
         raise CliError(exc.message) from None
     finally:
