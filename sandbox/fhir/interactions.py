@@ -183,10 +183,12 @@ class Interactions:
         if_match: int | None = None,
     ) -> WriteOutcome:
         current = self.read(conn, view, rtype, rid)
-        if not isinstance(operations, list):
-            raise FhirError.of(400, "structure", "A JSON Patch body is an array of operations")
+        if not isinstance(operations, list) or not all(isinstance(op, dict) for op in operations):
+            raise FhirError.of(400, "structure", "A JSON Patch body is an array of operation objects")
         try:
             patched = jsonpatch.apply_patch(parse_json(current.content or b"{}"), operations)
+        except jsonpatch.InvalidJsonPatch as exc:  # a malformed patch document (RFC 5789: 400), not a failed one
+            raise FhirError.of(400, "structure", f"The JSON Patch is malformed: {exc}") from None
         except (jsonpatch.JsonPatchException, jsonpatch.JsonPointerException, TypeError, KeyError) as exc:
             raise FhirError.of(422, "processing", f"The JSON Patch cannot be applied: {exc}") from None
         if not isinstance(patched, dict) or patched.get("resourceType") != rtype or patched.get("id") != rid:
