@@ -1,0 +1,286 @@
+"""Loading FHIR data from files into a sandbox or a baseline: our output, Synthea's, bulk NDJSON.
+
+Everything goes through the FHIR transaction/batch processor
+(``sandbox.fhir.transaction.BundleProcessor``), hence through ``Interactions``
+and ``Repository.write``: validated, indexed and attributed to the actor
+``loader`` on the route ``loader``, like any other write.
+
+What is accepted:
+
+- transaction and batch Bundles (``urn:uuid:`` fullUrls, conditional references,
+  ``ifNoneExist``), collection and searchset Bundles (each entry becomes a write);
+- NDJSON files, one resource a line, in chunks.
+
+An entry that POSTs a resource carrying an id is loaded as ``PUT Type/id``, so
+ids stay as they are in the files (references between files hold) and loading
+the same files twice updates rather than duplicates.  Bundles without a Patient
+(Synthea's ``hospitalInformation``/``practitionerInformation``, our
+``directory.json``) load first, since the others point into them.
+
+A transaction Bundle is all or nothing: if any entry fails, the Bundle is
+rejected with that entry's reason.  Batches, collections and NDJSON chunks are
+tried as one unit of work first (fast); if that fails they are run entry by
+entry, so only the bad entries are rejected, each with its reason.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from sandbox.fhir.context import FhirContext
+from sandbox.fhir.interactions import Interactions
+from sandbox.fhir.outcome import FhirError
+from sandbox.fhir.resource_types import is_resource_type
+from sandbox.fhir.search_params import registry
+from sandbox.fhir.transaction import BundleProcessor
+from sandbox.fhir.validation import parse_json
+from sandbox.store.database import Database
+from sandbox.store.layers import View
+from sandbox.store.repository import Actor, Repository
+
+LOADER = Actor(id="system:loader", route="loader")
+NDJSON_CHUNK = 500
+_ID_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-.")
+
+
+@dataclass
+class Rejection:
+    where: str  # file, and entry or line
+    reason: str
+
+
+@dataclass
+class LoadReport:
+    files: int = 0
+    loaded: Counter[str] = field(default_factory=Counter)  # resource type -> resources written
+    rejected: list[Rejection] = field(default_factory=list)
+    seconds: float = 0.0
+
+    @property
+    def total(self) -> int:
+        return sum(self.loaded.values())
+
+    def summary_lines(self, limit: int = 20) -> list[str]:
+        kinds = ", ".join(f"{n} {t}" for t, n in sorted(self.loaded.items(), key=lambda kv: (-kv[1], kv[0])))
+        rate = f" ({self.total / self.seconds:,.0f}/s)" if self.seconds > 0 else ""
+        lines = [f"loaded {self.total:,} resources from {self.files} files in {self.seconds:.1f}s{rate}"]
+        if kinds:
+            lines.append(f"  {kinds}")
+        lines.append(f"rejected {len(self.rejected)}")
+        for rejection in self.rejected[:limit]:
+            lines.append(f"  {rejection.where}: {rejection.reason}")
+        if len(self.rejected) > limit:
+            lines.append(f"  ... and {len(self.rejected) - limit} more")
+        return lines
+
+
+class LoadError(Exception):
+    """The input cannot be loaded at all (no such path, nothing loadable in it)."""
+
+
+@dataclass
+class _Unit:
+    """One unit of work: a Bundle to run, where it came from, and whether it must be all-or-nothing."""
+
+    where: str
+    bundle: dict[str, Any]
+    atomic: bool
+    labels: list[str]  # per entry, for rejections: "file entry 3" or "file line 17"
+
+
+class Loader:
+    def __init__(
+        self,
+        db: Database,
+        view: View,
+        *,
+        base: str = "http://localhost/fhir",
+        progress: Callable[[int, int, LoadReport], None] | None = None,
+    ) -> None:
+        reg = registry()
+        self.db = db
+        self.ctx = FhirContext(db, Interactions(Repository(reg), reg), view, LOADER, base.rstrip("/"))
+        self.progress = progress
+
+    def load(self, path: Path) -> LoadReport:
+        files = discover(path)
+        report = LoadReport()
+        started = time.perf_counter()
+        for n, file in enumerate(files, start=1):
+            try:
+                units = list(_units_of(file))
+            except LoadError as exc:
+                report.rejected.append(Rejection(str(file), str(exc)))
+                units = []
+            for unit in units:
+                self._run(unit, report)
+            report.files += 1
+            report.seconds = time.perf_counter() - started
+            if self.progress:
+                self.progress(n, len(files), report)
+        self._analyze()
+        report.seconds = time.perf_counter() - started
+        return report
+
+    def _run(self, unit: _Unit, report: LoadReport) -> None:
+        try:
+            self._process(unit.bundle, "transaction")
+        except FhirError as exc:
+            if unit.atomic:
+                report.rejected.append(Rejection(unit.where, _reason(exc)))
+                return
+        else:
+            report.loaded.update(_types(unit.bundle))
+            return
+        # Not atomic and something failed: entry by entry, so only the bad ones are left out.
+        try:
+            response = self._process(unit.bundle, "batch")
+        except FhirError as exc:
+            report.rejected.append(Rejection(unit.where, _reason(exc)))
+            return
+        entries = unit.bundle.get("entry", [])
+        for n, answer in enumerate(response.get("entry", [])):
+            status = str(answer.get("response", {}).get("status", ""))
+            if status[:1] == "2":
+                report.loaded[entries[n]["resource"]["resourceType"]] += 1
+            else:
+                outcome = answer.get("response", {}).get("outcome", {})
+                issues = outcome.get("issue", [])
+                reason = "; ".join(i.get("diagnostics", i.get("code", "")) for i in issues) or status
+                report.rejected.append(Rejection(unit.labels[n], reason))
+
+    def _process(self, bundle: dict[str, Any], kind: str) -> dict[str, Any]:
+        body = BundleProcessor(self.ctx, prefer="minimal").process({**bundle, "type": kind})
+        return orjson.loads(body)
+
+    def _analyze(self) -> None:
+        """Fresh planner statistics after a bulk load (DESIGN.md: ANALYZE after loads)."""
+        with self.db.engine.connect() as conn:
+            conn.exec_driver_sql("ANALYZE")
+            conn.commit()
+
+
+def discover(path: Path) -> list[Path]:
+    """The files to load, in order: bundles that hold no Patient first, then the rest by name."""
+    if not path.exists():
+        raise LoadError(f"{path} does not exist")
+    if path.is_file():
+        return [path]
+    if (path / "fhir").is_dir():
+        path = path / "fhir"  # our generator's output: the bundles hold everything the NDJSON holds
+    files = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix in (".json", ".ndjson"))
+    if not files:
+        raise LoadError(f"{path} holds no .json or .ndjson files")
+    return sorted(files, key=lambda p: (not _is_shared(p), str(p)))
+
+
+def _is_shared(path: Path) -> bool:
+    """A bundle of practitioners, organizations and the like that patients' bundles point into."""
+    if path.suffix == ".ndjson":
+        return path.stem in ("Organization", "Practitioner", "PractitionerRole", "Location")
+    name = path.name
+    if name.startswith(("hospitalInformation", "practitionerInformation", "directory")):
+        return True
+    with path.open("rb") as handle:
+        head = handle.read(1 << 16)
+    return b'"Patient"' not in head and b'"resourceType":"Patient"' not in head
+
+
+def _units_of(path: Path) -> Iterator[_Unit]:
+    if path.suffix == ".ndjson":
+        yield from _ndjson_units(path)
+        return
+    try:
+        data = parse_json(path.read_bytes())
+    except FhirError as exc:
+        raise LoadError(f"not valid JSON ({_reason(exc)})") from None
+    if not isinstance(data, dict) or "resourceType" not in data:
+        raise LoadError("not a FHIR resource (no resourceType)")
+    if data["resourceType"] != "Bundle":
+        yield _Unit(str(path), _bundle_of([data]), atomic=True, labels=[str(path)])
+        return
+    kind = data.get("type")
+    entries = data.get("entry") or []
+    if not isinstance(entries, list):
+        raise LoadError("Bundle.entry is not an array")
+    labels = [f"{path} entry {n}" for n in range(len(entries))]
+    if kind in ("transaction", "batch"):
+        bundle = {**data, "entry": [_keep_id(e) if isinstance(e, dict) else e for e in entries]}
+        yield _Unit(str(path), bundle, atomic=kind == "transaction", labels=labels)
+    elif kind in ("collection", "searchset", "document", "message"):
+        resources = [e.get("resource") for e in entries if isinstance(e, dict)]
+        bundle = _bundle_of(resources, [e.get("fullUrl") for e in entries if isinstance(e, dict)])
+        yield _Unit(str(path), bundle, atomic=False, labels=labels)
+    else:
+        raise LoadError(f"a Bundle of type '{kind}' holds nothing to load")
+
+
+def _ndjson_units(path: Path) -> Iterator[_Unit]:
+    resources: list[Any] = []
+    labels: list[str] = []
+    with path.open("rb") as handle:
+        for number, line in enumerate(handle, start=1):
+            if not line.strip():
+                continue
+            try:
+                resources.append(parse_json(line))
+            except FhirError:
+                resources.append(None)  # rejected below with its line number
+            labels.append(f"{path} line {number}")
+            if len(resources) == NDJSON_CHUNK:
+                yield _Unit(
+                    f"{path} lines {labels[0].rsplit(' ', 1)[1]}-{number}", _bundle_of(resources), False, labels
+                )
+                resources, labels = [], []
+    if resources:
+        yield _Unit(f"{path} lines {labels[0].rsplit(' ', 1)[1]}-", _bundle_of(resources), False, labels)
+
+
+def _bundle_of(resources: list[Any], full_urls: list[str | None] | None = None) -> dict[str, Any]:
+    entries = []
+    for n, resource in enumerate(resources):
+        entry: dict[str, Any] = {}
+        if full_urls and full_urls[n]:
+            entry["fullUrl"] = full_urls[n]
+        if isinstance(resource, dict) and is_resource_type(str(resource.get("resourceType"))):
+            entry["resource"] = resource
+            entry["request"] = {"method": "POST", "url": resource["resourceType"]}
+            entry = _keep_id(entry)
+        else:
+            # Left for the processor to refuse with its own message, so the rejection says why.
+            entry["resource"] = resource if isinstance(resource, dict) else {"resourceType": "Unknown"}
+            entry["request"] = {"method": "POST", "url": "Unknown"}
+        entries.append(entry)
+    return {"resourceType": "Bundle", "type": "batch", "entry": entries}
+
+
+def _keep_id(entry: dict[str, Any]) -> dict[str, Any]:
+    """``POST Type`` of a resource with a valid id becomes ``PUT Type/id`` (unless it is a conditional create)."""
+    request, resource = entry.get("request"), entry.get("resource")
+    if not isinstance(request, dict) or not isinstance(resource, dict) or request.get("method") != "POST":
+        return entry
+    rid, rtype = resource.get("id"), resource.get("resourceType")
+    if request.get("ifNoneExist") or not isinstance(rid, str) or not rid or len(rid) > 64 or set(rid) - _ID_CHARS:
+        return entry
+    if request.get("url") != rtype:
+        return entry
+    return {**entry, "request": {"method": "PUT", "url": f"{rtype}/{rid}"}}
+
+
+def _types(bundle: dict[str, Any]) -> Counter[str]:
+    return Counter(
+        e["resource"]["resourceType"]
+        for e in bundle.get("entry", [])
+        if isinstance(e, dict) and isinstance(e.get("resource"), dict) and "resourceType" in e["resource"]
+    )
+
+
+def _reason(error: FhirError) -> str:
+    return "; ".join(issue.diagnostics for issue in error.issues) or f"HTTP {error.status}"
