@@ -31,7 +31,7 @@ router = APIRouter()
 FHIR_VERSION = "4.0.1"
 _SEARCH_PARAMETER = "http://hl7.org/fhir/SearchParameter/"
 _IDS = Path(__file__).parent / "data" / "search_parameter_ids.json"
-_SUMMARY = Path(__file__).parent / "data" / "summary_elements.json"
+_BINDINGS = Path(__file__).parent / "data" / "required_bindings.json"
 
 # Route (method, path under the FHIR base) -> the interaction it serves.
 TYPE_INTERACTIONS: dict[tuple[str, str], str] = {
@@ -96,7 +96,11 @@ def _mounted(app: FastAPI) -> set[tuple[str, str]]:
 def build(mounted: set[tuple[str, str]], registry: Registry, version: str) -> dict[str, Any]:
     type_interactions = [code for key, code in TYPE_INTERACTIONS.items() if key in mounted]
     system_interactions = [code for key, codes in SYSTEM_INTERACTIONS.items() if key in mounted for code in codes]
-    params_by_type = {rtype: supported_params(registry, rtype) for rtype in sorted(resource_types())}
+    # R4's ResourceType binding (required) has no code for the types R4B added, so an R4 statement cannot
+    # list them; they are accepted all the same, and the documentation names them.
+    listed = sorted(resource_types() & r4_types())
+    r4b_only = sorted(resource_types() - r4_types())
+    params_by_type = {rtype: supported_params(registry, rtype) for rtype in listed}
     revincludes = _revincludes(params_by_type)
     resources = []
     for rtype, params in params_by_type.items():
@@ -124,8 +128,6 @@ def build(mounted: set[tuple[str, str]], registry: Registry, version: str) -> di
         ]
         if operations:
             entry["operation"] = operations
-        if rtype not in _r4_types():
-            entry["documentation"] = f"{rtype} is an R4B resource type that FHIR R4 (4.0.1) does not define"
         resources.append(entry)
     rest: dict[str, Any] = {
         "mode": "server",
@@ -133,7 +135,9 @@ def build(mounted: set[tuple[str, str]], registry: Registry, version: str) -> di
             "FHIR R4 over JSON. Search modifiers: string :exact :contains; token :not :text; "
             "reference :[type] :identifier; uri :above :below; :missing on every type. "
             "Prefixes eq ne gt lt ge le sa eb ap on date, number and quantity. "
-            "Unknown search parameters are ignored and reported, or rejected under Prefer: handling=strict."
+            "Unknown search parameters are ignored and reported, or rejected under Prefer: handling=strict. "
+            "Resources are validated with R4B models; these R4B resource types, which R4 does not define, are "
+            "accepted with the same interactions and common search parameters: " + ", ".join(r4b_only) + "."
         ),
         "resource": resources,
         "interaction": [{"code": code} for code in system_interactions],
@@ -208,6 +212,7 @@ def _ids() -> dict[str, dict[str, str]]:
 
 
 @cache
-def _r4_types() -> frozenset[str]:
-    """R4's resource types: those its StructureDefinitions list (the keys of ``summary_elements.json``)."""
-    return frozenset(json.loads(_SUMMARY.read_text())) - {"Resource", "DomainResource"}
+def r4_types() -> frozenset[str]:
+    """R4 (4.0.1)'s resource types: its ResourceType value set, which binds ``rest.resource.type``."""
+    codes = json.loads(_BINDINGS.read_text())["CapabilityStatement.rest.resource.type"]
+    return frozenset(codes) - {"Resource", "DomainResource"}

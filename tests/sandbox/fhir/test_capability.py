@@ -6,7 +6,9 @@ import pytest
 from fhir.resources.R4B.capabilitystatement import CapabilityStatement
 from sqlalchemy import insert
 
+from sandbox.fhir.capability import r4_types
 from sandbox.fhir.resource_types import resource_types
+from sandbox.fhir.validation import validate
 from sandbox.store.schema import layers
 
 STRICT = {"Prefer": "handling=strict"}
@@ -59,9 +61,14 @@ def test_it_parses_as_an_r4b_capability_statement_and_says_r4(statement):
     assert statement["implementation"]["url"] == "http://testserver/fhir"
 
 
-def test_every_accepted_resource_type_is_listed_with_its_interactions(statement):
+def test_it_passes_the_servers_own_validation_including_r4_required_bindings(statement):
+    validate(statement, "CapabilityStatement")
+
+
+def test_every_accepted_r4_resource_type_is_listed_with_its_interactions(statement):
     listed = {r["type"] for r in statement["rest"][0]["resource"]}
-    assert listed == set(resource_types())
+    assert listed == set(resource_types()) & r4_types()
+    assert {"Patient", "Observation", "Subscription", "Parameters"} <= listed
     patient = _resource(statement, "Patient")
     assert {i["code"] for i in patient["interaction"]} == {
         "read",
@@ -81,9 +88,12 @@ def test_every_accepted_resource_type_is_listed_with_its_interactions(statement)
     assert system == {"transaction", "batch", "history-system", "search-system"}
 
 
-def test_r4b_only_types_are_marked_as_such(statement):
-    assert "R4B" in _resource(statement, "Ingredient")["documentation"]
-    assert "documentation" not in _resource(statement, "Patient")
+def test_r4b_only_types_are_named_in_the_documentation_instead(client, statement):
+    documentation = statement["rest"][0]["documentation"]
+    for rtype in ("Ingredient", "SubscriptionStatus", "MedicinalProductDefinition"):
+        assert rtype in documentation
+        assert rtype not in {r["type"] for r in statement["rest"][0]["resource"]}
+    assert client.get("/fhir/Ingredient").status_code == 200  # accepted all the same
 
 
 def test_every_advertised_interaction_answers(client, statement):
