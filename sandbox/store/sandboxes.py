@@ -23,7 +23,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Connection, Table, delete, func, insert, literal, select, update
+from sqlalchemy import Connection, Table, delete, false, func, insert, literal, select, true, update
 
 from sandbox.fhir.search_sql import visible
 from sandbox.fhir.validation import dump_json, parse_json
@@ -213,51 +213,61 @@ def snapshot_sandbox(conn: Connection, sandbox_id: str, name: str, *, baseline_i
     view = resolve_view(conn, sandbox_id)
     info = create_baseline(conn, name, baseline_id=baseline_id)
     new = literal(info.id)
-    r = resources.alias("r")
-    conn.execute(
-        insert(resources).from_select(
-            ["layer_id", "resource_type", "id", "version_id", "last_updated", "deleted", "content"],
-            select(new, r.c.resource_type, r.c.id, r.c.version_id, r.c.last_updated, r.c.deleted, r.c.content).where(
-                visible(view, None, r)
-            ),
-        )
-    )
-    # Versions of the copied resources, from whichever layer wrote them (their numbers never collide:
-    # a sandbox's versions of a baseline resource continue after the baseline's).
-    copied = resources.alias("copied")
-    v = resource_versions
-    version_columns = [c.name for c in v.columns if c.name != "layer_id"]
-    conn.execute(
-        insert(v).from_select(
-            ["layer_id", *version_columns],
-            select(new, *(v.c[c] for c in version_columns)).where(
-                v.c.layer_id.in_(view.layers),
-                select(copied.c.id)
-                .where(copied.c.layer_id == info.id, copied.c.resource_type == v.c.resource_type, copied.c.id == v.c.id)
-                .exists(),
-            ),
-        )
-    )
-    for table in INDEX_TABLES.values():
-        src = resources.alias("src")
-        columns = [c.name for c in table.columns if c.name != "layer_id"]
+    # Layer by layer, so that each row is kept or not by primary-key lookups of its own resource:
+    # one correlated "visible" test per index row was 20 times slower.
+    for layer in view.layers:
+        r = resources
+        columns = [c.name for c in r.columns if c.name != "layer_id"]
         conn.execute(
-            insert(table).from_select(
+            insert(r).from_select(
                 ["layer_id", *columns],
-                select(new, *(table.c[c] for c in columns)).where(
-                    table.c.layer_id.in_(view.layers),
-                    select(src.c.id)
-                    .where(
-                        visible(view, None, src),
-                        src.c.layer_id == table.c.layer_id,
-                        src.c.resource_type == table.c.resource_type,
-                        src.c.id == table.c.resource_id,
-                    )
-                    .exists(),
+                select(new, *(r.c[c] for c in columns)).where(
+                    r.c.layer_id == layer, r.c.deleted == false(), _not_shadowed(view, layer, r.c.resource_type, r.c.id)
                 ),
             )
         )
+        # History of the copied resources (version numbers never collide across layers: a sandbox's
+        # versions of a baseline resource continue after the baseline's).
+        v = resource_versions
+        columns = [c.name for c in v.columns if c.name != "layer_id"]
+        conn.execute(
+            insert(v).from_select(
+                ["layer_id", *columns],
+                select(new, *(v.c[c] for c in columns)).where(
+                    v.c.layer_id == layer, _in_layer(info.id, v.c.resource_type, v.c.id)
+                ),
+            )
+        )
+        for table in INDEX_TABLES.values():
+            columns = [c.name for c in table.columns if c.name != "layer_id"]
+            conn.execute(
+                insert(table).from_select(
+                    ["layer_id", *columns],
+                    select(new, *(table.c[c] for c in columns)).where(
+                        table.c.layer_id == layer,
+                        _in_layer(layer, table.c.resource_type, table.c.resource_id, live=True),
+                        _not_shadowed(view, layer, table.c.resource_type, table.c.resource_id),
+                    ),
+                )
+            )
     return get_layer(conn, info.id, "baseline")
+
+
+def _in_layer(layer: str, rtype: Any, rid: Any, *, live: bool = False) -> Any:
+    own = resources.alias("own")
+    where = [own.c.layer_id == layer, own.c.resource_type == rtype, own.c.id == rid]
+    if live:
+        where.append(own.c.deleted == false())
+    return select(own.c.id).where(*where).exists()
+
+
+def _not_shadowed(view: View, layer: str, rtype: Any, rid: Any) -> Any:
+    """Rows of a lower layer count only for resources that no layer above it has a row for."""
+    above = view.layers[: view.layers.index(layer)]
+    if not above:
+        return true()
+    top = resources.alias("top")
+    return ~select(top.c.id).where(top.c.layer_id.in_(above), top.c.resource_type == rtype, top.c.id == rid).exists()
 
 
 # ---- list, look up -----------------------------------------------------------------------------------------
