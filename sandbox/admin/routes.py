@@ -20,9 +20,11 @@ from starlette.responses import Response, StreamingResponse
 from sandbox.accounts import cohorts as cohort_ops
 from sandbox.accounts import tokens, users
 from sandbox.accounts.roster import RosterLine, parse_roster
+from sandbox.admin.audit import audit_bundle
 from sandbox.auth import Principal
 from sandbox.fhir.outcome import FhirError
 from sandbox.fhir.validation import dump_json, parse_json
+from sandbox.fhir.values import date_range
 from sandbox.store import sandboxes
 from sandbox.store.admin_errors import AdminError
 from sandbox.store.layers import DEFAULT_SANDBOX
@@ -474,3 +476,31 @@ async def reset_member(cohort_id: str, user_ref: str, request: Request) -> dict[
         return cohort_ops.reset_member(conn, cohort_id, user_ref)
 
     return {"reset": [await _run(request, work)]}
+
+
+# ---- attribution ----------------------------------------------------------------------------------------------
+
+
+@router.get("/sandboxes/{sandbox_id}/audit")
+async def sandbox_audit(sandbox_id: str, request: Request) -> Response:
+    """Who wrote what in the sandbox (its own writes), as a Bundle of AuditEvents: ``?_since=&_count=&_offset=``."""
+    principal = _caller(request, "trainer")
+    params = request.query_params
+    count, offset = params.get("_count", "100"), params.get("_offset", "0")
+    if not count.isdigit() or not offset.isdigit() or not 0 < int(count) <= 1000:
+        raise HTTPException(400, "_count must be 1 to 1000 and _offset a whole number")
+    since = None
+    if "_since" in params:
+        found = date_range(params["_since"])
+        if found is None:
+            raise HTTPException(400, f"_since must be an instant, not '{params['_since']}'")
+        since = found[0]
+    base = _fhir_base(request, sandbox_id)
+
+    def work(conn: Connection) -> dict[str, Any]:
+        _check_trainer_reaches(conn, principal, sandbox_id)
+        sandboxes.get_layer(conn, sandbox_id, "sandbox")
+        repo = request.app.state.repo
+        return audit_bundle(conn, repo, sandbox_id, base, since=since, count=int(count), offset=int(offset))
+
+    return Response(dump_json(await _run(request, work, read_only=True)), media_type="application/fhir+json")

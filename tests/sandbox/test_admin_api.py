@@ -333,3 +333,39 @@ def test_cohort_bodies_are_checked(client, admin_headers):
     )
     assert r.status_code == 400 and "sandbox mode" in r.json()["detail"]
     assert client.get("/admin/cohorts", headers=admin_headers).json()["cohorts"] == []
+
+
+# ---- attribution as AuditEvent -----------------------------------------------------------------------------------
+
+
+def test_audit_lists_the_sandboxs_own_writes_as_valid_audit_events(client, admin_headers, baseline):
+    from fhir.resources.R4B.auditevent import AuditEvent
+
+    created = create_sandbox(client, admin_headers, baseline=baseline)
+    base = created["fhir_base"].removeprefix("http://testserver")
+    client.put(f"{base}/Patient/p0", json={**PATIENT, "id": "p0", "gender": "female"}, headers=admin_headers)
+    new_id = client.post(f"{base}/Patient", json=PATIENT, headers=admin_headers).json()["id"]
+    client.delete(f"{base}/Patient/{new_id}", headers=admin_headers)
+    r = client.get(f"/admin/sandboxes/{created['id']}/audit", headers=admin_headers)
+    assert r.status_code == 200 and r.headers["content-type"].startswith("application/fhir+json")
+    bundle = r.json()
+    assert bundle["total"] == 3  # the baseline's loader writes are not the sandbox's
+    events = [e["resource"] for e in bundle["entry"]]
+    for event in events:
+        AuditEvent.model_validate(event)
+    assert [e["action"] for e in events] == ["D", "C", "U"]
+    assert events[2]["entity"][0]["what"]["reference"] == f"{created['fhir_base']}/Patient/p0/_history/2"
+    assert {e["agent"][0]["who"]["identifier"]["value"] for e in events} == {"admin"}
+    assert {e["source"]["site"] for e in events} == {"fhir-api"}
+    page = client.get(f"/admin/sandboxes/{created['id']}/audit?_count=1&_offset=1", headers=admin_headers).json()
+    assert [e["resource"]["action"] for e in page["entry"]] == ["C"]
+    client.post(f"/admin/sandboxes/{created['id']}/reset", headers=admin_headers)
+    assert client.get(f"/admin/sandboxes/{created['id']}/audit", headers=admin_headers).json()["total"] == 0
+
+
+def test_audit_refuses_bad_paging_and_unknown_sandboxes(client, admin_headers):
+    created = create_sandbox(client, admin_headers)
+    for query in ("_count=0", "_count=x", "_offset=-1", "_since=yesterday"):
+        r = client.get(f"/admin/sandboxes/{created['id']}/audit?{query}", headers=admin_headers)
+        assert r.status_code == 400, query
+    assert client.get("/admin/sandboxes/nope/audit", headers=admin_headers).status_code == 404
