@@ -52,8 +52,14 @@ def run_search(conn: Connection, repo: Repository, view: View, plan: SearchPlan)
     ).where(*where)
     cursor = plan.cursor
     forward = cursor is None or cursor.forward
-    rows = _page(conn, plan, matching, cursor, forward, plan.count + 1)
+    # The total rides along as a window count over all matches (before the cursor narrows them):
+    # ordering has to see every match anyway, so it costs far less than a second query.
+    counted = matching.add_columns(func.count().over().label("total")) if plan.total != "none" else matching
+    rows = _page(conn, plan, counted, cursor, forward, plan.count + 1)
     more = len(rows) > plan.count
+    total = None
+    if plan.total != "none":
+        total = rows[0].total if rows else _count(conn, where)
     rows = rows[: plan.count]
     if not forward:
         rows.reverse()
@@ -71,22 +77,21 @@ def run_search(conn: Connection, repo: Repository, view: View, plan: SearchPlan)
         after = _cursor(plan, last, forward=True, inclusive=False)
         if forward:
             next_cursor = after if more else None
-            previous_cursor = before if _page(conn, plan, matching, before, False, 1) else None
+            previous_cursor = before if _any(conn, plan, matching, before) else None
         else:
             previous_cursor = before if more else None
-            next_cursor = after if _page(conn, plan, matching, after, True, 1) else None
+            next_cursor = after if _any(conn, plan, matching, after) else None
     else:
         # An empty page (everything past the position went away): offer the way back, including
         # the position itself when this page excluded it.
         back = Cursor(
             not cursor.forward, not cursor.inclusive, cursor.sort, cursor.values, cursor.resource_type, cursor.id
         )
-        if _page(conn, plan, matching, back, back.forward, 1):
+        if _any(conn, plan, matching, back):
             if back.forward:
                 next_cursor = back
             else:
                 previous_cursor = back
-    total = _total(conn, plan, where, len(matches), more)
     included = resolve_includes(conn, repo, view, matches, plan.includes)
     return SearchResult(matches, included, total, next_cursor, previous_cursor, plan.ignored)
 
@@ -108,6 +113,7 @@ def _page(conn: Connection, plan: SearchPlan, matching: Any, cursor: Cursor | No
                 r.c.last_updated,
                 r.c.content,
                 *[keyed.c[sort_label(n)] for n in range(len(plan.sort))],
+                *([keyed.c.total] if "total" in keyed.c else []),
             )
             .join(
                 keyed,
@@ -118,6 +124,13 @@ def _page(conn: Connection, plan: SearchPlan, matching: Any, cursor: Cursor | No
             .order_by(*order_by(plan, keyed, forward=forward))
         ).all()
     )
+
+
+def _any(conn: Connection, plan: SearchPlan, matching: Any, cursor: Cursor) -> bool:
+    """Whether any match lies beyond ``cursor`` (for deciding on a next or previous link)."""
+    page = matching.subquery("page")
+    query = select(page.c.id).where(keyset_condition(plan, page, cursor)).limit(1)
+    return conn.execute(query).first() is not None
 
 
 def _position(plan: SearchPlan, row: Any) -> tuple[tuple[Any, ...], str, str]:
@@ -131,14 +144,6 @@ def _cursor(plan: SearchPlan, position: Any, *, forward: bool, inclusive: bool) 
 
 def _count(conn: Connection, where: list[Any]) -> int:
     return conn.execute(select(func.count()).select_from(resources).where(*where)).scalar_one()
-
-
-def _total(conn: Connection, plan: SearchPlan, where: list[Any], on_page: int, more: bool) -> int | None:
-    if plan.total == "none":
-        return None
-    if plan.cursor is None and not more:
-        return on_page  # the first page holds every match: the count is known without counting
-    return _count(conn, where)
 
 
 def resolve_includes(
