@@ -47,6 +47,7 @@ METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE")
 # The processing order of http.html#trules; entries of one method keep their order in the Bundle.
 _PHASE = {"DELETE": 0, "POST": 1, "PUT": 2, "PATCH": 2, "GET": 3, "HEAD": 3}
 _PLACEHOLDER = ("urn:uuid:", "urn:oid:")
+_CREATE_CHUNK = 500
 _NARRATIVE_LINK = re.compile(r'((?:href|src)\s*=\s*")(urn:(?:uuid|oid):[^"]+)(")')
 
 
@@ -148,15 +149,18 @@ class BundleProcessor:
         """A transaction's plain creates, stored together: their ids are assigned and nothing can match them.
 
         Each is rewritten and validated on its own, so an error still names its
-        entry; then the repository stores them all with one statement per table.
+        entry; then the repository stores a chunk at a time with one statement per
+        table (chunks bound the index rows held in memory for a very large Bundle).
         """
         fresh = [e for e in posts if e.existing is None and e.same_as is None]
-        for entry in fresh:
-            self._at(entry, lambda e=entry: self._prepare_create(conn, e))
-        items = [(e.rtype or "", (e.target or "").split("/", 1)[1], e.resource) for e in fresh]
-        created = self.ctx.fhir.repo.create_many(conn, self.ctx.view, items, self.ctx.actor)
-        for entry, stored in zip(fresh, created, strict=True):
-            self._respond(entry, stored, 201)
+        for start in range(0, len(fresh), _CREATE_CHUNK):
+            chunk = fresh[start : start + _CREATE_CHUNK]
+            for entry in chunk:
+                self._at(entry, lambda e=entry: self._prepare_create(conn, e))
+            items = [(e.rtype or "", (e.target or "").split("/", 1)[1], e.resource) for e in chunk]
+            created = self.ctx.fhir.repo.create_many(conn, self.ctx.view, items, self.ctx.actor)
+            for entry, stored in zip(chunk, created, strict=True):
+                self._respond(entry, stored, 201)
         for entry in posts:
             if entry.stored is None:
                 self._at(entry, lambda e=entry: self._run(conn, e))
