@@ -1,0 +1,68 @@
+"""The patient-scoped search keeps the shape that makes it fast on 100k resources.
+
+``Observation?patient=X&code=Y&_sort=-date&_count=10`` must start from the
+patient's references and check the code per candidate with one seek on a
+covering index, never listing every Observation with that (common) code nor
+scanning the resources table.  Asserted on SQLite's EXPLAIN QUERY PLAN, which
+is deterministic without statistics; PostgreSQL's plan depends on its statistics
+(a tiny test table is always read whole), so it is checked on a loaded store.
+"""
+
+from __future__ import annotations
+
+import pytest
+from sqlalchemy import event
+
+from sandbox.store.database import Database
+from tests.sandbox.fhir.searching import Store, observation
+
+
+@pytest.fixture
+def store(tmp_path) -> Store:
+    db = Database(f"sqlite:///{tmp_path / 'plan.db'}")
+    db.create_schema()
+    return Store(db)
+
+
+def _plans(store: Store, rtype: str, query: str) -> list[str]:
+    statements: list[tuple[str, object]] = []
+
+    def grab(_conn, _cursor, statement, parameters, _context, _many) -> None:  # type: ignore[no-untyped-def]
+        if statement.lstrip().upper().startswith("SELECT"):
+            statements.append((statement, parameters))
+
+    event.listen(store.db.engine, "before_cursor_execute", grab)
+    try:
+        store.search(rtype, query)
+    finally:
+        event.remove(store.db.engine, "before_cursor_execute", grab)
+    with store.db.read() as conn:
+        return [
+            "\n".join(row[-1] for row in conn.exec_driver_sql("EXPLAIN QUERY PLAN " + sql, params).all())
+            for sql, params in statements
+        ]
+
+
+def test_patient_scoped_search_is_driven_by_the_patient_and_probes_the_code(store):
+    code = {"coding": [{"system": "http://loinc.org", "code": "8867-4"}]}
+    store.put(observation("o1", subject={"reference": "Patient/p1"}, code=code, effectiveDateTime="2024-01-01"))
+    [plan] = _plans(store, "Observation", "patient=p1&code=http://loinc.org|8867-4&_sort=-date&_count=10")
+    assert "SEARCH sp_reference USING COVERING INDEX ix_sp_reference_value" in plan
+    assert "CORRELATED LIST SUBQUERY" in plan
+    assert "SEARCH sp_token USING COVERING INDEX ix_sp_token_value" in plan
+    assert "resource_id=?" in plan.split("ix_sp_token_value", 1)[1].split("\n", 1)[0]
+    assert "SCAN resources" not in plan
+    assert "SCAN sp_" not in plan
+
+
+def test_next_page_keeps_the_shape(store):
+    code = {"coding": [{"system": "http://loinc.org", "code": "8867-4"}]}
+    for i in range(3):
+        store.put(observation(f"o{i}", subject={"reference": "Patient/p1"}, code=code, effectiveDateTime="2024-01-01"))
+    first = store.search("Observation", "patient=p1&code=8867-4&_sort=-date&_count=1")
+    assert first.next_cursor is not None
+    plans = _plans(
+        store, "Observation", f"patient=p1&code=8867-4&_sort=-date&_count=1&_cursor={first.next_cursor.encode()}"
+    )
+    for plan in plans:
+        assert "SCAN resources" not in plan and "SCAN sp_" not in plan
