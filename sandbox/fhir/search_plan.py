@@ -55,10 +55,10 @@ SUPPORTED_TOKEN_MODIFIERS = {"missing", "not", "text"}
 
 @dataclass(frozen=True)
 class Chain:
-    """One link of a chained parameter: follow ``param`` (a reference) to ``target_type``."""
+    """One link of a chained parameter: follow ``param`` (a reference) to any of ``target_types``."""
 
     param: SearchParam
-    target_type: str
+    target_types: tuple[str, ...]
 
 
 @dataclass(frozen=True)
@@ -297,34 +297,41 @@ def _parse_has(registry: Registry, rtype: str | None, name: str, raw: str) -> Cl
 
 
 def _parse_clause(registry: Registry, rtype: str, name: str, raw: str) -> Clause:
+    """A parameter, possibly chained: ``subject:Patient.organization.name``.
+
+    A link without ``:Type`` follows the reference to every type it may point at
+    that has the next parameter (``encounter.status`` reaches Encounter and
+    EpisodeOfCare), as the spec allows; ``:Type`` narrows it to one.
+    """
     links = name.split(".")
     chain: list[Chain] = []
-    current = rtype
+    current: tuple[str, ...] = (rtype,)
     for n, link in enumerate(links[:-1]):
         code, _, type_mod = link.partition(":")
-        param = registry.get(current, code)
-        if param is None or param.type != "reference":
-            raise _Unknown(f"'{code}' is not a reference parameter of {current}, so it cannot be chained")
-        # Without a :Type, the target is the one type the reference allows that has the next parameter.
+        params = [registry.get(t, code) for t in current]
+        if any(p is None or p.type != "reference" for p in params):
+            raise _Unknown(f"'{code}' is not a reference parameter of {' or '.join(current)}, so it cannot be chained")
+        targets = tuple(dict.fromkeys(t for p in params if p is not None for t in p.targets))
         following = links[n + 1].partition(":")[0]
-        candidates = [t for t in param.targets if registry.get(t, following) is not None]
         if type_mod:
-            target = type_mod
-        elif len(candidates) == 1:
-            target = candidates[0]
+            if not is_resource_type(type_mod) or (targets and type_mod not in targets):
+                raise _bad(f"'{code}' cannot refer to a {type_mod} (it refers to {', '.join(targets)})")
+            chosen: tuple[str, ...] = (type_mod,)
         else:
-            raise _bad(
-                f"Chained parameter '{link}' can refer to several types ({', '.join(param.targets)}); "
-                f"name one, e.g. {code}:{param.targets[0]}"
-            )
-        if param.targets and target not in param.targets:
-            raise _bad(f"{current}.{code} cannot refer to {target}")
-        chain.append(Chain(param, target))
-        current = target
+            chosen = tuple(t for t in targets if registry.get(t, following) is not None)
+            if not chosen:
+                raise _Unknown(f"No type that '{code}' refers to ({', '.join(targets)}) has a parameter '{following}'")
+        first = params[0]
+        assert first is not None
+        chain.append(Chain(first, chosen))
+        current = chosen
     code, _, modifier = links[-1].partition(":")
-    param = registry.get(current, code)
-    if param is None:
-        raise _Unknown(f"Unknown search parameter '{code}' for {current}")
+    found = [registry.get(t, code) for t in current]
+    param = found[0]
+    if param is None or any(p is None for p in found):
+        raise _Unknown(f"Unknown search parameter '{code}' for {' or '.join(current)}")
+    if any(p is not None and p.type != param.type for p in found):
+        raise _bad(f"'{code}' has a different type on {', '.join(current)}; name the type in the chain (:Type)")
     return _clause(param, modifier, raw, tuple(chain))
 
 

@@ -151,26 +151,19 @@ def _chain_condition(
     view: View, rtype: str, chain: tuple[Chain, ...], last: Clause, r: FromClause
 ) -> ColumnElement[bool]:
     link, rest = chain[0], chain[1:]
-    target = resources.alias()
-    if rest:
-        inner = _chain_condition(view, link.target_type, rest, last, target)
-    else:
-        inner = clause_condition(view, link.target_type, last, target)
-    # Targets are matched by id among the visible resources, so a reference into the baseline
-    # follows whichever layer's version of the target the sandbox sees.
-    targets = select(target.c.id).where(visible(view, link.target_type, target), inner)
     ref = sp_reference
-    return _member_of(
-        view,
-        rtype,
-        r,
-        ref,
-        [
-            ref.c.param == link.param.code,
-            ref.c.target_type == link.target_type,
-            ref.c.target_id.in_(targets),
-        ],
-    )
+    per_type: list[ColumnElement[bool]] = []
+    for target_type in link.target_types:
+        target = resources.alias()
+        if rest:
+            inner = _chain_condition(view, target_type, rest, last, target)
+        else:
+            inner = clause_condition(view, target_type, last, target)
+        # Targets are matched by id among the visible resources, so a reference into the baseline
+        # follows whichever layer's version of the target the sandbox sees.
+        targets = select(target.c.id).where(visible(view, target_type, target), inner)
+        per_type.append(and_(ref.c.target_type == target_type, ref.c.target_id.in_(targets)))
+    return _member_of(view, rtype, r, ref, [ref.c.param == link.param.code, or_(*per_type)])
 
 
 def _has_condition(view: View, rtype: str, clause: Clause, r: FromClause) -> ColumnElement[bool]:

@@ -47,11 +47,30 @@ def test_chain_sees_the_current_version_of_the_target(store):
     assert store.found("Observation", "subject:Patient.organization.name=zenith") == set()
 
 
-def test_chain_through_several_target_types_needs_a_type(store):
+def test_chain_without_a_type_follows_every_type_that_has_the_parameter(store):
+    store.put_all(
+        {"resourceType": "Location", "id": "ward", "name": "Eva ward"},
+        observation("at-ward", subject={"reference": "Location/ward"}),
+        {"resourceType": "EpisodeOfCare", "id": "eoc", "status": "finished", "patient": {"reference": "Patient/bob"}},
+        observation("in-episode", encounter={"reference": "EpisodeOfCare/eoc"}),
+    )
+    # subject may be a Patient, Group, Device or Location; Patient and Location have a name.
+    assert store.found("Observation", "subject.name=eva") == {"hr-eva", "at-ward"}
+    assert store.found("Observation", "subject:Location.name=eva") == {"at-ward"}
+    # encounter may be an Encounter or an EpisodeOfCare; both have a status.
+    assert store.found("Observation", "encounter.status=finished") == {"hr-eva", "in-episode"}
+    assert store.found("Observation", "encounter:Encounter.status=finished") == {"hr-eva"}
+
+
+def test_chain_to_a_type_the_reference_cannot_point_at_is_400(store):
     with pytest.raises(FhirError) as caught:
-        store.search("Observation", "subject.name=eva")
+        store.search("Observation", "subject:Organization.name=acme")
     assert caught.value.status == 400
-    assert "subject:" in caught.value.issues[0].diagnostics
+
+
+def test_chain_to_a_parameter_no_target_type_has_is_reported(store):
+    result = store.search("Observation", "subject.nonsense=1")
+    assert result.issues and "nonsense" in result.issues[0].diagnostics
 
 
 def test_chain_through_a_non_reference_is_reported(store):
@@ -79,7 +98,7 @@ def test_has_ignores_deleted_sources(store):
 
 
 def test_has_with_a_chain_inside(store):
-    assert store.found("Patient", "_has:Observation:patient:encounter:Encounter.status=finished") == {"eva"}
+    assert store.found("Patient", "_has:Observation:patient:encounter.status=finished") == {"eva"}
 
 
 @pytest.mark.parametrize(
