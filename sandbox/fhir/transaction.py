@@ -140,30 +140,41 @@ class BundleProcessor:
                 self._at(entry, lambda e=entry: self._identify(conn, e))
                 if entry.target is not None and entry.existing is None and entry.same_as is None:
                     _claim(touched, entry.target, entry)
-            self._create_all(conn, [e for e in ordered if e.method == "POST"])
+            posts = [e for e in ordered if e.method == "POST"]
+            self._store_new(conn, [e for e in posts if e.existing is None and e.same_as is None], "POST")
+            self._store_new(conn, self._puts_creating(conn, [e for e in ordered if e.method == "PUT"]), "PUT")
             for entry in ordered:
-                if entry.method not in ("DELETE", "POST"):
+                if entry.method != "DELETE" and entry.stored is None:
                     self._at(entry, lambda e=entry: self._run(conn, e))
 
-    def _create_all(self, conn: Connection, posts: list[Entry]) -> None:
-        """A transaction's plain creates, stored together: their ids are assigned and nothing can match them.
+    def _store_new(self, conn: Connection, entries: list[Entry], method: str) -> None:
+        """Resources that exist nowhere in this view yet, stored together rather than one by one.
 
         Each is rewritten and validated on its own, so an error still names its
         entry; then the repository stores a chunk at a time with one statement per
         table (chunks bound the index rows held in memory for a very large Bundle).
         """
-        fresh = [e for e in posts if e.existing is None and e.same_as is None]
-        for start in range(0, len(fresh), _CREATE_CHUNK):
-            chunk = fresh[start : start + _CREATE_CHUNK]
+        for start in range(0, len(entries), _CREATE_CHUNK):
+            chunk = entries[start : start + _CREATE_CHUNK]
             for entry in chunk:
                 self._at(entry, lambda e=entry: self._prepare_create(conn, e))
             items = [(e.rtype or "", (e.target or "").split("/", 1)[1], e.resource) for e in chunk]
-            created = self.ctx.fhir.repo.create_many(conn, self.ctx.view, items, self.ctx.actor)
+            created = self.ctx.fhir.repo.create_many(conn, self.ctx.view, items, self.ctx.actor, method=method)
             for entry, stored in zip(chunk, created, strict=True):
                 self._respond(entry, stored, 201)
-        for entry in posts:
-            if entry.stored is None:
-                self._at(entry, lambda e=entry: self._run(conn, e))
+
+    def _puts_creating(self, conn: Connection, puts: list[Entry]) -> list[Entry]:
+        """The PUT entries that create (update as create): their resource was never in this view, not even deleted.
+
+        Loaders send whole charts as PUTs with fixed ids; one lookup finds which are new.
+        Any other PUT (conditional, If-Match, an id that differs) takes the one-by-one path.
+        """
+        candidates = [e for e in puts if not e.conditional and e.if_match is None and e.resource.get("id") == e.rid]
+        if not candidates:
+            return []
+        keys = [(e.rtype or "", e.rid or "") for e in candidates]
+        known = self.ctx.fhir.repo.current_many(conn, self.ctx.view, keys, include_deleted=True)
+        return [e for e, key in zip(candidates, keys, strict=True) if key not in known]
 
     def _prepare_create(self, conn: Connection, entry: Entry) -> None:
         self._rewrite(conn, entry)

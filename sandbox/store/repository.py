@@ -107,8 +107,14 @@ class Repository:
         row = rows[0] if len(rows) == 1 else min(rows, key=lambda r: view.layers.index(r.layer_id))
         return _stored(row)
 
-    def current_many(self, conn: Connection, view: View, keys: list[tuple[str, str]]) -> dict[tuple[str, str], Stored]:
-        """Visible, non-deleted versions of several resources at once (for _include and $everything)."""
+    def current_many(
+        self, conn: Connection, view: View, keys: list[tuple[str, str]], *, include_deleted: bool = False
+    ) -> dict[tuple[str, str], Stored]:
+        """Visible, non-deleted versions of several resources at once (for _include and $everything).
+
+        ``include_deleted`` keeps deletion tombstones, so that a missing key means the
+        resource never existed in this view (what ``create_many`` needs to know).
+        """
         found: dict[tuple[str, str], Stored] = {}
         by_type: dict[str, list[str]] = {}
         for rtype, rid in keys:
@@ -124,7 +130,7 @@ class Repository:
                 ).all()
                 for row in sorted(rows, key=lambda r: -view.layers.index(r.layer_id)):
                     found[(rtype, row.id)] = _stored(row)
-        return {k: v for k, v in found.items() if not v.deleted}
+        return {k: v for k, v in found.items() if include_deleted or not v.deleted}
 
     def version(self, conn: Connection, view: View, rtype: str, rid: str, version_id: int) -> Stored | None:
         rows = conn.execute(
@@ -316,15 +322,22 @@ class Repository:
         }
 
     def create_many(
-        self, conn: Connection, view: View, items: list[tuple[str, str, dict[str, Any]]], actor: Actor
+        self,
+        conn: Connection,
+        view: View,
+        items: list[tuple[str, str, dict[str, Any]]],
+        actor: Actor,
+        *,
+        method: str = "POST",
     ) -> list[Stored]:
-        """Store version 1 of several new resources (``(type, id, resource)``, ids freshly assigned by the server).
+        """Store version 1 of several new resources (``(type, id, resource)``, already validated).
 
-        The same rows as ``write`` with ``method="POST"`` would store, one statement
-        per table rather than eight or so per resource: a transaction Bundle of
-        creates spent most of its time issuing statements.  Only for ids that
-        cannot exist yet in any layer (server-assigned UUIDs), so there is no
-        previous version to read or replace.
+        The same rows as ``write`` would store for each, one statement per table
+        rather than eight or so per resource: a transaction Bundle of creates spent
+        most of its time issuing statements.  Only for ids that exist in no layer
+        of the view, not even as a tombstone (server-assigned UUIDs, or ids the
+        caller looked up in this transaction), so there is no previous version.
+        ``method`` is what the version records: POST, or PUT for update-as-create.
         """
         if not items:
             return []
@@ -347,7 +360,7 @@ class Repository:
                 "content": content,
             }
             current_rows.append(row)
-            version_rows.append({**row, "method": "POST", "actor": actor.id, "route": actor.route})
+            version_rows.append({**row, "method": method, "actor": actor.id, "route": actor.route})
             for kind, rows in self._index_rows(overlay, rtype, rid, body).items():
                 index_rows.setdefault(kind, []).extend(rows)
             outbox_rows.append(
@@ -362,7 +375,7 @@ class Repository:
                     "created_at": last_updated,
                 }
             )
-            stored.append(Stored(rtype, rid, 1, last_updated, False, content, overlay, "POST", actor.id, actor.route))
+            stored.append(Stored(rtype, rid, 1, last_updated, False, content, overlay, method, actor.id, actor.route))
         try:
             conn.execute(insert(resources), current_rows)
             conn.execute(insert(resource_versions), version_rows)

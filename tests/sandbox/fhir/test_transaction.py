@@ -134,6 +134,43 @@ def test_absolute_full_urls_on_this_server_resolve_relative_references_and_get_n
     assert obs["resource"]["subject"]["reference"] == f"Patient/{pid}"
 
 
+def test_puts_create_new_resources_and_update_existing_and_deleted_ones(client, app):
+    existing = create_patient(client, "existing")
+    deleted = create_patient(client, "deleted")
+    client.delete(f"/fhir/Patient/{deleted}")
+    r = client.post(
+        "/fhir",
+        json=bundle(
+            put("Patient/new-1", {**PATIENT, "id": "new-1"}),
+            {"fullUrl": "urn:uuid:new-2", **put("Patient/new-2", {**PATIENT, "id": "new-2"})},
+            put(f"Patient/{existing}", {**PATIENT, "id": existing, "gender": "male"}),
+            put(f"Patient/{deleted}", {**PATIENT, "id": deleted}),
+            put("Observation/obs-1", {**observation("urn:uuid:new-2"), "id": "obs-1"}),
+        ),
+    )
+    assert r.status_code == 200, r.text
+    responses = [(e["response"]["status"], e["response"]["etag"]) for e in r.json()["entry"]]
+    assert responses == [
+        ("201 Created", 'W/"1"'),
+        ("201 Created", 'W/"1"'),
+        ("200 OK", 'W/"2"'),
+        ("201 Created", 'W/"3"'),  # a deleted resource comes back with its numbering continued
+        ("201 Created", 'W/"1"'),
+    ]
+    assert client.get("/fhir/Observation/obs-1").json()["subject"]["reference"] == "Patient/new-2"
+    assert count(client, "Observation?patient=new-2") == 1
+    with app.state.db.read() as conn:
+        versions, _ = app.state.repo.history(conn, View("default", ("default",)), rtype="Patient", rid="new-1")
+    assert [(v.method, v.actor) for v in versions] == [("PUT", "anonymous")]
+
+
+def test_a_put_whose_id_differs_from_its_url_fails_the_transaction(client):
+    r = client.post("/fhir", json=bundle(post(PATIENT), put("Patient/a", {**PATIENT, "id": "b"})))
+    assert r.status_code == 400
+    assert r.json()["issue"][0]["expression"][0].startswith("Bundle.entry[1]")
+    assert count(client, "Patient") == 0
+
+
 def test_narrative_links_to_bundle_entries_are_rewritten(client):
     div = '<div xmlns="http://www.w3.org/1999/xhtml"><a href="urn:uuid:p">the patient</a></div>'
     obs = observation("urn:uuid:p", text={"status": "generated", "div": div})
