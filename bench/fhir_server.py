@@ -35,7 +35,7 @@ from urllib.parse import quote
 from sqlalchemy import func, select, text
 from sqlalchemy.engine import make_url
 
-from bench.population import LOINC, SEARCH_CODES, load, patient_chart
+from bench.population import LOINC, SEARCH_CODES, load, load_generated, patient_chart
 from sandbox.fhir.validation import dump_json
 from sandbox.store.database import Database
 from sandbox.store.schema import resources
@@ -58,7 +58,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.reuse and _count(db) > 0:
         loaded = {"reused": True}
     else:
-        result = load(db, args.patients, seed=args.seed, progress=args.verbose)
+        loader = load_generated if args.data == "generator" else load
+        result = loader(db, args.patients, seed=args.seed, progress=args.verbose)
         seconds = time.perf_counter() - started
         loaded = {"seconds": round(seconds, 1), "resources_per_s": round(result.resources / seconds)}
     _analyze(db)
@@ -95,7 +96,7 @@ def main(argv: list[str] | None = None) -> int:
         "backend": args.backend,
         "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "machine": _machine(),
-        "store": {"patients": args.patients, "resources": total, "load": loaded},
+        "store": {"patients": args.patients, "data": args.data, "resources": total, "load": loaded},
         "settings": {
             "rounds": args.rounds,
             "duration_s": args.duration,
@@ -124,6 +125,13 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--pg-url", default=DEFAULT_PG, help=f"PostgreSQL database to (re)create (default {DEFAULT_PG})")
     p.add_argument("--patients", type=int, default=1000, help="charts to load, about 100 resources each")
     p.add_argument("--seed", type=int, default=1)
+    p.add_argument(
+        "--data",
+        choices=["charts", "generator"],
+        default="charts",
+        help="charts: bench/population.py, bulk-stored (fast); generator: synthetic_data through the transaction "
+        "processor (realistic, about 130 resources/s to load)",
+    )
     p.add_argument("--rounds", type=int, default=5, help="rounds of measurements; figures are their medians")
     p.add_argument("--duration", type=int, default=10, help="seconds per wrk run")
     p.add_argument("--connections", type=int, default=16)

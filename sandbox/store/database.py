@@ -35,8 +35,10 @@ class Database:
                 url,
                 echo=echo,
                 poolclass=QueuePool,
-                pool_size=8,
-                max_overflow=8,
+                # Connections past pool_size are closed on return and reopened (with their pragmas) on the next
+                # burst: keep enough for a busy server's concurrent requests.  Each holds at most its page cache.
+                pool_size=16,
+                max_overflow=16,
                 connect_args={"check_same_thread": False, "timeout": 30},
             )
             event.listen(self.engine, "connect", _sqlite_on_connect)
@@ -48,8 +50,8 @@ class Database:
             self.engine = create_engine(
                 parsed,
                 echo=echo,
-                pool_size=10,
-                max_overflow=10,
+                pool_size=20,  # a new PostgreSQL connection costs milliseconds: no churn below 20 concurrent requests
+                max_overflow=20,
                 pool_pre_ping=True,
                 connect_args={"prepare_threshold": None},
             )
@@ -98,7 +100,9 @@ def _sqlite_on_connect(dbapi_conn, _record) -> None:  # type: ignore[no-untyped-
     cur.execute("PRAGMA synchronous=NORMAL")
     cur.execute("PRAGMA foreign_keys=ON")
     cur.execute("PRAGMA busy_timeout=30000")
-    cur.execute("PRAGMA cache_size=-65536")
+    # 2 MiB of page cache per connection; the OS page cache holds the rest of the file without counting against
+    # the server's memory (64 MiB each took a 16-connection server past 1 GB on a 100,000-resource store).
+    cur.execute("PRAGMA cache_size=-2048")
     cur.execute("PRAGMA temp_store=MEMORY")
     cur.close()
 

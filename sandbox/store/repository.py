@@ -72,12 +72,7 @@ _CURRENT_COLUMNS = (
 
 
 def _current_statement(depth: int) -> Select:
-    """The read-by-id statement for a view of ``depth`` layers, built once.
-
-    Reads by id are the hottest query: building the statement anew (an
-    expanding ``IN``) cost several times what running it does.  Plain bind
-    parameters keep the compiled form in SQLAlchemy's cache.
-    """
+    """The read-by-id statement for a view of ``depth`` layers."""
     layer_params = [bindparam(f"layer{n}") for n in range(depth)]
     return select(*_CURRENT_COLUMNS).where(
         resources.c.layer_id.in_(layer_params) if depth > 1 else resources.c.layer_id == layer_params[0],
@@ -86,7 +81,24 @@ def _current_statement(depth: int) -> Select:
     )
 
 
-_CURRENT_STATEMENTS = {depth: _current_statement(depth) for depth in (1, 2)}
+_CURRENT_SQL: dict[tuple[str, int], tuple[str, tuple[str, ...] | None]] = {}
+
+
+def _current_sql(conn: Connection, depth: int) -> tuple[str, tuple[str, ...] | None]:
+    """The read-by-id SQL in the driver's own dialect, compiled once, and its parameter order if positional.
+
+    Reads by id are the hottest query: building and compiling the statement
+    each time cost several times what running it does, and even a cached
+    compiled statement spent more in SQLAlchemy's execution machinery than in
+    the database.
+    """
+    key = (conn.dialect.name, depth)
+    found = _CURRENT_SQL.get(key)
+    if found is None:
+        compiled = _current_statement(depth).compile(dialect=conn.dialect)
+        found = (str(compiled), tuple(compiled.positiontup or ()) if compiled.positional else None)
+        _CURRENT_SQL[key] = found
+    return found
 
 
 class Repository:
@@ -97,11 +109,10 @@ class Repository:
 
     def current(self, conn: Connection, view: View, rtype: str, rid: str) -> Stored | None:
         """The visible version (possibly a deletion tombstone) or None if it never existed here."""
-        depth = len(view.layers)
-        statement = _CURRENT_STATEMENTS[depth] if depth in _CURRENT_STATEMENTS else _current_statement(depth)
-        params = {f"layer{n}": layer for n, layer in enumerate(view.layers)}
+        sql, order = _current_sql(conn, len(view.layers))
+        params: dict[str, str] = {f"layer{n}": layer for n, layer in enumerate(view.layers)}
         params["rtype"], params["rid"] = rtype, rid
-        rows = conn.execute(statement, params).all()
+        rows = conn.exec_driver_sql(sql, tuple(params[name] for name in order) if order else params).all()
         if not rows:
             return None
         row = rows[0] if len(rows) == 1 else min(rows, key=lambda r: view.layers.index(r.layer_id))
