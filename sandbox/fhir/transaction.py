@@ -8,6 +8,9 @@ order the specification gives (DELETE, then POST, then PUT/PATCH, then
 GET/HEAD); before anything is written, every entry that creates or updates gets
 its identity, so ``urn:uuid:``/``urn:oid:`` fullUrls and conditional references
 (``Patient?identifier=x|y``) can be rewritten to ``Type/id`` in every resource.
+Resources that exist nowhere yet (plain POSTs, PUTs that create) are validated
+one by one and then stored together by ``Repository.create_many``; everything
+else goes through ``Interactions`` entry by entry.
 
 A ``batch`` runs each entry in its own database transaction; a failing entry
 gets its own OperationOutcome and the others still happen.  Loaders such as
