@@ -150,7 +150,10 @@ def load_case(path: Path) -> Case:
     try:
         data = yaml.safe_load(path.read_text())
     except yaml.YAMLError as exc:
-        raise CaseError(f"{path}: not valid YAML ({exc})") from None
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or type(exc).__name__
+        raise CaseError(f"{path}: not valid YAML{where} ({problem})") from None
     return parse_case(data, str(path))
 
 
