@@ -71,6 +71,8 @@ Resource = dict[str, Any]
 
 # How often a lab panel is repeated while its condition lasts (days).
 _PANEL_INTERVAL = {"hba1c": 90, "bmp": 365, "lipids": 365, "uacr": 365, "bnp": 180, "phq9": 90, "fev1": 365}
+_NSAIDS = frozenset({MED["naproxen"].rxnorm, MED["ibuprofen"].rxnorm})
+_NO_NSAIDS = ("ckd", "heart_failure", "atrial_fibrillation")
 _WELL_CHILD_MONTHS = (0, 1, 2, 4, 6, 9, 12, 15, 18, 24, 30, 36, 48)
 
 
@@ -158,6 +160,7 @@ class ChartWriter:
         self.full_urls: dict[str, str] = {}  # resource id -> fullUrl
         self.condition_ids: dict[str, str] = {}  # chronic key -> Condition id
         self.treated: set[str] = set()  # chronic keys whose medications have been started
+        self.active_drugs: set[str] = set()  # RxNorm codes of long-term prescriptions
         self.last_panel: dict[str, date] = {}
         self.given_vaccines: set[str] = set()
         self.name = ""
@@ -742,16 +745,26 @@ class ChartWriter:
             return
         self.treated.add(key)
         count = 1 if len(condition.medications) == 1 or self.rng.random() < 0.6 else 2
+        status = "stopped" if self.person.deceased else "active"
         for medication in condition.medications[:count]:
-            status = "stopped" if self.person.deceased else "active"
+            medication = self._safe(medication)
+            if medication.rxnorm in self.active_drugs:
+                continue  # already taken for another condition: one prescription, not two
+            self.active_drugs.add(medication.rxnorm)
             self._medication_request(medication, ctx, self.condition_ids[key], status)
+
+    def _safe(self, medication: Medication) -> Medication:
+        """NSAIDs harm kidneys and hearts and add to anticoagulants' bleeding: acetaminophen instead."""
+        if medication.rxnorm in _NSAIDS and any(self.person.has(k) for k in _NO_NSAIDS):
+            return MED["acetaminophen"]
+        return medication
 
     def _acute_medication(self, acute: Acute, condition_id: str, ctx: _Context) -> None:
         choice = acute.medication
         if choice and acute.avoid_if_allergic and self.person.allergic_to(acute.avoid_if_allergic):
             choice = acute.alternative
         if choice:
-            self._medication_request(MED[choice], ctx, condition_id, "completed")
+            self._medication_request(self._safe(MED[choice]), ctx, condition_id, "completed")
 
     def _medication_request(self, medication: Medication, ctx: _Context, reason_id: str, status: str) -> None:
         self._add(

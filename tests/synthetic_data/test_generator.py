@@ -151,6 +151,20 @@ def test_every_medication_has_an_indication_and_avoids_the_patients_allergies() 
                 assert drug != "198335"
 
 
+def test_no_nsaids_with_ckd_heart_failure_or_anticoagulation_and_no_duplicate_long_term_drugs() -> None:
+    risky = {CHRONIC_BY_KEY[k].snomed for k in ("ckd", "heart_failure", "atrial_fibrillation")}
+    nsaids = {"849574", "197806"}  # naproxen, ibuprofen
+    for bundle in population(11, 300)[1:]:
+        resources = resources_of(bundle)
+        problems = {c for r in resources if r["resourceType"] == "Condition" for c in codes(r["code"])}
+        requests = [r for r in resources if r["resourceType"] == "MedicationRequest"]
+        drugs = [r["medicationCodeableConcept"]["coding"][0]["code"] for r in requests]
+        if problems & risky:
+            assert not nsaids & set(drugs)
+        long_term = [d for d, r in zip(drugs, requests, strict=True) if r["status"] in ("active", "stopped")]
+        assert len(long_term) == len(set(long_term))
+
+
 def test_dates_are_in_order_and_nothing_happens_before_birth_or_after_death() -> None:
     deceased = 0
     for bundle in population(11, 300)[1:]:
