@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import Connection, and_, func, select, tuple_
+from sqlalchemy import Connection, and_, func, select
 
 from sandbox.fhir.outcome import Issue
 from sandbox.fhir.search_cursor import Cursor
@@ -41,7 +41,8 @@ def run_search(conn: Connection, repo: Repository, view: View, plan: SearchPlan)
     r = resources
     where = plan_conditions(view, plan, r)
     if plan.summary == "count" or plan.count == 0:
-        total = None if plan.total == "none" else _count(conn, where)
+        # _summary=count asks for nothing but the count, so it counts whatever _total says.
+        total = None if plan.total == "none" and plan.summary != "count" else _count(conn, where)
         return SearchResult([], total=total, issues=plan.ignored)
     # The matches with their sort values, once each; paging and ordering work on this.
     matching = select(
@@ -216,13 +217,17 @@ def _revinclude_keys(conn: Connection, view: View, inc: Include, targets: list[S
             query = query.where(ref.c.resource_type == inc.source_type)
         if inc.param is not None:
             query = query.where(ref.c.param == inc.param.code)
-        # Only references from the version of the source the sandbox sees (not a shadowed baseline row).
+        # Only references from the version of the source the sandbox sees (not a shadowed baseline row);
+        # a correlated check per reference row, since listing every visible source would read them all.
         query = query.where(
-            tuple_(ref.c.layer_id, ref.c.resource_type, ref.c.resource_id).in_(
-                select(r.c.layer_id, r.c.resource_type, r.c.id).where(
-                    visible(view, inc.source_type if inc.source_type != "*" else None, r)
-                )
+            select(r.c.id)
+            .where(
+                visible(view, None, r),
+                r.c.layer_id == ref.c.layer_id,
+                r.c.resource_type == ref.c.resource_type,
+                r.c.id == ref.c.resource_id,
             )
+            .exists()
         )
         keys.extend((row.resource_type, row.resource_id) for row in conn.execute(query))
     return keys

@@ -154,7 +154,8 @@ def _reference_row(ref: str) -> Row:
     Absolute URLs keep their text in ``url`` too: the search side decides
     whether they belong to this server.
     """
-    plain = ref.split("/_history/")[0]
+    # A canonical may carry a version (``http://x/Questionnaire/q|2``); the reference is to the resource.
+    plain = ref.split("/_history/")[0].split("|")[0]
     parts = plain.split("/")
     row: Row = {"target_type": None, "target_id": None, "url": None, "ident_system": None, "ident_value": None}
     if "://" in ref or ref.startswith("urn:"):

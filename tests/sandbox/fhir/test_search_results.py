@@ -60,6 +60,7 @@ def test_total_modes(filled):
 def test_summary_count_true_data_text(filled):
     counted = filled.get("/fhir/Patient?_summary=count").json()
     assert counted["total"] == 5 and "entry" not in counted
+    assert filled.get("/fhir/Patient?_summary=count&_total=none&gender=male").json()["total"] == 3
 
     summary = filled.get("/fhir/Patient?_id=p1&_summary=true").json()["entry"][0]["resource"]
     assert "photo" not in summary and "text" not in summary and summary["gender"] == "female"

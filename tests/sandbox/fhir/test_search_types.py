@@ -90,6 +90,17 @@ def test_reference_by_type_and_id_by_id_and_by_absolute_url(store):
     assert store.found("Observation", "subject=http://other.example/fhir/Patient/p9") == {"o3"}
 
 
+def test_canonical_reference_matches_with_or_without_its_version(store):
+    store.put_all(
+        {"resourceType": "QuestionnaireResponse", "id": "r1", "status": "completed",
+         "questionnaire": "http://example.org/Questionnaire/phq2|1.0"},
+        {"resourceType": "QuestionnaireResponse", "id": "r2", "status": "completed",
+         "questionnaire": "http://example.org/Questionnaire/gad7"},
+    )  # fmt: skip
+    assert store.found("QuestionnaireResponse", "questionnaire=http://example.org/Questionnaire/phq2") == {"r1"}
+    assert store.found("QuestionnaireResponse", "questionnaire=http://example.org/Questionnaire/phq2|1.0") == {"r1"}
+
+
 def test_reference_identifier_modifier(store):
     store.put_all(
         observation("o1", subject={"identifier": {"system": "urn:mrn", "value": "42"}}),
