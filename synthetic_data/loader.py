@@ -93,6 +93,7 @@ class _Unit:
     bundle: dict[str, Any]
     atomic: bool
     labels: list[str]  # per entry, for rejections: "file entry 3" or "file line 17"
+    unreadable: list[Rejection] = field(default_factory=list)  # NDJSON lines that are not JSON at all
 
 
 class Loader:
@@ -130,6 +131,9 @@ class Loader:
         return report
 
     def _run(self, unit: _Unit, report: LoadReport) -> None:
+        report.rejected.extend(unit.unreadable)
+        if not unit.bundle["entry"]:
+            return
         try:
             self._process(unit.bundle, "transaction")
         except FhirError as exc:
@@ -224,23 +228,29 @@ def _units_of(path: Path) -> Iterator[_Unit]:
 
 def _ndjson_units(path: Path) -> Iterator[_Unit]:
     resources: list[Any] = []
-    labels: list[str] = []
+    lines: list[int] = []
+    unreadable: list[Rejection] = []
+
+    def unit() -> _Unit:
+        labels = [f"{path} line {n}" for n in lines]
+        span = f"{path} lines {lines[0]}-{lines[-1]}" if lines else str(path)
+        return _Unit(span, _bundle_of(resources), atomic=False, labels=labels, unreadable=unreadable)
+
     with path.open("rb") as handle:
         for number, line in enumerate(handle, start=1):
             if not line.strip():
                 continue
             try:
                 resources.append(parse_json(line))
-            except FhirError:
-                resources.append(None)  # rejected below with its line number
-            labels.append(f"{path} line {number}")
+            except FhirError as exc:
+                unreadable.append(Rejection(f"{path} line {number}", _reason(exc)))
+                continue
+            lines.append(number)
             if len(resources) == NDJSON_CHUNK:
-                yield _Unit(
-                    f"{path} lines {labels[0].rsplit(' ', 1)[1]}-{number}", _bundle_of(resources), False, labels
-                )
-                resources, labels = [], []
-    if resources:
-        yield _Unit(f"{path} lines {labels[0].rsplit(' ', 1)[1]}-", _bundle_of(resources), False, labels)
+                yield unit()
+                resources, lines, unreadable = [], [], []
+    if resources or unreadable:
+        yield unit()
 
 
 def _bundle_of(resources: list[Any], full_urls: list[str | None] | None = None) -> dict[str, Any]:

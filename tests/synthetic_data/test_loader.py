@@ -107,6 +107,7 @@ def test_ndjson_loads_and_bad_lines_are_rejected_with_their_reason(ready: Databa
     reasons = {r.where.rsplit(" ", 1)[1]: r.reason for r in report.rejected}
     assert set(reasons) == {"2", "3"}
     assert "'robot' is not a valid code" in reasons["2"]
+    assert "not valid JSON" in reasons["3"]
     assert set(stored(ready)) == {"Patient/p1", "Observation/o1"}
 
 
