@@ -14,6 +14,7 @@ from typing import Any, TypeVar
 
 from fastapi import APIRouter, HTTPException, Request
 from sqlalchemy import Connection
+from sqlalchemy.exc import IntegrityError
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response, StreamingResponse
 
@@ -53,6 +54,9 @@ async def _run(request: Request, work: Callable[[Connection], T], *, read_only: 
         return await run_in_threadpool(run)
     except AdminError as exc:
         raise HTTPException(exc.status, exc.message) from None
+    except IntegrityError:
+        # Two requests raced for the same id or email; the loser changed nothing.
+        raise HTTPException(409, "Another request changed the same thing at the same time; try again") from None
 
 
 async def _body_bytes(request: Request) -> bytes:
