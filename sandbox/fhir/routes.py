@@ -170,14 +170,25 @@ def search_type(rtype: str, request: Request, ctx: FhirContext = Depends(fhir_co
     return _search(ctx, request, _type(rtype), _query(request))
 
 
-@router.post("/{rtype}/_search")
-async def search_type_post(rtype: str, request: Request, ctx: FhirContext = Depends(fhir_context)) -> Response:
-    _type(rtype)
+async def _form_query(request: Request) -> list[tuple[str, str]]:
+    """POST _search: the URL's parameters plus the form body's."""
     body = await _body(request)
     content_type = request.headers.get("content-type", "")
     if "application/x-www-form-urlencoded" not in content_type:
         raise FhirError.of(415, "not-supported", "POST _search takes an application/x-www-form-urlencoded body")
-    query = _query(request) + parse_qsl(body.decode("utf-8", "replace"), keep_blank_values=True)
+    return _query(request) + parse_qsl(body.decode("utf-8", "replace"), keep_blank_values=True)
+
+
+@router.post("/_search")
+async def search_system_post(request: Request, ctx: FhirContext = Depends(fhir_context)) -> Response:
+    query = await _form_query(request)
+    return await run_in_threadpool(_search, ctx, request, None, query)
+
+
+@router.post("/{rtype}/_search")
+async def search_type_post(rtype: str, request: Request, ctx: FhirContext = Depends(fhir_context)) -> Response:
+    _type(rtype)
+    query = await _form_query(request)
     return await run_in_threadpool(_search, ctx, request, rtype, query)
 
 

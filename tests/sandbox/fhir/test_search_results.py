@@ -134,6 +134,17 @@ def test_system_search_across_types(filled):
     assert sorted(_ids(filtered)) == ["o1", "p1"]
 
 
+def test_system_search_by_post(filled):
+    r = filled.post(
+        "/fhir/_search",
+        content="_type=Observation,Patient&_id=o1,p2",
+        headers={"content-type": "application/x-www-form-urlencoded"},
+    )
+    assert r.status_code == 200
+    assert sorted(_ids(r.json())) == ["o1", "p2"]
+    assert filled.post("/fhir/_search", json={"_type": "Patient"}).status_code == 415
+
+
 def test_system_search_uses_common_parameters_and_pages(filled):
     filled.put(
         "/fhir/Observation/tagged",
