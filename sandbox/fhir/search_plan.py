@@ -344,7 +344,8 @@ def _clause(param: SearchParam, modifier: str, raw: str, chain: tuple[Chain, ...
         if not is_type_modifier and mod not in allowed:
             raise _bad(f"Modifier ':{mod}' is not valid for {param.type} parameter '{code}'")
         if param.type == "token" and mod not in SUPPORTED_TOKEN_MODIFIERS:
-            raise _Unknown(f"Modifier ':{mod}' on '{code}' needs a terminology service, which this server lacks")
+            why = "is not supported" if mod == "of-type" else "needs a terminology service, which this server lacks"
+            raise _Unknown(f"Modifier ':{mod}' on '{code}' {why}")
         if is_type_modifier and param.targets and mod not in param.targets:
             raise _bad(f"'{code}' cannot refer to a {mod}")
     if mod == "missing":
