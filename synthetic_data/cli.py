@@ -74,7 +74,7 @@ def _generate(args: argparse.Namespace) -> None:
         raise CliError(
             f"cannot write to {args.out}: {exc.strerror or exc}; choose a folder you can write to with --out"
         ) from None
-    if not args.quiet:
+    if not args.quiet and sys.stderr.isatty():
         sys.stderr.write("\n")
     print(f"wrote {summary.patients} patients ({summary.resources} resources) to {args.out}")
 
@@ -133,7 +133,7 @@ def _load(args: argparse.Namespace) -> None:
         raise CliError(str(exc)) from None
     finally:
         db.dispose()
-    if not args.quiet:
+    if not args.quiet and sys.stderr.isatty():
         sys.stderr.write("\n")
     for line in report.summary_lines():
         print(line)
@@ -142,23 +142,46 @@ def _load(args: argparse.Namespace) -> None:
 
 
 def _bar(verb: str, total: int):  # type: ignore[no-untyped-def]
+    steps = _Steps()
+
     def show(done: int) -> None:
-        if done % 25 and done != total:
-            return
-        filled = _BAR * done // max(total, 1)
-        sys.stderr.write(f"\r[{'#' * filled}{'.' * (_BAR - filled)}] {verb} {done}/{total} patients")
-        sys.stderr.flush()
+        if steps.due(done, total):
+            _progress(done, total, f"{verb} {done}/{total} patients")
 
     return show
 
 
 def _load_bar():  # type: ignore[no-untyped-def]
+    steps = _Steps()
+
     def show(done: int, total: int, report) -> None:  # type: ignore[no-untyped-def]
-        filled = _BAR * done // max(total, 1)
-        sys.stderr.write(
-            f"\r[{'#' * filled}{'.' * (_BAR - filled)}] {done}/{total} files, "
-            f"{report.total:,} resources loaded, {len(report.rejected)} rejected"
-        )
-        sys.stderr.flush()
+        if steps.due(done, total):
+            _progress(
+                done,
+                total,
+                f"{done}/{total} files, {report.total:,} resources loaded, {len(report.rejected)} rejected",
+            )
 
     return show
+
+
+class _Steps:
+    """On a terminal, redraw often; in a log, write a line at every tenth of the way."""
+
+    def __init__(self) -> None:
+        self.tty = sys.stderr.isatty()
+        self.last = -1
+
+    def due(self, done: int, total: int) -> bool:
+        step = done * 10 // max(total, 1) if not self.tty else done * 200 // max(total, 1)
+        if step == self.last and done != total:
+            return False
+        self.last = step
+        return True
+
+
+def _progress(done: int, total: int, text: str) -> None:
+    filled = _BAR * done // max(total, 1)
+    line = f"[{'#' * filled}{'.' * (_BAR - filled)}] {text}"
+    sys.stderr.write(f"\r{line}" if sys.stderr.isatty() else f"{line}\n")
+    sys.stderr.flush()

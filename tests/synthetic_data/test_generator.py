@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from collections import Counter
 from datetime import date
 from functools import cache
@@ -40,6 +43,19 @@ def test_the_same_seed_gives_byte_identical_output_ids_included() -> None:
     first = [dump_json(b) for b in generate_population(15, seed=42)]
     second = [dump_json(b) for b in generate_population(15, seed=42)]
     assert first == second
+
+
+def test_output_does_not_depend_on_the_process_or_its_hash_seed() -> None:
+    script = (
+        "import hashlib; from synthetic_data import generate_population; from sandbox.fhir.validation import dump_json;"
+        "print(hashlib.sha256(b''.join(dump_json(b) for b in generate_population(8, seed=9))).hexdigest())"
+    )
+    runs = [
+        subprocess.run([sys.executable, "-c", script], env={**os.environ, "PYTHONHASHSEED": h}, capture_output=True)
+        for h in ("1", "2")
+    ]
+    digests = {run.stdout.decode() for run in runs}
+    assert len(digests) == 1 and len(digests.pop().strip()) == 64
 
 
 def test_a_different_seed_gives_different_patients_and_ids() -> None:
