@@ -21,6 +21,7 @@ import argparse
 import json
 import os
 import platform
+import shutil
 import sys
 import tempfile
 import time
@@ -110,6 +111,7 @@ def _load(args: argparse.Namespace, options: GeneratorOptions) -> dict[str, Any]
     report = Loader(db, view).load(work / "out")
     wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
     db.dispose()
+    shutil.rmtree(work, ignore_errors=True)
     return {
         "backend": args.backend,
         "seconds": round(wall, 1),
