@@ -17,7 +17,7 @@ import hmac
 from dataclasses import dataclass
 
 from fastapi import HTTPException, Request
-from sqlalchemy import select
+from sqlalchemy import Connection, select
 
 from sandbox.accounts.cohorts import can_reach
 from sandbox.accounts.tokens import user_for_token
@@ -65,14 +65,17 @@ class Authenticator:
         token = bearer_token(request)
         return token is not None and hmac.compare_digest(token, self.admin_token)
 
-    def principal(self, request: Request) -> Principal | None:
+    def principal(self, request: Request, conn: Connection | None = None) -> Principal | None:
         """The caller, None without credentials; a token that is not valid raises ``InvalidToken``."""
         token = bearer_token(request)
         if token is None:
             return None
         if hmac.compare_digest(token, self.admin_token):
             return Principal(None)
-        with self.db.read() as conn:
+        if conn is None:
+            with self.db.read() as own:
+                user = user_for_token(own, token)
+        else:
             user = user_for_token(conn, token)
         if user is None:
             raise InvalidToken("The bearer token is not valid")
@@ -81,31 +84,37 @@ class Authenticator:
     # ---- the FHIR API ------------------------------------------------------------------------
 
     def __call__(self, request: Request, sandbox_id: str) -> Actor:
-        """FHIR API: the actor to attribute writes to, or a 401/403 OperationOutcome."""
-        try:
-            principal = self.principal(request)
-        except InvalidToken as exc:
-            raise _fhir_error(401, "login", str(exc), _CHALLENGE) from None
-        if principal is None:
+        """FHIR API: the actor to attribute writes to, or a 401/403 OperationOutcome.
+
+        At most one connection and three key lookups: the token, the user's reach, the sandbox.
+        """
+        token = bearer_token(request)
+        if token is None:
             if sandbox_id == DEFAULT_SANDBOX:
                 return Actor("anonymous", "fhir-api")
             raise _fhir_error(
                 401, "login", f"Sandbox '{sandbox_id}' needs credentials (Authorization: Bearer ...)", _CHALLENGE
             )
-        if sandbox_id != DEFAULT_SANDBOX:
-            self._check_sandbox(request, principal, sandbox_id)
-        return Actor(principal.actor_id, "fhir-api")
-
-    def _check_sandbox(self, request: Request, principal: Principal, sandbox_id: str) -> None:
+        if sandbox_id == DEFAULT_SANDBOX and hmac.compare_digest(token, self.admin_token):
+            return Actor("admin", "fhir-api")
         with self.db.read() as conn:
-            if principal.user is not None and not can_reach(conn, principal.user, sandbox_id):
-                raise _fhir_error(
-                    403, "forbidden", f"{principal.user.email} ({principal.role}) may not use sandbox '{sandbox_id}'"
-                )
-            # Another worker (or the CLI) may have deleted it: drop the cached View so the lookup answers 404.
-            exists = conn.execute(select(layers.c.id).where(layers.c.id == sandbox_id)).first() is not None
-        if not exists:
-            request.app.state.views.forget(sandbox_id)
+            try:
+                principal = self.principal(request, conn)
+            except InvalidToken as exc:
+                raise _fhir_error(401, "login", str(exc), _CHALLENGE) from None
+            assert principal is not None
+            if sandbox_id != DEFAULT_SANDBOX:
+                if principal.user is not None and not can_reach(conn, principal.user, sandbox_id):
+                    raise _fhir_error(
+                        403,
+                        "forbidden",
+                        f"{principal.user.email} ({principal.role}) may not use sandbox '{sandbox_id}'",
+                    )
+                exists = conn.execute(select(layers.c.id).where(layers.c.id == sandbox_id)).first() is not None
+                if not exists:
+                    # Another worker (or the CLI) deleted it: drop the cached View so that the lookup answers 404.
+                    request.app.state.views.forget(sandbox_id)
+        return Actor(principal.actor_id, "fhir-api")
 
     # ---- the admin API -------------------------------------------------------------------------
 
