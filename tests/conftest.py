@@ -27,27 +27,30 @@ PG_URL = os.environ.get("EHR_SANDBOX_TEST_DATABASE_URL")
 BACKENDS = ["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)]
 
 
-def _pg_schema_url(worker: str) -> str:
-    """One schema per xdist worker, so parallel workers never share tables."""
+def _pg_schema_url(schema: str) -> str:
     assert PG_URL is not None
     sep = "&" if "?" in PG_URL else "?"
     # Commits need not wait for the disk in tests: that wait was most of the suite's wall time.
-    return f"{PG_URL}{sep}options=-csearch_path%3Dt_{worker}%20-csynchronous_commit%3Doff"
+    return f"{PG_URL}{sep}options=-csearch_path%3D{schema}%20-csynchronous_commit%3Doff"
 
 
 @pytest.fixture(scope="session")
 def pg_database(worker_id: str) -> Iterator[Database]:
+    """A schema of this test process's own (xdist worker and pid), so parallel runs never share tables."""
     if not PG_URL:
         pytest.skip("EHR_SANDBOX_TEST_DATABASE_URL is not set")
+    schema = f"t_{worker_id}_{os.getpid()}"
     admin = Database(PG_URL)
     with admin.engine.begin() as conn:
-        conn.execute(text(f"DROP SCHEMA IF EXISTS t_{worker_id} CASCADE"))
-        conn.execute(text(f"CREATE SCHEMA t_{worker_id}"))
-    admin.dispose()
-    db = Database(_pg_schema_url(worker_id))
+        conn.execute(text(f"DROP SCHEMA IF EXISTS {schema} CASCADE"))
+        conn.execute(text(f"CREATE SCHEMA {schema}"))
+    db = Database(_pg_schema_url(schema))
     db.create_schema()
     yield db
     db.dispose()
+    with admin.engine.begin() as conn:
+        conn.execute(text(f"DROP SCHEMA IF EXISTS {schema} CASCADE"))
+    admin.dispose()
 
 
 @pytest.fixture(params=BACKENDS)
