@@ -23,21 +23,6 @@ from sandbox.fhir.search_params import Registry, SearchParam
 from sandbox.fhir.values import date_range, number_range
 
 PREFIXES = ("eq", "ne", "gt", "lt", "ge", "le", "sa", "eb", "ap")
-RESULT_PARAMS = {
-    "_count",
-    "_sort",
-    "_include",
-    "_revinclude",
-    "_total",
-    "_summary",
-    "_elements",
-    "_contained",
-    "_containedType",
-    "_format",
-    "_pretty",
-    "_cursor",
-    "_type",
-}
 # Parameters every resource type has, so the only ones a search across all types can use.
 COMMON_PARAMS = ("_id", "_lastUpdated", "_tag", "_profile", "_security", "_source")
 MODIFIERS = {
