@@ -9,10 +9,11 @@ This router is mounted before the generic one (see ``app.py``).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any
 
 from fastapi import APIRouter, Depends, Request
-from sqlalchemy import Connection, Select, and_, case, func, literal, or_, select, tuple_, union_all
+from sqlalchemy import Connection, Integer, Select, String, and_, bindparam, case, func, or_, select, tuple_, union
 from starlette.concurrency import run_in_threadpool
 from starlette.convertors import Convertor, register_url_convertor
 from starlette.responses import Response
@@ -181,36 +182,22 @@ def _compartment_page(
     count: int,
     cursor: Cursor | None,
 ) -> SearchResult:
-    r = resources
-    members = _compartment_members(view, pid, types)
-    is_patient = and_(r.c.resource_type == "Patient", r.c.id == pid)
-    in_scope = []
-    if types is None or "Patient" in types:
-        in_scope.append(is_patient)
-    if members is not None:
-        in_scope.append(tuple_(r.c.layer_id, r.c.resource_type, r.c.id).in_(members))
-    if not in_scope:
+    statements = _compartment_statements(view, frozenset(types) if types is not None else None)
+    if statements is None:
         return SearchResult([], total=0)
-    where = [visible(view, None, r), or_(*in_scope)]
-    if since:
-        where.append(r.c.last_updated >= since)
-    total = conn.execute(select(func.count()).select_from(r).where(*where)).scalar_one()
+    total_statement, first, forward_from, backward_from = statements
+    params: dict[str, Any] = {"pid": pid, "since": since}
+    total = conn.execute(total_statement, params).scalar_one()
     if count == 0:
         return SearchResult([], total=total)
-    flag = case((is_patient, 0), else_=1)
-    order = [flag, r.c.resource_type, r.c.id]
     forward = cursor is None or cursor.forward
-    if cursor is not None:
-        position = tuple_(literal(cursor.values[0]), literal(cursor.resource_type), literal(cursor.id))
-        where.append(tuple_(*order) > position if forward else tuple_(*order) < position)
-    rows = conn.execute(
-        select(
-            r.c.layer_id, r.c.resource_type, r.c.id, r.c.version_id, r.c.last_updated, r.c.content, flag.label("flag")
-        )
-        .where(*where)
-        .order_by(*(order if forward else [o.desc() for o in order]))
-        .limit(count + 1)
-    ).all()
+    params["limit"] = count + 1
+    if cursor is None:
+        statement = first
+    else:
+        statement = forward_from if forward else backward_from
+        params.update(c_flag=cursor.values[0], c_type=cursor.resource_type, c_id=cursor.id)
+    rows = conn.execute(statement, params).all()
     more = len(rows) > count
     rows = rows[:count] if forward else list(reversed(rows[:count]))
     page = [
@@ -222,19 +209,67 @@ def _compartment_page(
         last = rows[-1]
         result.next_cursor = Cursor(True, False, _EVERYTHING_ORDER, (last.flag,), last.resource_type, last.id)
     if rows and (cursor is not None if forward else more):
-        first = rows[0]
-        result.previous_cursor = Cursor(False, False, _EVERYTHING_ORDER, (first.flag,), first.resource_type, first.id)
+        first_row = rows[0]
+        result.previous_cursor = Cursor(
+            False, False, _EVERYTHING_ORDER, (first_row.flag,), first_row.resource_type, first_row.id
+        )
     return result
 
 
-def _compartment_members(view: View, pid: str, types: set[str] | None) -> Select | None:
-    """(layer, type, id) of every index row that puts a resource in Patient/pid's compartment.
+@lru_cache(maxsize=256)
+def _compartment_statements(view: View, types: frozenset[str] | None) -> tuple[Select, Select, Select, Select] | None:
+    """The count and page statements of $everything for one sandbox and ``_type``, built once.
 
-    One branch per type, so each uses the value-first index of ``sp_reference``.
+    The compartment is a union of some sixty branches; building and compiling
+    it anew on every request cost several times what running it does, so the
+    statements take the patient, ``_since``, the cursor and the limit as bind
+    parameters and stay in SQLAlchemy's compiled cache.
+    """
+    members = _compartment_members(view, types)
+    if members is None:
+        return None
+    m = members.subquery("members")
+    r = resources
+    # Joining on the members' keys reaches the resources table by its primary key, member by member.
+    joined = r.join(m, and_(r.c.layer_id == m.c.layer_id, r.c.resource_type == m.c.resource_type, r.c.id == m.c.id))
+    since = bindparam("since", type_=String)
+    where = [visible(view, None, r), or_(since.is_(None), r.c.last_updated >= since)]
+    total = select(func.count()).select_from(joined).where(*where)
+    flag = case((and_(r.c.resource_type == "Patient", r.c.id == bindparam("pid")), 0), else_=1)
+    order = [flag, r.c.resource_type, r.c.id]
+    position = tuple_(
+        bindparam("c_flag", type_=Integer), bindparam("c_type", type_=String), bindparam("c_id", type_=String)
+    )
+    columns = (r.c.layer_id, r.c.resource_type, r.c.id, r.c.version_id, r.c.last_updated, r.c.content)
+    limit = bindparam("limit", type_=Integer)
+    page = select(*columns, flag.label("flag")).select_from(joined).where(*where).limit(limit)
+    return (
+        total,
+        page.order_by(*order),
+        page.where(tuple_(*order) > position).order_by(*order),
+        page.where(tuple_(*order) < position).order_by(*[o.desc() for o in order]),
+    )
+
+
+def _compartment_members(view: View, types: frozenset[str] | None) -> Select | None:
+    """(layer_id, resource_type, id) of the patient and of every resource its compartment's index rows name.
+
+    One branch per type, so each uses the value-first index of ``sp_reference``;
+    ``union`` (not ``union all``) because a resource may name the patient twice
+    (as subject and as performer).  The patient's id is the bind parameter ``pid``.
     """
     ref = sp_reference
-    branches = [
-        select(ref.c.layer_id, ref.c.resource_type, ref.c.resource_id).where(
+    r = resources
+    pid = bindparam("pid")
+    branches: list[Select] = []
+    if types is None or "Patient" in types:
+        branches.append(
+            select(r.c.layer_id, r.c.resource_type, r.c.id).where(
+                r.c.layer_id.in_(view.layers), r.c.resource_type == "Patient", r.c.id == pid
+            )
+        )
+    branches.extend(
+        select(ref.c.layer_id, ref.c.resource_type, ref.c.resource_id.label("id")).where(
             ref.c.layer_id.in_(view.layers),
             ref.c.resource_type == rtype,
             ref.c.param.in_(params),
@@ -243,8 +278,8 @@ def _compartment_members(view: View, pid: str, types: set[str] | None) -> Select
         )
         for rtype, params in sorted(patient_compartment().items())
         if types is None or rtype in types
-    ]
-    return union_all(*branches) if branches else None  # type: ignore[return-value]
+    )
+    return union(*branches) if branches else None  # type: ignore[return-value]
 
 
 # ---- $validate -------------------------------------------------------------------------------------
