@@ -148,7 +148,7 @@ async def get_sandbox(sandbox_id: str, request: Request) -> dict[str, Any]:
 
     def work(conn: Connection) -> sandboxes.LayerInfo:
         _check_trainer_reaches(conn, principal, sandbox_id)
-        return sandboxes.get_layer(conn, sandbox_id, "sandbox")
+        return sandboxes.get_layer(conn, sandbox_id, "sandbox", sizes=True)
 
     return _sandbox_json(request, await _run(request, work, read_only=True))
 
@@ -245,7 +245,7 @@ async def create_baseline(request: Request) -> dict[str, Any]:
 async def get_baseline(baseline_id: str, request: Request) -> dict[str, Any]:
     _caller(request, "trainer")
     return (
-        await _run(request, lambda conn: sandboxes.get_layer(conn, baseline_id, "baseline"), read_only=True)
+        await _run(request, lambda conn: sandboxes.get_layer(conn, baseline_id, "baseline", sizes=True), read_only=True)
     ).to_json()
 
 

@@ -55,8 +55,10 @@ class LayerInfo:
     baseline_id: str | None
     created_at: str
     last_activity: str | None
-    own_resources: int  # rows in the layer itself: a sandbox's changes (tombstones too), a baseline's resources
-    baseline_resources: int = 0
+    # Rows in the layer itself: a sandbox's changes (tombstones too), a baseline's resources.  None when not
+    # counted: counting a baseline grows with its size, which create and reset must not.
+    own_resources: int | None
+    baseline_resources: int | None = None
 
     def to_json(self) -> dict[str, Any]:
         data: dict[str, Any] = {
@@ -68,9 +70,11 @@ class LayerInfo:
         }
         if self.kind == "sandbox":
             data["baseline"] = self.baseline_id
-            data["changed_resources"] = self.own_resources
-            data["baseline_resources"] = self.baseline_resources
-        else:
+            if self.own_resources is not None:
+                data["changed_resources"] = self.own_resources
+            if self.baseline_resources is not None:
+                data["baseline_resources"] = self.baseline_resources
+        elif self.own_resources is not None:
             data["resources"] = self.own_resources
         return data
 
@@ -116,7 +120,7 @@ def create_sandbox(
             id=sandbox_id, kind="sandbox", name=name, baseline_id=baseline_id, created_at=now, last_activity=None
         )
     )
-    return LayerInfo(sandbox_id, "sandbox", name, baseline_id, now, None, 0, _count(conn, baseline_id))
+    return LayerInfo(sandbox_id, "sandbox", name, baseline_id, now, None, 0)
 
 
 def create_baseline(conn: Connection, name: str, *, baseline_id: str | None = None) -> LayerInfo:
@@ -157,7 +161,7 @@ def reset_sandbox(conn: Connection, sandbox_id: str) -> LayerInfo:
             conn.execute(delete(table).where(table.c.layer_id == sandbox_id))
     now = instant_now()[1]
     conn.execute(update(layers).where(layers.c.id == sandbox_id).values(last_activity=now))
-    return LayerInfo(info.id, "sandbox", info.name, info.baseline_id, info.created_at, now, 0, info.baseline_resources)
+    return LayerInfo(info.id, "sandbox", info.name, info.baseline_id, info.created_at, now, 0)
 
 
 def delete_sandbox(conn: Connection, sandbox_id: str) -> None:
@@ -250,7 +254,7 @@ def snapshot_sandbox(conn: Connection, sandbox_id: str, name: str, *, baseline_i
                     ),
                 )
             )
-    return get_layer(conn, info.id, "baseline")
+    return get_layer(conn, info.id, "baseline", sizes=True)
 
 
 def _in_layer(layer: str, rtype: Any, rid: Any, *, live: bool = False) -> Any:
@@ -273,10 +277,13 @@ def _not_shadowed(view: View, layer: str, rtype: Any, rid: Any) -> Any:
 # ---- list, look up -----------------------------------------------------------------------------------------
 
 
-def get_layer(conn: Connection, layer_id: str, kind: str) -> LayerInfo:
+def get_layer(conn: Connection, layer_id: str, kind: str, *, sizes: bool = False) -> LayerInfo:
+    """The layer, or NotFound; ``sizes`` counts its rows (and its baseline's), which costs a scan of them."""
     row = conn.execute(select(layers).where(layers.c.id == layer_id)).first()
     if row is None or row.kind != kind:
         raise NotFound(f"There is no {kind} '{layer_id}'")
+    if not sizes:
+        return LayerInfo(row.id, row.kind, row.name, row.baseline_id, row.created_at, row.last_activity, None)
     return _info(row, {layer_id: _count(conn, layer_id), row.baseline_id: _count(conn, row.baseline_id)})
 
 
