@@ -53,14 +53,19 @@ def run_search(conn: Connection, repo: Repository, view: View, plan: SearchPlan)
     ).where(*where)
     cursor = plan.cursor
     forward = cursor is None or cursor.forward
-    # The total rides along as a window count over all matches (before the cursor narrows them):
-    # ordering has to see every match anyway, so it costs far less than a second query.
-    counted = matching.add_columns(func.count().over().label("total")) if plan.total != "none" else matching
+    # With a _sort, the page query has to see every match anyway, so the total rides along as a
+    # window count over all matches (before the cursor narrows them).  Without one, the page can be
+    # read straight off the primary key, and a separate count is far cheaper than a window over all.
+    windowed = bool(plan.sort) and plan.total != "none"
+    counted = matching.add_columns(func.count().over().label("total")) if windowed else matching
     rows = _page(conn, plan, counted, cursor, forward, plan.count + 1)
     more = len(rows) > plan.count
     total = None
-    if plan.total != "none":
-        total = rows[0].total if rows else _count(conn, where)
+    if windowed and rows:
+        total = rows[0].total
+    elif plan.total != "none":
+        # The first page holding every match needs no counting.
+        total = len(rows) if cursor is None and not more else _count(conn, where)
     rows = rows[: plan.count]
     if not forward:
         rows.reverse()
