@@ -4,8 +4,7 @@ Two sandboxes, A and B, stand on the same baseline; the default sandbox (/fhir)
 stands on nothing.  Sandbox A writes a patient of its own, observations, an
 update of a baseline patient and a deletion of another.  Every test then looks
 from B (and from the default sandbox) through one route and finds only the
-baseline, unchanged.  ``$everything`` is not part of the server yet, so it has
-no test here.
+baseline, unchanged.
 """
 
 from __future__ import annotations
@@ -193,6 +192,21 @@ def test_has_matches_only_referrers_in_the_sandbox(world):
     for base in others(w):
         assert w.ids(base, "Patient?_has:Observation:subject:code=1234-5") == set()
     assert w.ids(w.b, "Patient?_has:Observation:subject:code=8867-4") == {("Patient", "p0")}
+
+
+def test_everything_gathers_only_the_sandboxs_own_compartment(world):
+    w = world
+    in_a = w.ids(w.a, "Patient/p0/$everything")
+    assert in_a == {("Patient", "p0"), ("Observation", "obs-base"), ("Observation", "obs-a-p0")}
+    in_b = w.get(w.b, "Patient/p0/$everything").json()
+    assert {(e["resource"]["resourceType"], e["resource"]["id"]) for e in in_b["entry"]} == {
+        ("Patient", "p0"),
+        ("Observation", "obs-base"),
+    }
+    patient = next(e["resource"] for e in in_b["entry"] if e["resource"]["resourceType"] == "Patient")
+    assert patient["name"][0]["family"] == "Chalmers"
+    for base in others(w):
+        assert w.get(base, "Patient/secret-a/$everything").status_code == 404
 
 
 # ---- history ---------------------------------------------------------------------------------------------
