@@ -87,11 +87,13 @@ def test_the_directory_comes_first_then_one_transaction_bundle_per_patient() -> 
 
 
 def test_every_resource_and_bundle_validates_with_the_models_and_the_server_validator() -> None:
-    for bundle in population():
+    bundles = population()
+    for bundle in bundles[:3]:  # the Bundle model validates the entries again: a few are enough for the shell
         Bundle.model_validate(bundle)
         validate(bundle)
+    for bundle in bundles:
         for resource in resources_of(bundle):
-            validate(resource)  # raises FhirError with every problem
+            validate(resource)  # the R4B model and the required bindings; raises FhirError with every problem
 
 
 def test_references_resolve_inside_the_bundle_or_into_the_directory() -> None:
