@@ -50,11 +50,13 @@ def main(argv: list[str] | None = None) -> int:
         "machine": _machine(),
         "patients": args.patients,
         "history_years": args.years,
+        "load_average_1m_at_start": round(os.getloadavg()[0], 2),
     }
     result["generate_one_process"] = _generate_one_process(options)
     result["generate_all_cores"] = _generate_all_cores(options, os.cpu_count() or 1)
     if not args.no_load:
         result["load"] = _load(args, options)
+    result["load_average_1m_at_end"] = round(os.getloadavg()[0], 2)  # other work on the machine slows wall time
     print(json.dumps(result))
     return 0
 
