@@ -156,12 +156,20 @@ def baseline_view_for_loading(conn: Connection, baseline_id: str) -> View:
 def reset_sandbox(conn: Connection, sandbox_id: str) -> LayerInfo:
     """Back to the baseline: the sandbox's own rows go, in every table keyed by layer.  Nothing is copied."""
     info = get_layer(conn, sandbox_id, "sandbox")
+    _lock(conn, sandbox_id)
     for table in layer_tables():
         if table.name not in KEPT_ON_RESET:
             conn.execute(delete(table).where(table.c.layer_id == sandbox_id))
     now = instant_now()[1]
     conn.execute(update(layers).where(layers.c.id == sandbox_id).values(last_activity=now))
     return LayerInfo(info.id, "sandbox", info.name, info.baseline_id, info.created_at, now, 0)
+
+
+def _lock(conn: Connection, layer_id: str) -> None:
+    """Hold the layer's row until commit.  Every write ends by stamping that row (last_activity), so on
+    PostgreSQL writes in flight wait for a reset or snapshot to commit instead of interleaving with its
+    statements (SQLite's BEGIN IMMEDIATE already serializes writers)."""
+    conn.execute(select(layers.c.id).where(layers.c.id == layer_id).with_for_update())
 
 
 def delete_sandbox(conn: Connection, sandbox_id: str) -> None:
@@ -176,6 +184,7 @@ def delete_sandbox(conn: Connection, sandbox_id: str) -> None:
     )
     if used_by is not None:
         raise Conflict(f"Sandbox '{sandbox_id}' belongs to cohort '{used_by[0]}'; remove it from the cohort first")
+    _lock(conn, sandbox_id)
     _drop_layer(conn, sandbox_id)
 
 
@@ -214,6 +223,7 @@ def snapshot_sandbox(conn: Connection, sandbox_id: str, name: str, *, baseline_i
     numbers and attribution, so a sandbox made from the snapshot continues them.
     """
     get_layer(conn, sandbox_id, "sandbox")
+    _lock(conn, sandbox_id)
     view = resolve_view(conn, sandbox_id)
     info = create_baseline(conn, name, baseline_id=baseline_id)
     new = literal(info.id)
