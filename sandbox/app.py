@@ -25,6 +25,8 @@ from sandbox.fhir.responses import fhir_response
 from sandbox.fhir.routes import router as fhir_router
 from sandbox.fhir.search_params import registry
 from sandbox.fhir.values import instant_now
+from sandbox.hl7v2.routes import router as hl7v2_router
+from sandbox.hl7v2.service import Hl7v2Service
 from sandbox.store.database import Database
 from sandbox.store.layers import DEFAULT_SANDBOX
 from sandbox.store.repository import Repository
@@ -55,7 +57,9 @@ def create_app(settings: Settings, *, db: Database | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        await app.state.hl7v2.start()  # the MLLP listener and outbound worker, if `serve` configured them
         yield
+        await app.state.hl7v2.stop()
         db.dispose()
 
     app = FastAPI(title="ehr-sandbox", version="0.1.0", lifespan=lifespan, docs_url="/docs", redoc_url=None)
@@ -67,6 +71,7 @@ def create_app(settings: Settings, *, db: Database | None = None) -> FastAPI:
     app.state.fhir = Interactions(repo, reg, default_count=settings.default_page_size, max_count=settings.max_page_size)
     app.state.views = Views(db)
     app.state.authenticate = Authenticator(admin_token, db)
+    app.state.hl7v2 = Hl7v2Service(db, app.state.fhir)
 
     app.include_router(bundle_router, prefix="/fhir")
     app.include_router(bundle_router, prefix="/sandboxes/{sandbox_id}/fhir")
@@ -77,6 +82,7 @@ def create_app(settings: Settings, *, db: Database | None = None) -> FastAPI:
     app.include_router(fhir_router, prefix="/fhir")
     app.include_router(fhir_router, prefix="/sandboxes/{sandbox_id}/fhir")
     app.include_router(admin_router, prefix="/admin")
+    app.include_router(hl7v2_router, prefix="/sandboxes/{sandbox_id}/hl7v2")
 
     @app.get("/healthz", include_in_schema=False)
     async def healthz() -> Response:

@@ -220,3 +220,60 @@ cohort_members = Table(
     Index("ix_cohort_members_user", "user_id", "sandbox_id"),
     Index("ix_cohort_members_sandbox", "sandbox_id"),
 )
+
+# ---- HL7 v2: the message log, duplicate control ids, outbound destinations ---------------------------
+
+# Every inbound and outbound message of a sandbox, with what was answered or received back.  Outbound rows
+# are also the delivery queue: ``pending`` rows are claimed by a worker (``claimed_by`` until ``lease_until``),
+# sent, and retried with backoff until an ACK comes back.
+hl7v2_messages = Table(
+    "hl7v2_messages",
+    metadata,
+    Column("layer_id", String(64), primary_key=True),
+    Column("id", String(64), primary_key=True),
+    Column("direction", String(8), nullable=False),  # "inbound" or "outbound"
+    Column("created_at", String(32), nullable=False),
+    Column("message_type", String(32), nullable=False),  # ADT^A04
+    Column("control_id", String(200), nullable=False),  # MSH-10
+    Column("peer", String(200), nullable=False),  # inbound: MSH-3^MSH-4; outbound: the destination id
+    # inbound: accepted, error, rejected, duplicate; outbound: pending, delivered, error (AE/AR), failed, skipped
+    Column("status", String(16), nullable=False),
+    Column("ack_code", String(2), nullable=True),  # AA/AE/AR/CA/CE/CR answered (inbound) or received (outbound)
+    Column("content", Text, nullable=False),
+    Column("ack", Text, nullable=True),
+    Column("error", Text, nullable=True),
+    Column("resources", Text, nullable=True),  # JSON list: created/updated ("Patient/1/_history/2") or source
+    Column("attempts", Integer, nullable=False, default=0),
+    Column("next_attempt_at", String(32), nullable=True),
+    Column("claimed_by", String(64), nullable=True),
+    Column("lease_until", String(32), nullable=True),
+    Index("ix_hl7v2_messages_time", "layer_id", "created_at"),
+    Index("ix_hl7v2_messages_control", "layer_id", "control_id"),
+    Index("ix_hl7v2_messages_due", "status", "next_attempt_at"),
+)
+
+# Control ids (MSH-10) of messages already applied, per sandbox and sender: a resend is acknowledged, not re-applied.
+hl7v2_control_ids = Table(
+    "hl7v2_control_ids",
+    metadata,
+    Column("layer_id", String(64), primary_key=True),
+    Column("sender", String(200), primary_key=True),
+    Column("control_id", String(200), primary_key=True),
+    Column("message_id", String(64), nullable=False),
+)
+
+# Where a sandbox's outbound messages go.  Keyed by ``sandbox_id``, not ``layer_id``: a vendor's interface
+# configuration survives a reset of the sandbox's data.
+hl7v2_destinations = Table(
+    "hl7v2_destinations",
+    metadata,
+    Column("sandbox_id", String(64), primary_key=True),
+    Column("id", String(64), primary_key=True),
+    Column("host", String(255), nullable=False),
+    Column("port", Integer, nullable=False),
+    Column("message_types", Text, nullable=False),  # comma-separated: ORM^O01,REF^I12,ADT^A08,ORU^R01
+    Column("receiving_application", String(200), nullable=False),
+    Column("receiving_facility", String(200), nullable=False),
+    Column("enabled", Boolean, nullable=False, default=True),
+    Column("created_at", String(32), nullable=False),
+)

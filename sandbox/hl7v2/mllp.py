@@ -1,0 +1,158 @@
+"""MLLP (the Minimal Lower Layer Protocol): each message framed as <VT> message <FS><CR>, on a TCP connection.
+
+The server keeps a connection open for as many messages as the sender
+wants, answering each in order.  Bytes outside a frame are dropped (some
+senders send keep-alive newlines), but a connection that sends only noise,
+or a frame larger than the limit, is closed: past that point the framing
+cannot be trusted.  A frame cut short by the connection closing is not a
+message and is not applied.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import socket
+from collections.abc import Awaitable, Callable
+
+from sandbox.hl7v2.er7 import MAX_MESSAGE_BYTES
+
+START = b"\x0b"
+END = b"\x1c\x0d"
+MAX_NOISE_BYTES = 4096  # bytes outside any frame before the connection is deemed not to speak MLLP
+
+_log = logging.getLogger("ehr_sandbox.hl7v2")
+
+Handler = Callable[[bytes], Awaitable[bytes | None]]
+
+
+def frame(message: bytes | str) -> bytes:
+    data = message.encode("utf-8") if isinstance(message, str) else message
+    return START + data + END
+
+
+class FrameTooLarge(Exception):
+    pass
+
+
+class FrameReader:
+    """Splits a byte stream into MLLP frames."""
+
+    def __init__(self, limit: int = MAX_MESSAGE_BYTES) -> None:
+        self.limit = limit
+        self.buffer = bytearray()
+        self.in_frame = False
+        self.noise = 0
+
+    def feed(self, data: bytes) -> list[bytes]:
+        self.buffer += data
+        frames: list[bytes] = []
+        while True:
+            if not self.in_frame:
+                start = self.buffer.find(START)
+                if start < 0:
+                    self.noise += len(self.buffer)
+                    self.buffer.clear()
+                    break
+                self.noise += start
+                del self.buffer[: start + 1]
+                self.in_frame = True
+            end = self.buffer.find(END)
+            if end < 0:
+                if len(self.buffer) > self.limit + 1:
+                    raise FrameTooLarge(f"an MLLP frame exceeded {self.limit} bytes")
+                break
+            body = bytes(self.buffer[:end])
+            del self.buffer[: end + 2]
+            self.in_frame = False
+            restart = body.rfind(START)
+            if restart >= 0:  # a new start block inside a frame: the earlier frame was cut short
+                body = body[restart + 1 :]
+            if len(body) > self.limit:
+                raise FrameTooLarge(f"an MLLP frame exceeded {self.limit} bytes")
+            frames.append(body)
+        if self.noise > MAX_NOISE_BYTES:
+            raise FrameTooLarge("the connection sent bytes that are not MLLP frames")
+        return frames
+
+
+class Server:
+    """An asyncio MLLP server on the app's event loop; ``handler`` answers each message (None: no reply)."""
+
+    def __init__(self, handler: Handler, host: str, port: int, *, limit: int = MAX_MESSAGE_BYTES) -> None:
+        self.handler = handler
+        self.host = host
+        self.port = port
+        self.limit = limit
+        self._server: asyncio.Server | None = None
+        self._connections: set[asyncio.Task] = set()
+
+    async def start(self) -> None:
+        self._server = await asyncio.start_server(self._serve, self.host, self.port, reuse_address=True)
+        self.port = self._server.sockets[0].getsockname()[1]  # the real one when asked for port 0
+
+    async def stop(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            for task in list(self._connections):
+                task.cancel()
+            await asyncio.gather(*self._connections, return_exceptions=True)
+            await self._server.wait_closed()
+            self._server = None
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self._connections.add(task)
+        frames = FrameReader(self.limit)
+        peer = writer.get_extra_info("peername")
+        try:
+            while True:
+                data = await reader.read(65536)
+                if not data:
+                    break
+                for message in frames.feed(data):
+                    reply = await self.handler(message)
+                    if reply is not None:
+                        writer.write(frame(reply))
+                        await writer.drain()
+        except FrameTooLarge as exc:
+            _log.info("hl7v2 closing %s: %s", peer, exc)
+        except (ConnectionError, asyncio.IncompleteReadError):
+            pass
+        finally:
+            self._connections.discard(task)
+            writer.close()
+            with contextlib.suppress(ConnectionError, asyncio.CancelledError):
+                await writer.wait_closed()
+
+
+class Client:
+    """A blocking MLLP client: one connection, messages sent one at a time, each reply awaited."""
+
+    def __init__(self, host: str, port: int, *, timeout: float = 10.0) -> None:
+        self.sock = socket.create_connection((host, port), timeout=timeout)
+        self.frames = FrameReader()
+        self.pending: list[bytes] = []
+
+    def send(self, message: bytes | str) -> bytes:
+        self.sock.sendall(frame(message))
+        return self.receive()
+
+    def receive(self) -> bytes:
+        while not self.pending:
+            data = self.sock.recv(65536)
+            if not data:
+                raise ConnectionError("the peer closed the connection before acknowledging")
+            self.pending.extend(self.frames.feed(data))
+        return self.pending.pop(0)
+
+    def close(self) -> None:
+        self.sock.close()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.close()

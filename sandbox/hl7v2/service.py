@@ -1,0 +1,62 @@
+"""The HL7 v2 service of one app: the inbound processor, the MLLP listener and the outbound delivery worker.
+
+``ehr-sandbox serve`` turns the listener and the worker on (``configure``)
+before the app starts; tests and embedded uses start what they need.  Both
+run on the app's event loop; database work goes to threads.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+
+from sandbox.fhir.interactions import Interactions
+from sandbox.hl7v2.inbound import Inbound
+from sandbox.hl7v2.mllp import Server
+from sandbox.store.database import Database
+
+DEFAULT_MLLP_PORT = 2575
+
+
+def mllp_port_from_env() -> int:
+    raw = os.environ.get("EHR_SANDBOX_MLLP_PORT", str(DEFAULT_MLLP_PORT))
+    if not raw.isdigit() or not 0 <= int(raw) <= 65535:
+        raise ValueError(f"EHR_SANDBOX_MLLP_PORT must be a port number (0-65535), not '{raw}'")
+    return int(raw)
+
+
+class Hl7v2Service:
+    def __init__(self, db: Database, fhir: Interactions) -> None:
+        self.db = db
+        self.inbound = Inbound(db, fhir)
+        self.fhir = fhir
+        self.listen: tuple[str, int] | None = None
+        self.deliver = False
+        self.server: Server | None = None
+        self.worker = None  # type: ignore[var-annotated]
+
+    def configure(self, *, host: str, mllp_port: int | None, deliver: bool = True) -> None:
+        self.listen = (host, mllp_port) if mllp_port is not None else None
+        self.deliver = deliver
+
+    async def handle_frame(self, data: bytes) -> bytes | None:
+        result = await asyncio.to_thread(self.inbound.handle, data)
+        return result.reply.encode("utf-8") if result.reply is not None else None
+
+    async def start(self) -> None:
+        if self.listen is not None and self.server is None:
+            self.server = Server(self.handle_frame, *self.listen)
+            await self.server.start()
+        if self.deliver and self.worker is None:
+            from sandbox.hl7v2.delivery import Worker
+
+            self.worker = Worker(self.db, self.fhir)
+            self.worker.start()
+
+    async def stop(self) -> None:
+        if self.server is not None:
+            await self.server.stop()
+            self.server = None
+        if self.worker is not None:
+            await asyncio.to_thread(self.worker.stop)
+            self.worker = None
