@@ -702,11 +702,14 @@ class ChartWriter:
 
     def _immunizations(self, ctx: _Context, day: date, age: int) -> None:
         birth = self.person.birth_date
-        previous_visit = day - timedelta(days=31)
         due: list[Code] = []
-        for cvx, display, months in CHILD_SCHEDULE:
+        # Doses due since the window opened and not yet given are given now (a late visit catches up);
+        # doses due before the window are history this chart does not hold.
+        window_start = self._window_start()
+        for n, (cvx, display, months) in enumerate(CHILD_SCHEDULE):
             dose_day = _add_months(birth, months)
-            if previous_visit < dose_day <= day + timedelta(days=14):
+            if f"dose:{n}" not in self.given_vaccines and window_start <= dose_day <= day + timedelta(days=14):
+                self.given_vaccines.add(f"dose:{n}")
                 due.append((cvx, display))
         months_old = (day - birth).days / 30.4
         if months_old >= 6 and self.rng.random() < (0.6 if age < 18 or age >= 65 else 0.4):

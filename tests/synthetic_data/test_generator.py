@@ -265,6 +265,20 @@ def test_children_get_cdc_schedule_immunizations() -> None:
     pytest.fail("no toddler in the population")
 
 
+def test_adolescents_get_tdap_hpv_and_meningococcal_vaccines_at_eleven() -> None:
+    checked = 0
+    for bundle in population(11, 300)[1:]:
+        resources = resources_of(bundle)
+        birth = date.fromisoformat(resources[0]["birthDate"])
+        age = (DEFAULT_TODAY - birth).days / 365.25
+        if not 12.5 < age < 15.5:  # turned 11 well inside the five-year window, and has had a visit since
+            continue
+        checked += 1
+        vaccines = {r["vaccineCode"]["coding"][0]["code"] for r in resources if r["resourceType"] == "Immunization"}
+        assert {"115", "165", "114"} <= vaccines
+    assert checked >= 3
+
+
 @pytest.mark.parametrize(
     "options", [{"patients": -1}, {"patients": 2, "seed": -5}, {"patients": 2, "history_years": 0}]
 )
