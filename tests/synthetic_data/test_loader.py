@@ -90,6 +90,15 @@ def test_our_output_loads_into_a_baseline_attributed_to_the_loader(ready: Databa
     assert routes == {("loader", "system:loader")}
 
 
+def test_our_ndjson_folder_loads_with_references_intact(ready: Database, tmp_path: Path) -> None:
+    summary = write_population(tmp_path, GeneratorOptions(patients=2, seed=6, cases=()))
+    report = Loader(ready, DEFAULT).load(tmp_path / "ndjson")
+    assert report.rejected == []
+    contents = stored(ready)
+    assert len(contents) == report.total == sum(summary.by_type.values())
+    assert_references_intact(contents)
+
+
 def test_ndjson_loads_and_bad_lines_are_rejected_with_their_reason(ready: Database, tmp_path: Path) -> None:
     good = {"resourceType": "Patient", "id": "p1", "gender": "female"}
     robot = {"resourceType": "Patient", "id": "p2", "gender": "robot"}
