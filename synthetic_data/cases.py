@@ -13,28 +13,15 @@ from __future__ import annotations
 import random
 import re
 from dataclasses import dataclass, field
-from datetime import date, datetime, timedelta
+from datetime import date, timedelta
 from functools import cache
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import yaml
 
-from synthetic_data.codes import (
-    ACT_CODE,
-    ALLERGEN_BY_KEY,
-    CHRONIC_BY_KEY,
-    CONDITION_CATEGORY,
-    CONDITION_CLINICAL,
-    CONDITION_VERIFICATION,
-    REACTIONS,
-    SMOKING_VALUES,
-    SNOMED,
-)
+from synthetic_data.codes import ALLERGEN_BY_KEY, CHRONIC_BY_KEY, REACTIONS, SMOKING_VALUES
 from synthetic_data.population import Person, add_allergy
-
-if TYPE_CHECKING:
-    from synthetic_data.chart import ChartWriter
 
 CASES_DIR = Path(__file__).parent / "cases"
 _ID = re.compile(r"^[A-Za-z0-9\-.]{1,64}$")
@@ -79,71 +66,6 @@ class Case:
         for key, reaction in self.allergies:
             add_allergy(rng, person, ALLERGEN_BY_KEY[key], reaction)
         return person
-
-    def write_presentation(self, writer: ChartWriter) -> None:
-        """Today's encounter, in progress: the reason the trainee sees the patient."""
-        if self.presenting is None:
-            return
-        from synthetic_data.chart import _concept, _Context, _instant
-
-        today = writer.options.today
-        start = datetime(today.year, today.month, today.day, 15, 0)
-        encounter_id = writer.ids.next()
-        condition_id = writer.ids.next()
-        presenting = self.presenting
-        writer._add(
-            {
-                "resourceType": "Encounter",
-                "id": encounter_id,
-                "status": "in-progress",
-                "class": {
-                    "system": ACT_CODE,
-                    "code": presenting.encounter_class,
-                    "display": {"AMB": "ambulatory", "EMER": "emergency"}.get(presenting.encounter_class, "ambulatory"),
-                },
-                "type": [_concept(SNOMED, "185345009", "Encounter for symptom (procedure)")],
-                "subject": writer._subject(),
-                "participant": [{"individual": writer._who(writer.pcp), "period": {"start": _instant(start)}}],
-                "period": {"start": _instant(start)},
-                "reasonCode": [_concept(SNOMED, presenting.reason_code, presenting.reason_display)],
-                "serviceProvider": {
-                    "reference": f"Organization/{writer.clinic.id}",
-                    "display": writer.clinic.name,
-                },
-            }
-        )
-        writer._add(
-            {
-                "resourceType": "Condition",
-                "id": condition_id,
-                "clinicalStatus": _concept(CONDITION_CLINICAL, "active", "Active"),
-                "verificationStatus": _concept(CONDITION_VERIFICATION, "provisional", "Provisional"),
-                "category": [
-                    {
-                        "coding": [
-                            {
-                                "system": CONDITION_CATEGORY,
-                                "code": "encounter-diagnosis",
-                                "display": "Encounter Diagnosis",
-                            }
-                        ]
-                    }
-                ],
-                "code": _concept(SNOMED, presenting.reason_code, presenting.reason_display),
-                "subject": writer._subject(),
-                "encounter": writer._ref(encounter_id),
-                "onsetDateTime": today.isoformat(),
-                "recordedDate": _instant(start),
-                "recorder": writer._who(writer.pcp),
-            }
-        )
-        ctx = _Context(encounter_id, start, start, writer.pcp)
-        vitals = presenting.vitals
-        if "systolic" in vitals and "diastolic" in vitals:
-            writer._bp(ctx, int(vitals["systolic"]), int(vitals["diastolic"]))
-        for key in ("heart_rate", "respiratory_rate", "temperature", "spo2"):
-            if key in vitals:
-                writer._vital(ctx, key, vitals[key])
 
 
 def load_case(path: Path) -> Case:

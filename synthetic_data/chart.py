@@ -13,6 +13,7 @@ into the shared directory are literal ``Practitioner/{id}`` and ``Organization/{
 
 from __future__ import annotations
 
+import calendar
 import random
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
@@ -26,7 +27,6 @@ from synthetic_data.codes import (
     ALLERGY_CLINICAL,
     ALLERGY_VERIFICATION,
     CHILD_SCHEDULE,
-    CHRONIC,
     CHRONIC_BY_KEY,
     CONDITION_CATEGORY,
     CONDITION_CLINICAL,
@@ -94,6 +94,7 @@ _LAB_SERVICE = _category(DIAGNOSTIC_SERVICE, "LAB", "Laboratory")
 _ACTIVE = _concept(CONDITION_CLINICAL, "active", "Active")
 _RESOLVED = _concept(CONDITION_CLINICAL, "resolved", "Resolved")
 _CONFIRMED = _concept(CONDITION_VERIFICATION, "confirmed", "Confirmed")
+_PROVISIONAL = _concept(CONDITION_VERIFICATION, "provisional", "Provisional")
 _ALLERGY_ACTIVE = _concept(ALLERGY_CLINICAL, "active", "Active")
 _ALLERGY_CONFIRMED = _concept(ALLERGY_VERIFICATION, "confirmed", "Confirmed")
 _PRIMARY_PERFORMER = [_concept(PARTICIPATION_TYPE, "PPRF", "primary performer")]
@@ -474,6 +475,58 @@ class ChartWriter:
         if visit.acute:
             self._acute_medication(visit.acute, acute_condition_id or "", context)
 
+    def presenting_encounter(self, reason: Code, encounter_class: str, vitals: dict[str, float]) -> None:
+        """Today's encounter, in progress, for a training case: the reason the trainee sees the patient.
+
+        It records the reason as a provisional encounter diagnosis and the vital signs the case gives;
+        what follows (orders, referrals, notes) is the trainee's task.
+        """
+        today = self.options.today
+        start = datetime(today.year, today.month, today.day, 15, 0)
+        encounter_id = self.ids.next()
+        condition_id = self.ids.next()
+        self._add(
+            {
+                "resourceType": "Encounter",
+                "id": encounter_id,
+                "status": "in-progress",
+                "class": _CLASSES[encounter_class],
+                "type": [_concept(SNOMED, *ENCOUNTER_TYPES["symptom"])],
+                "subject": self._subject(),
+                "participant": [
+                    {
+                        "type": _PRIMARY_PERFORMER,
+                        "period": {"start": _instant(start)},
+                        "individual": self._who(self.pcp),
+                    }
+                ],
+                "period": {"start": _instant(start)},
+                "reasonCode": [_concept(SNOMED, *reason)],
+                "serviceProvider": {"reference": f"Organization/{self.clinic.id}", "display": self.clinic.name},
+            }
+        )
+        self._add(
+            {
+                "resourceType": "Condition",
+                "id": condition_id,
+                "clinicalStatus": _ACTIVE,
+                "verificationStatus": _PROVISIONAL,
+                "category": _ENCOUNTER_DIAGNOSIS,
+                "code": _concept(SNOMED, *reason),
+                "subject": self._subject(),
+                "encounter": self._ref(encounter_id),
+                "onsetDateTime": today.isoformat(),
+                "recordedDate": _instant(start),
+                "recorder": self._who(self.pcp),
+            }
+        )
+        ctx = _Context(encounter_id, start, start, self.pcp)
+        if "systolic" in vitals and "diastolic" in vitals:
+            self._bp(ctx, int(vitals["systolic"]), int(vitals["diastolic"]))
+        for key in ("heart_rate", "respiratory_rate", "temperature", "spo2"):
+            if key in vitals:
+                self._vital(ctx, key, vitals[key])
+
     def _acute_condition(self, acute: Acute, rid: str, ctx: _Context) -> None:
         onset = ctx.start.date() - timedelta(days=self.rng.randint(1, 4))
         abated = ctx.start.date() + timedelta(days=acute.days)
@@ -808,21 +861,4 @@ def _add_months(day: date, months: int) -> date:
     month = day.month - 1 + months
     year = day.year + month // 12
     month = month % 12 + 1
-    last = [
-        31,
-        29 if year % 4 == 0 and (year % 100 != 0 or year % 400 == 0) else 28,
-        31,
-        30,
-        31,
-        30,
-        31,
-        31,
-        30,
-        31,
-        30,
-        31,
-    ]
-    return date(year, month, min(day.day, last[month - 1]))
-
-
-__all__ = ["CHRONIC", "ChartWriter", "Options"]
+    return date(year, month, min(day.day, calendar.monthrange(year, month)[1]))

@@ -99,8 +99,9 @@ class Generator:
         if index < len(self.cases) and self.cases[index].given and self.cases[index].family:
             writer.fixed_name = (self.cases[index].given or (), self.cases[index].family or "")
         resources = writer.write()
-        if index < len(self.cases):
-            self.cases[index].write_presentation(writer)
+        if index < len(self.cases) and (presenting := self.cases[index].presenting) is not None:
+            reason = (presenting.reason_code, presenting.reason_display)
+            writer.presenting_encounter(reason, presenting.encounter_class, presenting.vitals)
         return resources, writer.full_urls, scope
 
 
