@@ -34,6 +34,7 @@ from synthetic_data.codes import (
     CVX,
     DIAGNOSTIC_SERVICE,
     ENCOUNTER_TYPES,
+    FICTIONAL_PHONE,
     IDENTIFIER_TYPE,
     INFLUENZA,
     LAB_EFFECTS,
@@ -224,7 +225,7 @@ class ChartWriter:
             "active": True,
             "name": [{"use": "official", "family": family, "given": given_names}],
             "telecom": [
-                {"system": "phone", "value": fake.numerify("###-###-####"), "use": "home"},
+                {"system": "phone", "value": fake.numerify(FICTIONAL_PHONE), "use": "home"},
                 {"system": "email", "value": f"{given}.{family}{rng.randint(1, 99)}@example.com".lower()},
             ],
             "gender": person.sex,

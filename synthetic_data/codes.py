@@ -36,6 +36,9 @@ REQUEST_CATEGORY = "http://snomed.info/sct"
 
 Code = tuple[str, str]  # (code, display)
 
+# 555-0100 to 555-0199 are reserved for fiction in the North American numbering plan: no one answers.
+FICTIONAL_PHONE = "%##-555-01##"
+
 
 @dataclass(frozen=True)
 class Medication:

@@ -15,6 +15,7 @@ parallel and still come out byte-identical.
 from __future__ import annotations
 
 import random
+import uuid
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import date
@@ -122,8 +123,7 @@ def generate_population(
 
 
 def transaction_bundle(scope: str, resources: list[dict[str, Any]], full_urls: dict[str, str]) -> dict[str, Any]:
-    import uuid
-
+    """Every entry a PUT of the resource's own id, under its ``urn:uuid:`` fullUrl."""
     return {
         "resourceType": "Bundle",
         "id": str(uuid.uuid5(NAMESPACE, f"bundle/{scope}")),

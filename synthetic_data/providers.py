@@ -15,6 +15,7 @@ from typing import Any
 from faker import Faker
 
 from synthetic_data.codes import (
+    FICTIONAL_PHONE,
     NPI_SYSTEM,
     NUCC_TAXONOMY,
     ORGANIZATION_TYPE,
@@ -104,7 +105,7 @@ def build_directory(seed: int, patients: int) -> Directory:
                 "active": True,
                 "type": [_org_type("prov", "Healthcare Provider")],
                 "name": name,
-                "telecom": [{"system": "phone", "value": fake.numerify("###-###-####"), "use": "work"}],
+                "telecom": [{"system": "phone", "value": fake.numerify(FICTIONAL_PHONE), "use": "work"}],
                 "address": [address],
             }
         )
@@ -186,7 +187,7 @@ def build_directory(seed: int, patients: int) -> Directory:
                 "active": True,
                 "type": [_org_type("pay", "Payer")],
                 "name": name,
-                "telecom": [{"system": "phone", "value": fake.numerify("1-800-###-####"), "use": "work"}],
+                "telecom": [{"system": "phone", "value": fake.numerify("800-555-01##"), "use": "work"}],
             }
         )
     return Directory(clinics, hospital, payers, resources)
