@@ -22,10 +22,18 @@ def _serve(args: argparse.Namespace) -> None:
     token, generated = load_or_create_admin_token(settings)
     settings = settings.with_overrides(admin_token=token)
     app = create_app(settings)
+    from sandbox.hl7v2.service import mllp_port_from_env
+
+    try:
+        mllp_port = args.mllp_port if args.mllp_port is not None else mllp_port_from_env()
+    except ValueError as exc:
+        raise CliError(str(exc)) from None
+    app.state.hl7v2.configure(host=settings.host, mllp_port=mllp_port)
     base = settings.public_base
     print(f"ehr-sandbox serving on {base}")
     print(f"  FHIR R4 (default sandbox, open): {base}/fhir  (metadata: {base}/fhir/metadata)")
     print(f"  Sandboxes:                        {base}/sandboxes/{{id}}/fhir")
+    print(f"  HL7 v2 MLLP (MSH-6 = sandbox id):  {settings.host}:{mllp_port}  (HTTP: {base}/sandboxes/{{id}}/hl7v2)")
     print(f"  Database:                         {_redact(settings.database_url)}")
     if generated:
         print(f"  Admin token (generated, saved in {settings.data_dir / 'admin-token'}): {token}")
@@ -47,6 +55,9 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", default=None, help="bind address (default 127.0.0.1, or $EHR_SANDBOX_HOST)")
     serve.add_argument("--port", type=int, default=None, help="port (default 8080, or $EHR_SANDBOX_PORT)")
     serve.add_argument("--base-url", default=None, help="public base URL, if behind a proxy ($EHR_SANDBOX_BASE_URL)")
+    serve.add_argument(
+        "--mllp-port", type=int, default=None, help="HL7 v2 MLLP port (default 2575, or $EHR_SANDBOX_MLLP_PORT)"
+    )
     serve.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
     serve.add_argument("--no-access-log", dest="access_log", action="store_false")
     serve.set_defaults(func=_serve)
@@ -56,6 +67,9 @@ def build_parser() -> argparse.ArgumentParser:
     from synthetic_data.cli import add_data_commands  # generate, load
 
     add_data_commands(sub)
+    from sandbox.hl7v2.cli import add_hl7_commands  # hl7 send
+
+    add_hl7_commands(sub)
     return parser
 
 

@@ -30,7 +30,8 @@ def _env(data_dir: Path) -> dict[str, str]:
 def server(tmp_path: Path) -> Iterator[tuple[str, subprocess.Popen[str]]]:
     port = _free_port()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "sandbox.cli", "serve", "--port", str(port), "--no-access-log"],
+        [sys.executable, "-m", "sandbox.cli", "serve", "--port", str(port), "--mllp-port", str(_free_port())]
+        + ["--no-access-log"],
         env=_env(tmp_path),
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,

@@ -1,0 +1,243 @@
+"""Outbound delivery: outbox events -> queued messages in the log -> MLLP destinations, with retries.
+
+Two steps, each safe with several workers on several hosts:
+
+1. ``translate``: outbox events not yet done are read and locked in one write
+   transaction (PostgreSQL ``FOR UPDATE SKIP LOCKED``, so workers take
+   different rows; SQLite writers are serialized by ``BEGIN IMMEDIATE``), each
+   relevant one becomes a ``pending`` outbound row in the message log per
+   destination, and the events are marked done, all in that transaction: a
+   worker that dies half-way leaves the events for the next one.
+2. ``deliver_due``: pending rows whose time has come are claimed with a
+   conditional UPDATE that sets a lease (a worker that dies lets the lease
+   lapse and another takes the row), sent outside any transaction, and the
+   ACK recorded; a failed send is retried with exponential backoff until
+   ``MAX_ATTEMPTS``.
+
+Writes that came in over HL7 v2 produce nothing: the sending system already knows.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import uuid
+from datetime import UTC, datetime, timedelta
+
+from sqlalchemy import Connection, and_, or_, select, update
+
+from sandbox.fhir.interactions import Interactions
+from sandbox.fhir.validation import parse_json
+from sandbox.hl7v2 import destinations, log
+from sandbox.hl7v2.er7 import V2Error, parse
+from sandbox.hl7v2.mllp import Client
+from sandbox.hl7v2.outbound import build, message_type_for
+from sandbox.store.database import Database
+from sandbox.store.layers import UnknownSandbox, resolve_view
+from sandbox.store.schema import hl7v2_messages, outbox
+
+_log = logging.getLogger("ehr_sandbox.hl7v2")
+
+MAX_ATTEMPTS = 8
+LEASE = timedelta(seconds=60)
+_FMT = "%Y-%m-%dT%H:%M:%S.%f"
+
+
+def _now() -> datetime:
+    return datetime.now(UTC).replace(tzinfo=None)
+
+
+def _stamp(when: datetime) -> str:
+    return when.strftime(_FMT)
+
+
+def backoff(attempts: int, base: float) -> timedelta:
+    """1, 2, 4, ... times ``base`` seconds, at most 5 minutes."""
+    return timedelta(seconds=min(base * 2 ** max(attempts - 1, 0), 300.0))
+
+
+def translate(db: Database, fhir: Interactions, worker_id: str, *, batch: int = 100) -> int:
+    """Turn pending outbox events into queued outbound messages; returns how many events were consumed."""
+    with db.write() as conn:
+        query = select(outbox).where(outbox.c.done_at.is_(None)).order_by(outbox.c.seq).limit(batch)
+        if not db.is_sqlite:
+            query = query.with_for_update(skip_locked=True)
+        events = conn.execute(query).all()
+        for event in events:
+            _queue(conn, fhir, event)
+        if events:
+            conn.execute(
+                update(outbox)
+                .where(outbox.c.seq.in_([e.seq for e in events]))
+                .values(done_at=_stamp(_now()), claimed_by=worker_id)
+            )
+        return len(events)
+
+
+def _queue(conn: Connection, fhir: Interactions, event) -> None:  # type: ignore[no-untyped-def]
+    if event.route == "hl7v2" or event.action == "delete":
+        return
+    if event.resource_type not in ("ServiceRequest", "Patient", "DiagnosticReport"):
+        return
+    targets = [d for d in destinations.listing(conn, event.layer_id) if d.enabled]
+    if not targets:
+        return
+    try:
+        view = resolve_view(conn, event.layer_id)
+    except UnknownSandbox:
+        return  # a baseline's writes (loads) or a deleted sandbox: nobody to send for
+    stored = fhir.repo.version(conn, view, event.resource_type, event.resource_id, event.version_id)
+    if stored is None or stored.content is None:
+        return  # the sandbox was reset since the write
+    resource = parse_json(stored.content)
+    message_type = message_type_for(resource, event.action)
+    if message_type is None:
+        return
+    source = f"{event.resource_type}/{event.resource_id}/_history/{event.version_id}"
+    for target in targets:
+        if message_type not in target.message_types:
+            continue
+        text, control_id = build(
+            conn,
+            fhir.repo,
+            view,
+            resource,
+            message_type,
+            application=target.receiving_application,
+            facility=target.receiving_facility,
+        )
+        log.record(
+            conn,
+            event.layer_id,
+            direction="outbound",
+            message_type=message_type,
+            control_id=control_id,
+            peer=target.id,
+            status="pending",
+            content=text,
+            resources=[source],
+            next_attempt_at=_stamp(_now()),
+        )
+
+
+def claim(db: Database, worker_id: str, *, batch: int = 10) -> list[log.LogEntry]:
+    """Pending outbound messages now due, leased to this worker."""
+    m = hl7v2_messages.c
+    now = _stamp(_now())
+    due = and_(
+        m.direction == "outbound",
+        m.status == "pending",
+        m.next_attempt_at <= now,
+        or_(m.lease_until.is_(None), m.lease_until < now),
+    )
+    with db.write() as conn:
+        query = select(m.layer_id, m.id).where(due).order_by(m.next_attempt_at).limit(batch)
+        if not db.is_sqlite:
+            query = query.with_for_update(skip_locked=True)
+        claimed = []
+        for row in conn.execute(query).all():
+            result = conn.execute(
+                update(hl7v2_messages)
+                .where(m.layer_id == row.layer_id, m.id == row.id, due)
+                .values(claimed_by=worker_id, lease_until=_stamp(_now() + LEASE))
+            )
+            if result.rowcount == 1:
+                entry = log.get(conn, row.layer_id, row.id)
+                assert entry is not None
+                claimed.append(entry)
+        return claimed
+
+
+def deliver_due(
+    db: Database, worker_id: str, *, timeout: float = 10.0, backoff_base: float = 2.0, batch: int = 10
+) -> int:
+    """Send what is due; returns how many were attempted."""
+    entries = claim(db, worker_id, batch=batch)
+    for entry in entries:
+        _send(db, worker_id, entry, timeout=timeout, backoff_base=backoff_base)
+    return len(entries)
+
+
+def _send(db: Database, worker_id: str, entry: log.LogEntry, *, timeout: float, backoff_base: float) -> None:
+    with db.read() as conn:
+        target = destinations.get(conn, entry.layer_id, entry.peer)
+    attempts = entry.attempts + 1
+    values: dict[str, object] = {"attempts": attempts, "claimed_by": None, "lease_until": None}
+    if target is None:
+        values.update(status="failed", error=f"destination '{entry.peer}' no longer exists")
+    else:
+        try:
+            with Client(target.host, target.port, timeout=timeout) as client:
+                reply = client.send(entry.content).decode("utf-8", "replace")
+            code, text = _ack(reply)
+            delivered = code in ("AA", "CA")
+            values.update(status="delivered" if delivered else "error", ack=reply, ack_code=code[:2] or None)
+            values["error"] = None if delivered else f"the destination answered {code}: {text}"
+        except (OSError, ConnectionError, TimeoutError) as exc:
+            timed_out = isinstance(exc, TimeoutError)
+            reason = "timed out waiting for the ACK" if timed_out else str(exc) or type(exc).__name__
+            values["error"] = f"attempt {attempts} to {target.host}:{target.port} failed: {reason}"
+            if attempts >= MAX_ATTEMPTS:
+                values["status"] = "failed"
+            else:
+                values["next_attempt_at"] = _stamp(_now() + backoff(attempts, backoff_base))
+    m = hl7v2_messages.c
+    with db.write() as conn:
+        conn.execute(
+            update(hl7v2_messages)
+            .where(m.layer_id == entry.layer_id, m.id == entry.id, m.claimed_by == worker_id)
+            .values(**values)
+        )
+
+
+def _ack(reply: str) -> tuple[str, str]:
+    try:
+        msa = parse(reply).first("MSA")
+    except V2Error:
+        return "", "the reply is not an HL7 v2 message"
+    return (msa.get(1), msa.get(3)) if msa else ("", "the reply has no MSA segment")
+
+
+def requeue(conn: Connection, layer_id: str, message_id: str) -> None:
+    """Send an outbound message again as soon as a worker is free (resend from the log)."""
+    log.set_status(
+        conn,
+        layer_id,
+        message_id,
+        status="pending",
+        attempts=0,
+        next_attempt_at=_stamp(_now()),
+        claimed_by=None,
+        lease_until=None,
+    )
+
+
+class Worker:
+    """A background thread that translates and delivers until stopped."""
+
+    def __init__(self, db: Database, fhir: Interactions, *, interval: float = 0.5, backoff_base: float = 2.0) -> None:
+        self.db = db
+        self.fhir = fhir
+        self.interval = interval
+        self.backoff_base = backoff_base
+        self.worker_id = f"hl7v2-{uuid.uuid4().hex[:12]}"
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="hl7v2-outbound", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=30)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                busy = translate(self.db, self.fhir, self.worker_id)
+                busy += deliver_due(self.db, self.worker_id, backoff_base=self.backoff_base)
+            except Exception:  # a database hiccup must not end delivery for the life of the server
+                _log.exception("hl7v2 outbound worker")
+                busy = 0
+            if not busy:
+                self._stop.wait(self.interval)

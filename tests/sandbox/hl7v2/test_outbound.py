@@ -1,0 +1,223 @@
+"""Outbound: orders, referrals, patient updates and final results leave as HL7 v2 to the sandbox's destinations,
+through the outbox; a dead or slow destination is retried with backoff and every attempt is logged."""
+
+from __future__ import annotations
+
+import socket
+import threading
+from collections.abc import Iterator
+
+import pytest
+from sqlalchemy import select, update
+
+from sandbox.hl7v2 import ack as acks
+from sandbox.hl7v2.delivery import deliver_due, translate
+from sandbox.hl7v2.er7 import parse
+from sandbox.hl7v2.mllp import FrameReader, frame
+from sandbox.store.schema import hl7v2_messages, outbox
+from tests.sandbox.hl7v2.conftest import adt
+
+ORDER = {
+    "resourceType": "ServiceRequest",
+    "status": "active",
+    "intent": "order",
+    "priority": "stat",
+    "code": {"coding": [{"system": "http://loinc.org", "code": "58410-2", "display": "CBC panel"}], "text": "CBC"},
+    "authoredOn": "2024-01-01T10:00:00Z",
+}
+REFERRAL = {
+    "resourceType": "ServiceRequest",
+    "status": "active",
+    "intent": "order",
+    "category": [{"coding": [{"system": "http://snomed.info/sct", "code": "3457005", "display": "Patient referral"}]}],
+    "code": {"coding": [{"system": "http://snomed.info/sct", "code": "183519002", "display": "Cardiology referral"}]},
+}
+
+
+class Destination:
+    """A real MLLP peer on a socket: answers AA, or never answers (``silent``)."""
+
+    def __init__(self, *, silent: bool = False) -> None:
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.port = self.sock.getsockname()[1]
+        self.silent = silent
+        self.received: list[str] = []
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            with conn:
+                frames = FrameReader()
+                while data := conn.recv(65536):
+                    for message in frames.feed(data):
+                        self.received.append(message.decode())
+                        if not self.silent:
+                            conn.sendall(frame(acks.build(parse(message), "AA")))
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+@pytest.fixture
+def destination() -> Iterator[Destination]:
+    peer = Destination()
+    yield peer
+    peer.close()
+
+
+def dead_port() -> int:
+    with socket.create_server(("127.0.0.1", 0)) as sock:
+        return sock.getsockname()[1]  # closed again: nobody listens there
+
+
+def configure(client, port: int, types: list[str] | None = None) -> None:  # type: ignore[no-untyped-def]
+    body = {"host": "127.0.0.1", "port": port, "receiving_application": "LIS", "receiving_facility": "LAB"}
+    if types:
+        body["message_types"] = types
+    response = client.put("/sandboxes/default/hl7v2/destinations/lab", json=body)
+    assert response.status_code == 200, response.text
+
+
+def patient_id(client) -> str:  # type: ignore[no-untyped-def]
+    client.post("/sandboxes/default/hl7v2", content=adt())
+    return client.get("/fhir/Patient").json()["entry"][0]["resource"]["id"]
+
+
+def outbound(client) -> list[dict]:  # type: ignore[no-untyped-def]
+    return client.get("/sandboxes/default/hl7v2/messages?direction=outbound").json()["messages"]
+
+
+def test_an_order_leaves_as_an_orm_and_its_ack_is_logged(client, app, db, destination):
+    configure(client, destination.port)
+    pid = patient_id(client)
+    order = client.post("/fhir/ServiceRequest", json={**ORDER, "subject": {"reference": f"Patient/{pid}"}}).json()
+    translate(db, app.state.fhir, "w1")
+    assert deliver_due(db, "w1") == 1
+    [sent] = destination.received
+    msg = parse(sent)
+    assert msg.message_type == "ORM^O01" and msg.msh.get(5) == "LIS" and msg.msh.get(6) == "LAB"
+    assert msg.first("OBR").get(4, 1) == "58410-2" and msg.first("OBR").get(4, 3) == "LN"
+    assert msg.first("ORC").get(2) == order["id"]
+    assert msg.first("PID").get(3) == "12345"
+    [entry] = outbound(client)
+    assert entry["status"] == "delivered" and entry["ack_code"] == "AA" and entry["attempts"] == 1
+    assert entry["resources"] == [f"ServiceRequest/{order['id']}/_history/1"]
+
+
+def test_a_referral_leaves_as_ref_i12_and_a_patient_update_as_adt_a08(client, app, db, destination):
+    pid = patient_id(client)  # created over HL7 v2, before any destination: nothing goes out for it
+    configure(client, destination.port)
+    client.post("/fhir/ServiceRequest", json={**REFERRAL, "subject": {"reference": f"Patient/{pid}"}})
+    patient = client.get(f"/fhir/Patient/{pid}").json()
+    client.put(f"/fhir/Patient/{pid}", json={**patient, "gender": "female"})
+    translate(db, app.state.fhir, "w1")
+    deliver_due(db, "w1")
+    assert sorted(parse(m).message_type for m in destination.received) == ["ADT^A08", "REF^I12"]
+    a08 = next(parse(m) for m in destination.received if "ADT^A08" in m)
+    assert a08.first("PID").get(8) == "F"
+
+
+def test_writes_that_came_in_over_hl7v2_are_not_echoed_back(client, app, db, destination):
+    configure(client, destination.port)
+    client.post("/sandboxes/default/hl7v2", content=adt())
+    client.post("/sandboxes/default/hl7v2", content=adt("A08", "M2", family="Dough"))
+    translate(db, app.state.fhir, "w1")
+    assert deliver_due(db, "w1") == 0 and destination.received == []
+
+
+def test_only_the_message_types_a_destination_takes_are_queued(client, app, db, destination):
+    configure(client, destination.port, ["ADT^A08"])
+    pid = patient_id(client)
+    client.post("/fhir/ServiceRequest", json={**ORDER, "subject": {"reference": f"Patient/{pid}"}})
+    translate(db, app.state.fhir, "w1")
+    assert outbound(client) == []
+
+
+def test_a_dead_destination_is_retried_with_backoff_then_delivered_when_it_comes_back(client, app, db):
+    port = dead_port()
+    configure(client, port)
+    pid = patient_id(client)
+    client.post("/fhir/ServiceRequest", json={**ORDER, "subject": {"reference": f"Patient/{pid}"}})
+    translate(db, app.state.fhir, "w1")
+    assert deliver_due(db, "w1", timeout=2) == 1
+    [entry] = outbound(client)
+    assert entry["status"] == "pending" and entry["attempts"] == 1 and "failed" in entry["error"]
+    assert deliver_due(db, "w1") == 0  # not due again before its backoff
+    peer = Destination()
+    try:
+        configure(client, peer.port)
+        _make_due(db)
+        assert deliver_due(db, "w1") == 1
+        [entry] = outbound(client)
+        assert entry["status"] == "delivered" and entry["attempts"] == 2
+    finally:
+        peer.close()
+
+
+def test_a_slow_destination_times_out_and_the_message_stays_queued(client, app, db):
+    slow = Destination(silent=True)
+    try:
+        configure(client, slow.port)
+        pid = patient_id(client)
+        client.post("/fhir/ServiceRequest", json={**ORDER, "subject": {"reference": f"Patient/{pid}"}})
+        translate(db, app.state.fhir, "w1")
+        deliver_due(db, "w1", timeout=0.3)
+        [entry] = outbound(client)
+        assert entry["status"] == "pending" and "timed out" in entry["error"]
+        assert len(slow.received) == 1
+    finally:
+        slow.close()
+
+
+def test_queued_messages_survive_a_worker_that_dies_mid_delivery(client, app, db, destination):
+    """A claim whose worker vanished lapses with its lease; another worker then sends the message."""
+    configure(client, destination.port)
+    pid = patient_id(client)
+    client.post("/fhir/ServiceRequest", json={**ORDER, "subject": {"reference": f"Patient/{pid}"}})
+    translate(db, app.state.fhir, "w1")
+    from sandbox.hl7v2.delivery import claim
+
+    assert len(claim(db, "dying-worker")) == 1  # claimed, then the worker is gone
+    assert deliver_due(db, "w2") == 0  # leased: nobody else takes it yet
+    with db.write() as conn:
+        conn.execute(update(hl7v2_messages).values(lease_until="2000-01-01T00:00:00.000000"))
+    assert deliver_due(db, "w2") == 1
+    assert outbound(client)[0]["status"] == "delivered"
+
+
+def test_every_outbox_event_is_consumed_once(client, app, db, destination):
+    configure(client, destination.port)
+    pid = patient_id(client)
+    client.post("/fhir/ServiceRequest", json={**ORDER, "subject": {"reference": f"Patient/{pid}"}})
+    translate(db, app.state.fhir, "w1")
+    assert translate(db, app.state.fhir, "w2") == 0
+    with db.read() as conn:
+        assert conn.execute(select(outbox.c.done_at).where(outbox.c.done_at.is_(None))).all() == []
+    assert len(outbound(client)) == 1
+
+
+def test_resend_from_the_log_sends_again(client, app, db, destination):
+    configure(client, destination.port)
+    pid = patient_id(client)
+    client.post("/fhir/ServiceRequest", json={**ORDER, "subject": {"reference": f"Patient/{pid}"}})
+    translate(db, app.state.fhir, "w1")
+    deliver_due(db, "w1")
+    [entry] = outbound(client)
+    assert client.post(f"/sandboxes/default/hl7v2/messages/{entry['id']}/resend").status_code == 202
+    deliver_due(db, "w1")
+    assert len(destination.received) == 2
+
+
+def test_a_destination_needs_a_host_and_a_port(client):
+    bad = client.put("/sandboxes/default/hl7v2/destinations/lab", json={"host": "x", "port": 70000})
+    assert bad.status_code == 400
+    assert client.get("/sandboxes/default/hl7v2/destinations").json() == {"destinations": []}
+
+
+def _make_due(db) -> None:  # type: ignore[no-untyped-def]
+    with db.write() as conn:
+        conn.execute(update(hl7v2_messages).values(next_attempt_at="2000-01-01T00:00:00.000000"))
