@@ -153,7 +153,9 @@ class Loader:
         for n, answer in enumerate(response.get("entry", [])):
             status = str(answer.get("response", {}).get("status", ""))
             if status[:1] == "2":
-                report.loaded[entries[n]["resource"]["resourceType"]] += 1
+                resource = entries[n].get("resource")
+                if isinstance(resource, dict):  # a DELETE or GET entry of a batch writes nothing to count
+                    report.loaded[resource["resourceType"]] += 1
             else:
                 outcome = answer.get("response", {}).get("outcome", {})
                 issues = outcome.get("issue", [])
