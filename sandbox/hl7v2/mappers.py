@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from sandbox.hl7v2 import adt, results
+from sandbox.hl7v2 import adt, documents, immunization, orders, results, scheduling
 from sandbox.hl7v2.er7 import Message
 from sandbox.hl7v2.writer import Writer
 
@@ -19,6 +19,12 @@ MAPPERS: dict[str, Mapper] = {
     "ADT^A11": adt.cancel_admit,
     "ADT^A40": adt.merge,
     "ORU^R01": results.results,
+    "ORM^O01": orders.orders,
+    "OML^O21": orders.orders,
+    "REF^I12": orders.referral,
+    "SIU^S12": scheduling.booking,
+    "VXU^V04": immunization.vaccination,
+    "MDM^T02": documents.document,
 }
 
 
