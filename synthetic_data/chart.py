@@ -359,9 +359,10 @@ class ChartWriter:
             condition = CHRONIC_BY_KEY[key]
             if start <= onset <= end:
                 visits.append(Visit(self._at(onset), "diagnosis", self.pcp, [key], diagnoses=[key]))
-                if condition.specialty and onset + timedelta(days=45) <= end:
+                referred = condition.specialty and rng.random() < condition.referral_rate
+                if referred and onset + timedelta(days=45) <= end:
                     visits[-1].referral_to = condition.specialty
-                    specialist = rng.choice(self.directory.specialists(condition.specialty))
+                    specialist = rng.choice(self.directory.specialists(condition.specialty or ""))
                     visit_day = onset + timedelta(days=rng.randint(14, 42))
                     visits.append(Visit(self._at(visit_day), "specialist", specialist, [key]))
             if key == "obesity":

@@ -72,6 +72,7 @@ class Chronic:
     labs: tuple[str, ...] = ()  # keys into LAB_PANELS: drawn at follow-ups
     follow_up_months: int = 6
     specialty: str | None = None  # a referral target for this condition (PractitionerRole specialty key)
+    referral_rate: float = 0.0  # share of patients diagnosed in the window who are referred to it
     procedures: tuple[Code, ...] = ()  # done once at diagnosis, if diagnosed in the window
 
 
@@ -132,7 +133,6 @@ CHRONIC: tuple[Chronic, ...] = (
         ((18, 40, 0.075), (40, 60, 0.33), (60, 130, 0.63)),
         medications=(MED["lisinopril"], MED["amlodipine"], MED["hctz"]),
         labs=("bmp",),
-        specialty="cardiology",
     ),
     Chronic(
         "diabetes",
@@ -143,6 +143,7 @@ CHRONIC: tuple[Chronic, ...] = (
         labs=("hba1c", "bmp", "uacr"),
         follow_up_months=3,
         specialty="endocrinology",
+        referral_rate=0.25,
     ),
     Chronic(
         "hyperlipidemia",
@@ -172,6 +173,7 @@ CHRONIC: tuple[Chronic, ...] = (
         labs=("fev1",),
         follow_up_months=6,
         specialty="pulmonology",
+        referral_rate=0.5,
         procedures=(("127783003", "Spirometry (procedure)"),),
     ),
     Chronic(
@@ -181,6 +183,7 @@ CHRONIC: tuple[Chronic, ...] = (
         ((30, 45, 0.03), (45, 65, 0.10), (65, 130, 0.30)),
         labs=("bmp", "uacr"),
         specialty="nephrology",
+        referral_rate=0.5,
     ),
     Chronic(
         "heart_failure",
@@ -191,6 +194,7 @@ CHRONIC: tuple[Chronic, ...] = (
         labs=("bnp", "bmp"),
         follow_up_months=3,
         specialty="cardiology",
+        referral_rate=0.9,
         procedures=(("40701008", "Echocardiography (procedure)"),),
     ),
     Chronic(
@@ -219,6 +223,7 @@ CHRONIC: tuple[Chronic, ...] = (
         medications=(MED["apixaban"],),
         follow_up_months=6,
         specialty="cardiology",
+        referral_rate=0.8,
         procedures=(("29303009", "Electrocardiographic procedure (procedure)"),),
     ),
     Chronic(
@@ -230,6 +235,7 @@ CHRONIC: tuple[Chronic, ...] = (
         medications=(MED["acetaminophen"], MED["naproxen"]),
         follow_up_months=12,
         specialty="orthopedics",
+        referral_rate=0.3,
     ),
 )
 CHRONIC_BY_KEY = {c.key: c for c in CHRONIC}

@@ -34,12 +34,18 @@ def _segment(*fields: str) -> str:
     return "|".join(fields).rstrip("|")
 
 
+def _facility(encounter: dict[str, Any] | None) -> str:
+    """The sending facility (HD): the organization's id as a UUID, since its name may exceed a namespace id."""
+    reference = (encounter or {}).get("serviceProvider", {}).get("reference", "")
+    return f"^{escape(reference.split('/', 1)[1])}^UUID" if reference.startswith("Organization/") else ""
+
+
 def _msh(message_type: str, control_id: str, when: str, facility: str) -> str:
     return _segment(
         "MSH",
         "^~\\&",
         SENDING_APPLICATION,
-        escape(facility),
+        facility,
         RECEIVING_APPLICATION,
         RECEIVING_APPLICATION,
         when,
@@ -104,7 +110,8 @@ def _pv1(encounter: dict[str, Any] | None, practitioners: dict[str, dict[str, An
             doctor = f"{npi}^{escape(pname['family'])}^{escape(pname['given'][0])}^^^Dr.^^^NPI"
         elif "display" in participant.get("individual", {}):
             doctor = f"^{escape(participant['individual']['display'])}"
-    location = escape(encounter.get("serviceProvider", {}).get("display", ""))
+    # PL.9, the location description: names run longer than the 20 characters of a point of care.
+    location = "^" * 8 + escape(encounter.get("serviceProvider", {}).get("display", ""))
     fields = ["PV1", "1", patient_class, location, "", "", "", doctor]
     fields += [""] * 11 + [escape(encounter["id"])]
     fields += [""] * 24 + [hl7_time(encounter["period"]["start"])]
@@ -116,9 +123,8 @@ def adt_a04(
 ) -> str:
     """Register a patient (outpatient arrival), with their latest visit in the PV1."""
     when = hl7_time(encounter["period"]["start"]) if encounter else hl7_time(patient["birthDate"])
-    facility = encounter.get("serviceProvider", {}).get("display", "") if encounter else ""
     segments = [
-        _msh("ADT^A04^ADT_A01", control_id, when, facility),
+        _msh("ADT^A04^ADT_A01", control_id, when, _facility(encounter)),
         _segment("EVN", "A04", when),
         _pid(patient),
         _pv1(encounter, practitioners),
@@ -152,8 +158,11 @@ def oru_r01(
 ) -> str:
     """Results: one ORC/OBR group per report ((code, display), time, observations), OBX per result."""
     when = reports[0][1] if reports else hl7_time(patient["birthDate"])
-    facility = encounter.get("serviceProvider", {}).get("display", "") if encounter else ""
-    segments = [_msh("ORU^R01^ORU_R01", control_id, when, facility), _pid(patient), _pv1(encounter, practitioners)]
+    segments = [
+        _msh("ORU^R01^ORU_R01", control_id, when, _facility(encounter)),
+        _pid(patient),
+        _pv1(encounter, practitioners),
+    ]
     for n, ((code, display), time, observations) in enumerate(reports, start=1):
         order = f"{control_id}-{n}"
         segments.append(_segment("ORC", "RE", order, order, "", "CM"))
