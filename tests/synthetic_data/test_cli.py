@@ -52,7 +52,7 @@ def test_ndjson_resources_validate_and_refer_by_type_and_id(tmp_path: Path) -> N
 
 
 def test_hl7v2_messages_pass_strict_v251_validation(tmp_path: Path) -> None:
-    generate(tmp_path)
+    generate(tmp_path, patients=25)  # enough for long names and every kind of result to turn up
     for path in sorted((tmp_path / "hl7v2").glob("*.hl7")):
         text = path.read_bytes().decode()
         assert text.endswith("\r") and "\n" not in text
