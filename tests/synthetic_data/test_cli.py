@@ -12,6 +12,7 @@ from hl7apy.parser import parse_message
 from sandbox.cli import main
 from sandbox.fhir.validation import validate
 from sandbox.store.database import Database
+from sandbox.store.sandboxes import create_sandbox
 
 
 def generate(out: Path, *extra: str, patients: int = 5, seed: int = 3) -> int:
@@ -126,6 +127,22 @@ def test_load_refuses_an_unknown_sandbox(
     assert main(["load", str(tmp_path / "out"), "--sandbox", "nope", "--quiet"]) != 0
     err = capsys.readouterr().err.strip()
     assert "there is no sandbox 'nope'" in err and len(err.splitlines()) == 1
+
+
+def test_load_refuses_a_baseline_a_sandbox_stands_on(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("EHR_SANDBOX_DATABASE_URL", f"sqlite:///{tmp_path / 'db.sqlite'}")
+    generate(tmp_path / "out", patients=1)
+    assert main(["load", str(tmp_path / "out" / "fhir" / "directory.json"), "--baseline", "b1", "--quiet"]) == 0
+    db = Database(f"sqlite:///{tmp_path / 'db.sqlite'}")
+    with db.write() as conn:
+        create_sandbox(conn, "Ward 4", "b1", sandbox_id="ward-4")
+    db.dispose()
+    capsys.readouterr()
+    assert main(["load", str(tmp_path / "out"), "--baseline", "b1", "--quiet"]) != 0
+    err = capsys.readouterr().err.strip()
+    assert "in use" in err and len(err.splitlines()) == 1
 
 
 def test_generate_then_load_into_a_new_baseline(
