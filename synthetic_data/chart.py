@@ -340,7 +340,8 @@ class ChartWriter:
 
     def _plan(self) -> list[Visit]:
         person, rng = self.person, self.rng
-        start, end = self._window_start(), person.last_day
+        # The day of death has no visits: its time of death would have to fall after the last one.
+        start, end = self._window_start(), person.deceased - timedelta(days=1) if person.deceased else person.today
         visits: list[Visit] = []
 
         # Well visits: the well-child schedule, then yearly.
