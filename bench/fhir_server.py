@@ -21,6 +21,8 @@ import platform
 import random
 import secrets
 import shutil
+import signal
+import socket
 import statistics
 import subprocess
 import sys
@@ -67,6 +69,9 @@ def main(argv: list[str] | None = None) -> int:
     files = _request_files(db, work, args)
     db.dispose()
 
+    args.port = args.port or _free_port()
+    # Stopping the benchmark stops its server too (the finally below), rather than leaving it holding the port.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))
     server = _start_server(args, url, work)
     try:
         base = f"http://127.0.0.1:{args.port}"
@@ -137,7 +142,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--connections", type=int, default=8, help="wrk connections (Medplum's published run used 8)")
     p.add_argument("--threads", type=int, default=1, help="wrk threads")
     p.add_argument("--bundle-entries", type=int, default=10, help="entries per transaction bundle")
-    p.add_argument("--port", type=int, default=8765)
+    p.add_argument("--port", type=int, default=0, help="server port (default: a free one)")
     p.add_argument("--workdir", help="keep the SQLite file, request files and server log here")
     p.add_argument("--reuse", action="store_true", help="keep an existing store in --workdir / --pg-url")
     p.add_argument("--no-transactions", action="store_true", help="measure single creates only")
@@ -269,6 +274,12 @@ def _has_transactions() -> bool:
 # ---- the server and the load generator ------------------------------------------------------------------
 
 
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
 def _start_server(args: argparse.Namespace, url: str, work: Path) -> subprocess.Popen[bytes]:
     exe = shutil.which("ehr-sandbox")
     if exe is None:
@@ -289,12 +300,37 @@ def _start_server(args: argparse.Namespace, url: str, work: Path) -> subprocess.
             raise SystemExit(f"bench: the server exited with {server.returncode}; see {work / 'server.log'}")
         try:
             with urllib.request.urlopen(f"http://127.0.0.1:{args.port}/healthz", timeout=2) as response:
-                if response.status == 200:
+                ours = _listening_pid(args.port) == server.pid
+                if response.status == 200 and ours:
                     return server
+                if not ours:  # another process holds the port: measuring it would be measuring the wrong server
+                    time.sleep(0.5)
+                    continue
         except OSError:
             time.sleep(0.2)
     server.terminate()
     raise SystemExit("bench: the server did not answer /healthz within 60 s")
+
+
+def _listening_pid(port: int) -> int | None:
+    """The process listening on 127.0.0.1:``port``, from /proc (socket inode -> owning process)."""
+    inodes = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for line in Path(table).read_text().splitlines()[1:]:
+            fields = line.split()
+            if fields[3] == "0A" and int(fields[1].rsplit(":", 1)[1], 16) == port:  # 0A: LISTEN
+                inodes.add(fields[9])
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            for fd in (proc / "fd").iterdir():
+                target = os.readlink(fd)
+                if target.startswith("socket:[") and target[8:-1] in inodes:
+                    return int(proc.name)
+        except OSError:
+            continue
+    return None
 
 
 def _wrk(
