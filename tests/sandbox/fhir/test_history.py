@@ -202,8 +202,9 @@ def test_a_resource_created_again_after_deletion_continues_its_history(client):
     assert entries == [("PUT", 'W/"3"', "Back"), ("DELETE", 'W/"2"', None), ("PUT", 'W/"1"', "Osei")]
 
 
-def test_history_across_the_baseline_shows_the_baselines_versions_then_the_sandboxs(client, app, admin_headers):
+def test_history_across_the_baseline_shows_the_baselines_versions_then_the_sandboxs(client, app, admin_headers, clock):
     db, repo = app.state.db, app.state.repo
+    clock.set("2026-01-10T00:00:00Z")
     with db.write() as conn:
         conn.execute(insert(layers).values(id="base", kind="baseline", name="Base", created_at="2026-01-01"))
         conn.execute(
@@ -212,12 +213,14 @@ def test_history_across_the_baseline_shows_the_baselines_versions_then_the_sandb
         base = View("base", ("base",))
         loader = repository.Actor("loader", "loader")
         repo.write(conn, base, PATIENT, loader, rtype="Patient", rid="p1", method="POST")
+        clock.set("2026-01-20T00:00:00Z")
         repo.write(
             conn, base, {**PATIENT, "name": [{"family": "Base2"}]}, loader, rtype="Patient", rid="p1", method="PUT"
         )
         repo.write(conn, base, PATIENT, loader, rtype="Patient", rid="untouched", method="POST")
 
     url = "/sandboxes/s1/fhir/Patient/p1"
+    clock.set("2026-02-01T00:00:00Z")
     changed = client.put(url, json={**PATIENT, "id": "p1", "name": [{"family": "Mine"}]}, headers=admin_headers)
     assert changed.status_code == 200
     assert changed.json()["meta"]["versionId"] == "3"  # continues the baseline's numbering
@@ -228,5 +231,10 @@ def test_history_across_the_baseline_shows_the_baselines_versions_then_the_sandb
     assert client.get(f"{url}/_history/1", headers=admin_headers).json()["name"][0]["family"] == "Osei"
     sandbox_types = client.get("/sandboxes/s1/fhir/Patient/_history", headers=admin_headers).json()
     assert sandbox_types["total"] == 4  # both of p1's baseline versions, the untouched one, and the sandbox's own
+    # _at follows a version into the sandbox's layer: the baseline's v2 was current until the sandbox's v3.
+    at = client.get(f"{url}/_history", params={"_at": "2026-01-25"}, headers=admin_headers).json()
+    assert _entries(at) == [("PUT", 'W/"2"', "Base2")]
+    later = client.get(f"{url}/_history", params={"_at": "2026-02-02"}, headers=admin_headers).json()
+    assert _entries(later) == [("PUT", 'W/"3"', "Mine")]
     # The default sandbox, which has no baseline, sees none of it.
     assert client.get("/fhir/Patient/_history").json()["total"] == 0
