@@ -23,7 +23,7 @@ from sandbox.fhir.interactions import check_id
 from sandbox.fhir.outcome import FhirError, Issue, operation_outcome
 from sandbox.fhir.resource_types import is_resource_type
 from sandbox.fhir.responses import fhir_response, prefer_strict, searchset
-from sandbox.fhir.routes import _body
+from sandbox.fhir.routes import _body, _type
 from sandbox.fhir.search import SearchResult, resolve_includes
 from sandbox.fhir.search_cursor import Cursor, decode
 from sandbox.fhir.search_params import patient_compartment
@@ -57,7 +57,6 @@ OPERATIONS: tuple[Operation, ...] = (
 )
 # Resources that $everything brings along when the patient's records refer to them.
 EVERYTHING_REFERENCED = ("Practitioner", "Organization", "Location", "Medication")
-EVERYTHING_PARAMS = ("_since", "_type", "_count", "_cursor")
 
 
 class _OperationName(Convertor):
@@ -73,12 +72,6 @@ class _OperationName(Convertor):
 
 
 register_url_convertor("fhir_operation", _OperationName())
-
-
-def _type(rtype: str) -> str:
-    if not is_resource_type(rtype):
-        raise FhirError.of(404, "not-supported", f"Unknown resource type '{rtype}'")
-    return rtype
 
 
 def _parameters(body: bytes) -> list[dict[str, Any]]:
