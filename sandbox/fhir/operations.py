@@ -143,6 +143,8 @@ def _everything(ctx: FhirContext, rid: str, query: list[tuple[str, str]], strict
             count = min(int(raw), fhir.max_count)
         elif name == "_cursor":
             cursor = decode(raw, _EVERYTHING_ORDER, 1)
+            if cursor.values[0] not in (0, 1) or isinstance(cursor.values[0], bool):
+                raise FhirError.of(400, "invalid", "This _cursor is not one of this server's; start again")
         elif name not in ("_format", "_pretty"):
             issue = Issue(
                 "not-supported",

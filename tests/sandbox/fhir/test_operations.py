@@ -9,6 +9,7 @@ from fhir.resources.R4B.bundle import Bundle
 from fhir.resources.R4B.parameters import Parameters
 from sqlalchemy import insert
 
+from sandbox.fhir.search_cursor import Cursor
 from sandbox.store.layers import View
 from sandbox.store.repository import Actor
 from sandbox.store.schema import layers
@@ -181,7 +182,14 @@ def test_everything_errors(client, chart):
     assert client.get("/fhir/Patient/nobody/$everything").status_code == 404
     client.delete("/fhir/Patient/p2")
     assert client.get("/fhir/Patient/p2/$everything").status_code == 410
-    for params in ({"_type": "Nonsense"}, {"_count": "ten"}, {"_since": "last week"}, {"_cursor": "garbage"}):
+    forged = Cursor(True, False, "$everything", ("x",), "Patient", "p1").encode()  # well-formed, but not ours
+    for params in (
+        {"_type": "Nonsense"},
+        {"_count": "ten"},
+        {"_since": "last week"},
+        {"_cursor": "garbage"},
+        {"_cursor": forged},
+    ):
         r = client.get("/fhir/Patient/p1/$everything", params=params)
         assert r.status_code == 400, params
         assert r.json()["resourceType"] == "OperationOutcome"
