@@ -29,8 +29,14 @@ DATA = Path(__file__).resolve().parent.parent / "sandbox" / "fhir" / "data"
 
 
 def narrow(expression: str, resource_type: str) -> str:
-    """Keep the union branches of a shared expression that start at ``resource_type``."""
+    """Keep the union branches of a shared expression that start at ``resource_type``.
+
+    One R4 expression (InsurancePlan-name: ``name | alias``) leaves out the type;
+    when no branch names a type, every branch is relative to ``resource_type``.
+    """
     parts = [p.strip() for p in expression.split(" | ")]
+    if not any(p[:1].isupper() or p.startswith("(") for p in parts):
+        return " | ".join(f"{resource_type}.{p}" for p in parts)
     mine = [
         p
         for p in parts

@@ -219,3 +219,11 @@ def test_id_and_last_updated(store):
     assert store.found("Patient", "_lastUpdated=lt2000-01-01") == set()
     stamp = store.search("Patient", "_id=b").matches[0].instant
     assert store.found("Patient", f"_lastUpdated={stamp}") == {"b"}
+
+
+def test_insurance_plan_name_whose_r4_expression_omits_the_type_is_indexed(client):
+    """R4 writes InsurancePlan-name as ``name | alias``; both branches must still be searchable."""
+    plan = {"resourceType": "InsurancePlan", "name": "Gold Plus", "alias": ["GP Family"]}
+    assert client.post("/fhir/InsurancePlan", json=plan).status_code == 201
+    assert client.get("/fhir/InsurancePlan?name=gold").json()["total"] == 1
+    assert client.get("/fhir/InsurancePlan?name=gp").json()["total"] == 1
