@@ -138,10 +138,16 @@ def build(
         _orc_obr(b, resource)
     elif message_type == "REF^I12":
         b.seg("RF1", _referral_status(resource), _priority(resource), "", "", "", resource["id"])
+        # The provider contact group is required in REF_I12: the referring (RP) and referred-to (RT) providers.
+        b.seg("PRD", "RP", [resource.get("requester", {}).get("display", "") or SENDING_APPLICATION])
+        for performer in resource.get("performer", []):
+            if performer.get("display"):
+                b.seg("PRD", "RT", [performer["display"]])
         b.seg("PID", *pid(patient or {"id": "unknown"}))
         if reason := next(iter(resource.get("reasonCode", [])), None):
-            b.seg("DG1", "1", "", cwe(reason))
-        b.seg("PR1", "1", "", cwe(resource.get("code")), "", v2_time(resource.get("authoredOn")))
+            b.seg("DG1", "1", "", cwe(reason), "", "", "W")  # DG1-6 diagnosis type (required): working
+        # PR1-5 (procedure date/time) is required: when the referral was written, else now.
+        b.seg("PR1", "1", "", cwe(resource.get("code")), "", v2_time(resource.get("authoredOn")) or timestamp())
     else:
         b.seg("PID", *pid(patient or {"id": "unknown"}))
         b.seg("ORC", "RE", "", resource["id"], "", "CM")
