@@ -23,8 +23,9 @@ import logging
 import threading
 import uuid
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
-from sqlalchemy import Connection, and_, or_, select, update
+from sqlalchemy import Connection, Row, and_, or_, select, update
 
 from sandbox.fhir.interactions import Interactions
 from sandbox.fhir.validation import parse_json
@@ -74,7 +75,7 @@ def translate(db: Database, fhir: Interactions, worker_id: str, *, batch: int = 
         return len(events)
 
 
-def _queue(conn: Connection, fhir: Interactions, event) -> None:  # type: ignore[no-untyped-def]
+def _queue(conn: Connection, fhir: Interactions, event: Row[Any]) -> None:
     if event.route == "hl7v2" or event.action == "delete":
         return
     if event.resource_type not in ("ServiceRequest", "Patient", "DiagnosticReport"):

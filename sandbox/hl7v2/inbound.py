@@ -21,7 +21,7 @@ from sandbox.fhir.outcome import FhirError
 from sandbox.hl7v2 import ack as acks
 from sandbox.hl7v2 import log
 from sandbox.hl7v2.er7 import Message, V2Error, parse
-from sandbox.hl7v2.mappers import MAPPERS, message_types
+from sandbox.hl7v2.mappers import MAPPERS, Mapper, message_types
 from sandbox.hl7v2.writer import Writer
 from sandbox.store.database import Database
 from sandbox.store.layers import UnknownSandbox, View, resolve_view
@@ -100,7 +100,7 @@ class Inbound:
         except UnknownSandbox:
             raise msh.error(6, "204", f"There is no sandbox '{target}' (MSH-6 names the sandbox)") from None
 
-    def _mapper(self, msg: Message):  # type: ignore[no-untyped-def]
+    def _mapper(self, msg: Message) -> Mapper:
         mapper = MAPPERS.get(msg.message_type)
         if mapper is None:
             if msg.msh.get(9, 1) in message_types():
@@ -122,7 +122,7 @@ class Inbound:
         _log.info("hl7v2 rejected: %s", error.text)
         return result
 
-    def _apply(self, msg: Message, text: str, view: View, mapper, *, force: bool) -> Result:  # type: ignore[no-untyped-def]
+    def _apply(self, msg: Message, text: str, view: View, mapper: Mapper, *, force: bool) -> Result:
         actor = actor_for(msg)
         message_id = log.new_message_id()
         try:

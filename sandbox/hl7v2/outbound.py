@@ -61,9 +61,9 @@ def cwe(concept: dict[str, Any] | None) -> list[str]:
 
 def _cx(identifier: dict[str, Any]) -> list[object]:
     system = identifier.get("system", "")
-    authority = system.removeprefix(LOCAL_AUTHORITY) if system.startswith(LOCAL_AUTHORITY) else ""
+    authority: str | list[str] = system.removeprefix(LOCAL_AUTHORITY) if system.startswith(LOCAL_AUTHORITY) else ""
     if not authority and system.startswith("urn:oid:"):
-        authority = ["", system.removeprefix("urn:oid:"), "ISO"]  # type: ignore[assignment]
+        authority = ["", system.removeprefix("urn:oid:"), "ISO"]  # HD subcomponents: namespace&OID&ISO
     kind = next(iter(identifier.get("type", {}).get("coding", [])), {}).get("code", "")
     return [identifier.get("value", ""), "", "", authority, kind]
 
@@ -190,7 +190,8 @@ def _referral_status(request: dict[str, Any]) -> list[str]:
 
 
 def _obx(observation: dict[str, Any]) -> list[object]:
-    value_type, value, units = "", "", ""
+    value_type, units = "", ""
+    value: str | list[str] = ""
     if "valueQuantity" in observation:
         q = observation["valueQuantity"]
         value_type, value = "NM", str(q.get("value", ""))
@@ -199,7 +200,7 @@ def _obx(observation: dict[str, Any]) -> list[object]:
     elif "valueString" in observation:
         value_type, value = "ST", observation["valueString"]
     elif "valueCodeableConcept" in observation:
-        value_type, value = "CWE", cwe(observation["valueCodeableConcept"])  # type: ignore[assignment]
+        value_type, value = "CWE", cwe(observation["valueCodeableConcept"])
     flags = [
         c.get("code", "")
         for concept in observation.get("interpretation", [])

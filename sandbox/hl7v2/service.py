@@ -9,11 +9,15 @@ from __future__ import annotations
 
 import asyncio
 import os
+from typing import TYPE_CHECKING
 
 from sandbox.fhir.interactions import Interactions
 from sandbox.hl7v2.inbound import Inbound
 from sandbox.hl7v2.mllp import Server
 from sandbox.store.database import Database
+
+if TYPE_CHECKING:
+    from sandbox.hl7v2.delivery import Worker
 
 DEFAULT_MLLP_PORT = 2575
 
@@ -33,7 +37,7 @@ class Hl7v2Service:
         self.listen: tuple[str, int] | None = None
         self.deliver = False
         self.server: Server | None = None
-        self.worker = None  # type: ignore[var-annotated]
+        self.worker: Worker | None = None
 
     def configure(self, *, host: str, mllp_port: int | None, deliver: bool = True) -> None:
         self.listen = (host, mllp_port) if mllp_port is not None else None
@@ -48,7 +52,7 @@ class Hl7v2Service:
             self.server = Server(self.handle_frame, *self.listen)
             await self.server.start()
         if self.deliver and self.worker is None:
-            from sandbox.hl7v2.delivery import Worker
+            from sandbox.hl7v2.delivery import Worker  # imports the outbound builders: only when delivering
 
             self.worker = Worker(self.db, self.fhir)
             self.worker.start()

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
+
 from sqlalchemy import select
 
-from sandbox.hl7v2.mllp import Client
+from sandbox.hl7v2.mllp import Client, frame
 from sandbox.store.schema import resource_versions
 from tests.sandbox.hl7v2.conftest import adt, msa, oru
 
@@ -102,3 +104,25 @@ def test_enhanced_mode_answers_with_an_accept_acknowledgment(mllp_port):
         refused = client.send(adt("A04", "E2", extra_msh="|||AL|NE", sandbox="no-such-sandbox"))
     assert msa(accepted) == ("CA", "E1")
     assert msa(refused)[0] == "CR"
+
+
+def test_enhanced_mode_without_an_accept_ack_sends_the_application_ack_or_nothing(mllp_port):
+    with Client("127.0.0.1", mllp_port) as client:
+        application = client.send(adt("A04", "E1", extra_msh="|||NE|AL"))
+        client.sock.sendall(frame(adt("A04", "E2", extra_msh="|||NE|NE")))  # asks for no answer at all
+        after = client.send(adt("A04", "E3"))
+    assert msa(application) == ("AA", "E1")
+    assert msa(after) == ("AA", "E3")  # the next answer on the connection is the third message's
+
+
+def test_the_same_message_on_several_connections_at_once_is_applied_once(mllp_port, fhir_json):
+    def send() -> bytes:
+        with Client("127.0.0.1", mllp_port) as client:
+            return client.send(adt("A04", "RACE"))
+
+    with ThreadPoolExecutor(4) as pool:
+        replies = list(pool.map(lambda _: send(), range(4)))
+    assert [msa(r) for r in replies] == [("AA", "RACE")] * 4
+    assert len(patients(fhir_json)) == 1
+    statuses = sorted(m["status"] for m in fhir_json("/sandboxes/default/hl7v2/messages")["messages"])
+    assert statuses == ["accepted", "duplicate", "duplicate", "duplicate"]
