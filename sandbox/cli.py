@@ -70,6 +70,9 @@ def build_parser() -> argparse.ArgumentParser:
     from sandbox.hl7v2.cli import add_hl7_commands  # hl7 send
 
     add_hl7_commands(sub)
+    from tasks.cli import add_task_commands  # tasks lint|start|check|hint|submit|retry, report
+
+    add_task_commands(sub)
     return parser
 
 

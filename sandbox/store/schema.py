@@ -221,6 +221,21 @@ cohort_members = Table(
     Index("ix_cohort_members_sandbox", "sandbox_id"),
 )
 
+# Web UI sign-in sessions (``accounts/sessions.py``).  Keyed by a hash of the cookie's secret, like API tokens:
+# a leaked database holds no working session.  Times are index-form UTC strings, so string order is time order.
+web_sessions = Table(
+    "web_sessions",
+    metadata,
+    Column("session_hash", String(64), primary_key=True),  # sha256 hex of the cookie's secret
+    Column("user_id", String(64), nullable=False),
+    Column("csrf_token", String(64), nullable=False),  # sent back in every form of this session
+    Column("created_at", String(32), nullable=False),
+    Column("last_seen", String(32), nullable=False),  # idle expiry counts from here
+    Column("expires_at", String(32), nullable=False),  # absolute expiry, whatever the activity
+    Index("ix_web_sessions_user", "user_id"),
+    Index("ix_web_sessions_expires", "expires_at"),
+)
+
 # ---- HL7 v2: the message log, duplicate control ids, outbound destinations ---------------------------
 
 # Every inbound and outbound message of a sandbox, with what was answered or received back.  Outbound rows
@@ -276,4 +291,43 @@ hl7v2_destinations = Table(
     Column("receiving_facility", String(200), nullable=False),
     Column("enabled", Boolean, nullable=False, default=True),
     Column("created_at", String(32), nullable=False),
+)
+
+# ---- outbox consumers: how far each has read -----------------------------------------------------------
+
+# One row per consumer that follows the outbox by position rather than by marking rows done (the HL7 v2
+# translator marks rows done; a second consumer cannot share that mark).  See ``store/outbox.py``.
+outbox_cursors = Table(
+    "outbox_cursors",
+    metadata,
+    Column("consumer", String(64), primary_key=True),
+    Column("last_seq", Integer, nullable=False),
+    Column("updated_at", String(32), nullable=False),
+)
+
+# ---- tasks: attempts and their results ------------------------------------------------------------------
+
+# One row per attempt of a trainee at a task in a sandbox.  Keyed by ``sandbox_id``, not ``layer_id``:
+# a sandbox reset (a retry) must not erase the record of earlier attempts.
+task_attempts = Table(
+    "task_attempts",
+    metadata,
+    Column("sandbox_id", String(64), primary_key=True),
+    Column("trainee_id", String(64), primary_key=True),
+    Column("pack_id", String(64), primary_key=True),
+    Column("task_id", String(64), primary_key=True),
+    Column("attempt", Integer, primary_key=True),
+    Column("cohort_id", String(64), nullable=True),
+    Column("status", String(16), nullable=False),  # active, submitted, abandoned (replaced by a retry)
+    Column("started_at", String(32), nullable=False),  # index form, UTC
+    Column("ended_at", String(32), nullable=True),
+    Column("context", Text, nullable=False),  # JSON: the placeholders fixed at start (patient, encounter)
+    Column("hints_used", Integer, nullable=False, default=0),
+    Column("score", Float, nullable=False, default=0.0),
+    Column("max_score", Float, nullable=False, default=0.0),
+    Column("passed", Boolean, nullable=False, default=False),
+    Column("results", Text, nullable=True),  # JSON: one entry per check (status, points, message, feedback)
+    Column("checked_at", String(32), nullable=True),
+    Index("ix_task_attempts_cohort", "cohort_id", "trainee_id"),
+    Index("ix_task_attempts_active", "sandbox_id", "status"),
 )

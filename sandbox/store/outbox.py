@@ -1,0 +1,87 @@
+"""Following the outbox by position: each consumer keeps its own cursor (the last ``seq`` it has handled).
+
+The HL7 v2 translator consumes the outbox by marking rows done (``done_at``),
+which only one consumer can do; every other consumer (task re-checks, later
+subscriptions) reads the same rows through a cursor of its own, so each sees
+every event.  ``claim`` runs in the caller's write transaction and holds the
+cursor row until commit (PostgreSQL ``FOR UPDATE``; SQLite writers are already
+serialized), so the consumer's work and the cursor's advance commit together
+and two workers of one consumer never take the same events.
+
+On PostgreSQL a sequence hands out ``seq`` at insert, and transactions commit
+in any order: ``seq`` 11 can be visible while 10 is still in flight.  A
+cursor that jumped to 11 would never see 10, so ``claim`` stops before a gap
+until the gap has lasted ``gap_timeout`` (then the missing row is taken to be
+a rolled-back write, which never becomes visible).
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from sqlalchemy import Connection, insert, select, update
+from sqlalchemy.exc import IntegrityError
+
+from sandbox.fhir.values import instant_now
+from sandbox.store.schema import outbox, outbox_cursors
+
+_FMT = "%Y-%m-%dT%H:%M:%S.%f"
+
+
+def claim(conn: Connection, consumer: str, *, batch: int = 500, gap_timeout: float = 5.0) -> list[Any]:
+    """The next events after the consumer's cursor (outbox rows, oldest first), up to the first unsettled gap."""
+    last = _lock_cursor(conn, consumer)
+    rows = conn.execute(select(outbox).where(outbox.c.seq > last).order_by(outbox.c.seq).limit(batch)).all()
+    settled_before = (datetime.now(UTC).replace(tzinfo=None) - timedelta(seconds=gap_timeout)).strftime(_FMT)
+    taken: list[Any] = []
+    expected = last + 1
+    for row in rows:
+        if row.seq != expected and row.created_at > settled_before:
+            break  # an earlier seq may still commit: wait for it (or for the gap to settle)
+        taken.append(row)
+        expected = row.seq + 1
+    return taken
+
+
+def advance(conn: Connection, consumer: str, events: list[Any]) -> None:
+    """Move the cursor past ``events`` (in the same transaction as the work done for them)."""
+    if events:
+        conn.execute(
+            update(outbox_cursors)
+            .where(outbox_cursors.c.consumer == consumer)
+            .values(last_seq=max(e.seq for e in events), updated_at=instant_now()[1])
+        )
+
+
+def position(conn: Connection, consumer: str) -> int | None:
+    return conn.execute(select(outbox_cursors.c.last_seq).where(outbox_cursors.c.consumer == consumer)).scalar()
+
+
+def start_at_end(conn: Connection, consumer: str) -> None:
+    """Skip everything already in the outbox (a new consumer need not replay history, e.g. bulk loads)."""
+    _lock_cursor(conn, consumer)
+    newest = conn.execute(select(outbox.c.seq).order_by(outbox.c.seq.desc()).limit(1)).scalar() or 0
+    conn.execute(
+        update(outbox_cursors)
+        .where(outbox_cursors.c.consumer == consumer, outbox_cursors.c.last_seq < newest)
+        .values(last_seq=newest, updated_at=instant_now()[1])
+    )
+
+
+def _lock_cursor(conn: Connection, consumer: str) -> int:
+    query = select(outbox_cursors.c.last_seq).where(outbox_cursors.c.consumer == consumer)
+    if conn.dialect.name != "sqlite":
+        query = query.with_for_update()
+    last = conn.execute(query).scalar()
+    if last is not None:
+        return last
+    # A new consumer starts just before the oldest event kept, not at 0: numbers below it are not a gap to wait on.
+    oldest = conn.execute(select(outbox.c.seq).order_by(outbox.c.seq).limit(1)).scalar()
+    start = oldest - 1 if oldest else 0
+    try:
+        with conn.begin_nested():
+            conn.execute(insert(outbox_cursors).values(consumer=consumer, last_seq=start, updated_at=instant_now()[1]))
+    except IntegrityError:
+        pass  # another worker created it first; lock theirs
+    return conn.execute(query).scalar_one()

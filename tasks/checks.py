@@ -1,0 +1,204 @@
+"""Running a task's checks against a trainee's sandbox.
+
+A check searches the sandbox with the FHIR API's own search engine, keeps what
+this trainee wrote since the task started (``resource_versions`` records the
+actor and time of every version), filters with FHIRPath, follows references to
+what another search finds, and judges the count.  One run caches its searches:
+the same ``when`` or ``refers`` target is searched once.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import Connection, select
+
+from sandbox.fhir.interactions import Interactions
+from sandbox.fhir.outcome import FhirError
+from sandbox.fhir.validation import parse_json
+from sandbox.store.layers import View
+from sandbox.store.schema import resource_versions
+from tasks.model import Check, FhirPath, Search, Task
+
+PASS, FAIL, NOT_APPLICABLE = "pass", "fail", "not-applicable"
+_PLACEHOLDER = re.compile(r"\{([A-Za-z0-9_.\-]+)\}")
+_SEARCH_LIMIT = "1000"
+
+
+@dataclass(frozen=True)
+class CheckResult:
+    check_id: str
+    title: str
+    status: str  # pass, fail, not-applicable
+    points: float  # earned
+    max_points: float  # what it is worth; 0 when it does not apply to this case
+    message: str  # what the engine found, for the trainer and the trainee
+    feedback: str = ""  # the pack's words for the trainee, when it failed
+    critical: bool = False
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "check": self.check_id,
+            "title": self.title,
+            "status": self.status,
+            "points": self.points,
+            "max_points": self.max_points,
+            "message": self.message,
+            "feedback": self.feedback,
+            "critical": self.critical,
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> CheckResult:
+        return cls(
+            data["check"],
+            data["title"],
+            data["status"],
+            data["points"],
+            data["max_points"],
+            data["message"],
+            data.get("feedback", ""),
+            data.get("critical", False),
+        )
+
+
+@dataclass
+class Scope:
+    """One check run: the sandbox, the trainee, when the attempt started, the placeholders' values."""
+
+    conn: Connection
+    fhir: Interactions
+    view: View
+    actor_id: str  # the trainee as recorded on writes: "user:<id>"
+    started: str  # index form (YYYY-MM-DDTHH:MM:SS.ffffff), as resource_versions.last_updated
+    values: dict[str, str]  # placeholder -> value: patient, encounter, task.started, trainee, and named matches
+    _searches: dict[tuple[str, tuple[tuple[str, str], ...]], list[dict[str, Any]]] = field(default_factory=dict)
+    _authored: set[tuple[str, str]] | None = None
+
+    def authored(self) -> set[tuple[str, str]]:
+        """(type, id) of everything this trainee wrote in the sandbox since the attempt started."""
+        if self._authored is None:
+            v = resource_versions.c
+            rows = self.conn.execute(
+                select(v.resource_type, v.id)
+                .where(v.layer_id == self.view.overlay, v.actor == self.actor_id, v.last_updated >= self.started)
+                .distinct()
+            ).all()
+            self._authored = {(row.resource_type, row.id) for row in rows}
+        return self._authored
+
+    def search(self, search: Search) -> list[dict[str, Any]]:
+        query = tuple((name, self.fill(value)) for name, value in search.query)
+        if not any(name == "_count" for name, _ in query):
+            query += (("_count", _SEARCH_LIMIT),)
+        key = (search.rtype, query)
+        found = self._searches.get(key)
+        if found is None:
+            result = self.fhir.search(self.conn, self.view, search.rtype, list(query))
+            found = [parse_json(s.content) for s in result.matches if s.content is not None]
+            self._searches[key] = found
+        return found
+
+    def fill(self, text: str) -> str:
+        return _PLACEHOLDER.sub(lambda m: self.values[m.group(1)], text)
+
+    def missing(self, search: Search) -> list[str]:
+        return [m.group(1) for m in _PLACEHOLDER.finditer(search.text) if not self.values.get(m.group(1))]
+
+    def env(self) -> dict[str, Any]:
+        env = {k.replace(".", "_"): v for k, v in self.values.items()}
+        env["started"] = self.values.get("task.started", "")
+        return env
+
+
+def run_checks(task: Task, scope: Scope) -> list[CheckResult]:
+    results: list[CheckResult] = []
+    by_id: dict[str, CheckResult] = {}
+    for check in task.checks:
+        result = _run(check, scope, by_id)
+        results.append(result)
+        by_id[check.id] = result
+    return results
+
+
+def _run(check: Check, scope: Scope, earlier: dict[str, CheckResult]) -> CheckResult:
+    blocked = [name for name in check.after if earlier[name].status != PASS]
+    if blocked:
+        return _na(check, f"Judged once {', '.join(blocked)} passes", counts=True)
+    searches = [check.search, *(r.target for r in check.refers), *([check.when] if check.when else [])]
+    missing = sorted({name for s in searches for name in scope.missing(s)})
+    if missing:
+        return _na(check, f"Needs {', '.join('{' + m + '}' for m in missing)}, not available yet", counts=True)
+    try:
+        if check.when is not None and not scope.search(check.when):
+            return _na(check, "Does not apply to this patient", counts=False)
+        found = scope.search(check.search)
+    except FhirError as exc:  # a placeholder value the search refuses (e.g. a malformed id)
+        return _judged(check, False, f"The search could not run: {exc}")
+    if check.by_trainee:
+        authored = scope.authored()
+        found = [r for r in found if (r["resourceType"], r["id"]) in authored]
+    env = scope.env()
+    matching = [r for r in found if all(w.true_for(r, env) for w in check.where)]
+    for refers in check.refers:
+        targets = {f"{t['resourceType']}/{t['id']}" for t in scope.search(refers.target)}
+        matching = [r for r in matching if _points_to(_values(refers.path, r, env), targets)]
+    if check.name and matching:
+        scope.values[check.name] = f"{matching[0]['resourceType']}/{matching[0]['id']}"
+    n = len(matching)
+    what = f"{check.search.rtype}" + (" written by you since the task started" if check.by_trainee else "")
+    if check.kind == "forbid":
+        ids = ", ".join(f"{r['resourceType']}/{r['id']}" for r in matching[:3])
+        return _judged(check, n == 0, f"No matching {what}" if n == 0 else f"Found {n} that should not exist: {ids}")
+    ok = n >= check.min_count and (check.max_count is None or n <= check.max_count)
+    if ok:
+        return _judged(check, True, f"Found {n} matching {what}")
+    wanted = f"at least {check.min_count}" if check.max_count is None else f"{check.min_count} to {check.max_count}"
+    if check.max_count == check.min_count:
+        wanted = f"exactly {check.min_count}"
+    near = f" ({len(found)} {check.search.rtype} found, {n} meeting every condition)" if found else ""
+    return _judged(check, False, f"Expected {wanted} matching {what}, found {n}{near}")
+
+
+def _values(path: FhirPath, resource: dict[str, Any], env: dict[str, Any]) -> list[Any]:
+    try:
+        return path.run(resource, env)
+    except Exception:  # fhirpathpy raises bare Exceptions on what it cannot evaluate
+        return []
+
+
+def _points_to(values: list[Any], targets: set[str]) -> bool:
+    for value in values:
+        reference = value.get("reference") if isinstance(value, dict) else value
+        if isinstance(reference, str) and _local(reference) in targets:
+            return True
+    return False
+
+
+def _local(reference: str) -> str:
+    """``http://host/fhir/Condition/1/_history/2`` -> ``Condition/1``."""
+    parts = reference.split("/")
+    if "_history" in parts:
+        parts = parts[: parts.index("_history")]
+    return "/".join(parts[-2:])
+
+
+def _judged(check: Check, ok: bool, message: str) -> CheckResult:
+    return CheckResult(
+        check.id,
+        check.title,
+        PASS if ok else FAIL,
+        check.points if ok else 0.0,
+        check.points,
+        message,
+        "" if ok else check.feedback,
+        check.critical,
+    )
+
+
+def _na(check: Check, message: str, *, counts: bool) -> CheckResult:
+    return CheckResult(
+        check.id, check.title, NOT_APPLICABLE, 0.0, check.points if counts else 0.0, message, "", check.critical
+    )

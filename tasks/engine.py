@@ -1,0 +1,362 @@
+"""Attempts at tasks: start, check now, hint, submit, retry; and re-checking a sandbox's active attempts.
+
+An attempt fixes its placeholders when it starts (the case's Patient, the
+patient's in-progress Encounter, the start time), so that later checks judge
+against the same encounter the trainee was asked about.  Results are stored
+on the attempt row after every check run.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import orjson
+from sqlalchemy import Connection, and_, insert, select, update
+
+from sandbox.fhir.interactions import Interactions
+from sandbox.fhir.validation import parse_json
+from sandbox.fhir.values import instant_now
+from sandbox.store.database import Database
+from sandbox.store.layers import UnknownSandbox, View, resolve_view
+from sandbox.store.repository import Actor
+from sandbox.store.sandboxes import reset_sandbox
+from sandbox.store.schema import resource_versions, task_attempts
+from tasks.checks import CheckResult, Scope, run_checks
+from tasks.library import Library
+from tasks.model import Hint, Pack, Task
+from tasks.scoring import score
+
+ENGINE_ACTOR = Actor("system:tasks", "tasks")
+ACTIVE, SUBMITTED, ABANDONED = "active", "submitted", "abandoned"
+_FMT = "%Y-%m-%dT%H:%M:%S.%f"
+
+
+class TaskFailure(Exception):
+    """Something the caller asked that cannot be done (no such sandbox, no attempt to check): one line."""
+
+
+@dataclass(frozen=True)
+class Attempt:
+    sandbox_id: str
+    trainee_id: str
+    pack_id: str
+    task_id: str
+    attempt: int
+    cohort_id: str | None
+    status: str
+    started_at: str
+    ended_at: str | None
+    context: dict[str, str]
+    hints_used: int
+    score: float
+    max_score: float
+    passed: bool
+    results: list[CheckResult]
+    checked_at: str | None
+
+    @property
+    def seconds_on_task(self) -> float:
+        end = self.ended_at or self.checked_at or self.started_at
+        return max(0.0, (_parse(end) - _parse(self.started_at)).total_seconds())
+
+    @property
+    def scaled(self) -> float:
+        return round(self.score / self.max_score, 4) if self.max_score else 0.0
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "sandbox": self.sandbox_id,
+            "trainee": self.trainee_id,
+            "pack": self.pack_id,
+            "task": self.task_id,
+            "attempt": self.attempt,
+            "cohort": self.cohort_id,
+            "status": self.status,
+            "started": _instant(self.started_at),
+            "ended": _instant(self.ended_at) if self.ended_at else None,
+            "score": self.score,
+            "max_score": self.max_score,
+            "scaled": self.scaled,
+            "passed": self.passed,
+            "hints_used": self.hints_used,
+            "seconds_on_task": round(self.seconds_on_task, 3),
+            "checks": [r.to_json() for r in self.results],
+        }
+
+
+def _parse(index_form: str) -> datetime:
+    return datetime.strptime(index_form, _FMT)
+
+
+def _instant(index_form: str) -> str:
+    return index_form[:23] + "Z"
+
+
+class TaskEngine:
+    def __init__(self, db: Database, fhir: Interactions, library: Library) -> None:
+        self.db = db
+        self.fhir = fhir
+        self.library = library
+
+    # ---- the trainee's actions -----------------------------------------------------------------
+
+    def start(self, sandbox_id: str, trainee_id: str, task_ref: str, *, cohort_id: str | None = None) -> Attempt:
+        """A new attempt, or the active one if there is one already."""
+        pack, task = self.library.find(task_ref)
+        with self.db.write() as conn:
+            current = self._latest(conn, sandbox_id, trainee_id, pack.id, task.id)
+            if current is not None and current.status == ACTIVE:
+                return current
+            return self._start(
+                conn, sandbox_id, trainee_id, pack, task, cohort_id, (current.attempt if current else 0) + 1
+            )
+
+    def check(self, sandbox_id: str, trainee_id: str, task_ref: str) -> Attempt:
+        """Run the checks of the trainee's latest attempt now and store the results."""
+        pack, task = self.library.find(task_ref)
+        with self.db.write() as conn:
+            attempt = self._require_latest(conn, sandbox_id, trainee_id, pack, task)
+            return self._check(conn, attempt, pack, task)
+
+    def hint(self, sandbox_id: str, trainee_id: str, task_ref: str) -> Hint:
+        """The next hint; using it may cost points (the pack says how many)."""
+        pack, task = self.library.find(task_ref)
+        with self.db.write() as conn:
+            attempt = self._require_active(conn, sandbox_id, trainee_id, pack, task)
+            if attempt.hints_used >= len(task.hints):
+                raise TaskFailure(f"Task '{task.id}' has no more hints")
+            self._update(conn, attempt, hints_used=attempt.hints_used + 1)
+            return task.hints[attempt.hints_used]
+
+    def submit(self, sandbox_id: str, trainee_id: str, task_ref: str) -> Attempt:
+        """Check a last time and close the attempt; its score is final."""
+        pack, task = self.library.find(task_ref)
+        with self.db.write() as conn:
+            attempt = self._require_active(conn, sandbox_id, trainee_id, pack, task)
+            checked = self._check(conn, attempt, pack, task)
+            self._update(conn, checked, status=SUBMITTED, ended_at=checked.checked_at)
+            return self._latest(conn, sandbox_id, trainee_id, pack.id, task.id)  # type: ignore[return-value]
+
+    def retry(self, sandbox_id: str, trainee_id: str, task_ref: str) -> Attempt:
+        """Close the latest attempt, reset what the pack says (the task's writes, or the sandbox), start anew."""
+        pack, task = self.library.find(task_ref)
+        with self.db.write() as conn:
+            attempt = self._require_latest(conn, sandbox_id, trainee_id, pack, task)
+            if attempt.status == ACTIVE:
+                self._update(conn, attempt, status=ABANDONED, ended_at=instant_now()[1])
+            if task.retry == "sandbox":
+                reset_sandbox(conn, sandbox_id)
+            else:
+                self._undo(conn, _view(conn, sandbox_id), f"user:{trainee_id}", attempt.started_at)
+            return self._start(conn, sandbox_id, trainee_id, pack, task, attempt.cohort_id, attempt.attempt + 1)
+
+    # ---- live re-checks ------------------------------------------------------------------------
+
+    def recheck_sandbox(self, conn: Connection, sandbox_id: str) -> list[Attempt]:
+        """Re-run the checks of every active attempt in the sandbox (after its data changed)."""
+        rows = conn.execute(
+            select(task_attempts).where(task_attempts.c.sandbox_id == sandbox_id, task_attempts.c.status == ACTIVE)
+        ).all()
+        done = []
+        for row in rows:
+            attempt = _attempt(row)
+            try:
+                pack, task = self.library.find(f"{attempt.pack_id}/{attempt.task_id}")
+            except LookupError:
+                continue  # a pack removed since the attempt started: nothing to judge against
+            done.append(self._check(conn, attempt, pack, task))
+        return done
+
+    # ---- reads ---------------------------------------------------------------------------------
+
+    def attempts(
+        self, conn: Connection, *, cohort_id: str | None = None, sandbox_id: str | None = None
+    ) -> list[Attempt]:
+        query = select(task_attempts)
+        if cohort_id is not None:
+            query = query.where(task_attempts.c.cohort_id == cohort_id)
+        if sandbox_id is not None:
+            query = query.where(task_attempts.c.sandbox_id == sandbox_id)
+        order = (task_attempts.c.trainee_id, task_attempts.c.pack_id, task_attempts.c.task_id, task_attempts.c.attempt)
+        return [_attempt(row) for row in conn.execute(query.order_by(*order)).all()]
+
+    def latest(self, sandbox_id: str, trainee_id: str, task_ref: str) -> Attempt | None:
+        pack, task = self.library.find(task_ref)
+        with self.db.read() as conn:
+            return self._latest(conn, sandbox_id, trainee_id, pack.id, task.id)
+
+    # ---- inside ----------------------------------------------------------------------------------
+
+    def _start(
+        self, conn: Connection, sandbox_id: str, trainee_id: str, pack: Pack, task: Task, cohort_id: str | None, n: int
+    ) -> Attempt:
+        view = _view(conn, sandbox_id)
+        patient = self.fhir.repo.current(conn, view, "Patient", task.case)
+        if patient is None or patient.deleted:
+            raise TaskFailure(
+                f"Sandbox '{sandbox_id}' has no Patient/{task.case}: load the case '{task.case}' into its baseline"
+            )
+        started = instant_now()[1]
+        context = {
+            "patient": f"Patient/{task.case}",
+            "encounter": self._current_encounter(conn, view, task.case),
+            "task.started": _instant(started),
+            "trainee": f"user:{trainee_id}",
+        }
+        conn.execute(
+            insert(task_attempts).values(
+                sandbox_id=sandbox_id,
+                trainee_id=trainee_id,
+                pack_id=pack.id,
+                task_id=task.id,
+                attempt=n,
+                cohort_id=cohort_id,
+                status=ACTIVE,
+                started_at=started,
+                context=orjson.dumps(context).decode(),
+                hints_used=0,
+                score=0.0,
+                max_score=task.max_points,
+                passed=False,
+                results=None,
+            )
+        )
+        return self._latest(conn, sandbox_id, trainee_id, pack.id, task.id)  # type: ignore[return-value]
+
+    def _current_encounter(self, conn: Connection, view: View, patient_id: str) -> str:
+        query = [("patient", f"Patient/{patient_id}"), ("status", "in-progress"), ("_sort", "-date"), ("_count", "1")]
+        found = self.fhir.search(conn, view, "Encounter", query).matches
+        return f"Encounter/{found[0].id}" if found else ""
+
+    def _check(self, conn: Connection, attempt: Attempt, pack: Pack, task: Task) -> Attempt:
+        if attempt.status != ACTIVE:
+            return attempt  # a closed attempt keeps its final score
+        scope = Scope(
+            conn,
+            self.fhir,
+            _view(conn, attempt.sandbox_id),
+            f"user:{attempt.trainee_id}",
+            attempt.started_at,
+            dict(attempt.context),
+        )
+        results = run_checks(task, scope)
+        scored = score(task, results, pack.threshold, attempt.hints_used)
+        now = instant_now()[1]
+        values = {
+            "score": scored.score,
+            "max_score": scored.max_score,
+            "passed": scored.passed,
+            "results": orjson.dumps([r.to_json() for r in results]).decode(),
+            "checked_at": now,
+        }
+        self._update(conn, attempt, **values)
+        return Attempt(
+            **{
+                **attempt.__dict__,
+                "score": scored.score,
+                "max_score": scored.max_score,
+                "passed": scored.passed,
+                "results": results,
+                "checked_at": now,
+            }
+        )
+
+    def _undo(self, conn: Connection, view: View, actor_id: str, since: str) -> None:
+        """Put back every resource the trainee wrote since ``since`` as it was before (or delete it if new)."""
+        v = resource_versions.c
+        touched = conn.execute(
+            select(v.resource_type, v.id)
+            .where(v.layer_id == view.overlay, v.actor == actor_id, v.last_updated >= since)
+            .distinct()
+        ).all()
+        for rtype, rid in touched:
+            before = conn.execute(
+                select(v.version_id, v.deleted, v.content)
+                .where(v.layer_id.in_(view.layers), v.resource_type == rtype, v.id == rid, v.last_updated < since)
+                .order_by(v.version_id.desc())
+                .limit(1)
+            ).first()
+            current = self.fhir.repo.current(conn, view, rtype, rid)
+            if current is None:
+                continue
+            if before is None or before.deleted or before.content is None:
+                if not current.deleted:
+                    self.fhir.repo.write(
+                        conn, view, None, ENGINE_ACTOR, rtype=rtype, rid=rid, method="DELETE", previous=current
+                    )
+                continue
+            restored = parse_json(before.content)
+            restored.pop("meta", None)
+            self.fhir.repo.write(
+                conn, view, restored, ENGINE_ACTOR, rtype=rtype, rid=rid, method="PUT", previous=current
+            )
+
+    def _latest(self, conn: Connection, sandbox_id: str, trainee_id: str, pack_id: str, task_id: str) -> Attempt | None:
+        t = task_attempts.c
+        row = conn.execute(
+            select(task_attempts)
+            .where(t.sandbox_id == sandbox_id, t.trainee_id == trainee_id, t.pack_id == pack_id, t.task_id == task_id)
+            .order_by(t.attempt.desc())
+            .limit(1)
+        ).first()
+        return _attempt(row) if row is not None else None
+
+    def _require_latest(self, conn: Connection, sandbox_id: str, trainee_id: str, pack: Pack, task: Task) -> Attempt:
+        attempt = self._latest(conn, sandbox_id, trainee_id, pack.id, task.id)
+        if attempt is None:
+            raise TaskFailure(f"Trainee '{trainee_id}' has not started task '{task.id}' in sandbox '{sandbox_id}'")
+        return attempt
+
+    def _require_active(self, conn: Connection, sandbox_id: str, trainee_id: str, pack: Pack, task: Task) -> Attempt:
+        attempt = self._require_latest(conn, sandbox_id, trainee_id, pack, task)
+        if attempt.status != ACTIVE:
+            raise TaskFailure(
+                f"Attempt {attempt.attempt} at task '{task.id}' is {attempt.status}; retry to start again"
+            )
+        return attempt
+
+    def _update(self, conn: Connection, attempt: Attempt, **values: Any) -> None:
+        t = task_attempts.c
+        conn.execute(
+            update(task_attempts)
+            .where(
+                and_(
+                    t.sandbox_id == attempt.sandbox_id,
+                    t.trainee_id == attempt.trainee_id,
+                    t.pack_id == attempt.pack_id,
+                    t.task_id == attempt.task_id,
+                    t.attempt == attempt.attempt,
+                )
+            )
+            .values(**values)
+        )
+
+
+def _view(conn: Connection, sandbox_id: str) -> View:
+    try:
+        return resolve_view(conn, sandbox_id)
+    except UnknownSandbox:
+        raise TaskFailure(f"There is no sandbox '{sandbox_id}'") from None
+
+
+def _attempt(row: Any) -> Attempt:
+    return Attempt(
+        sandbox_id=row.sandbox_id,
+        trainee_id=row.trainee_id,
+        pack_id=row.pack_id,
+        task_id=row.task_id,
+        attempt=row.attempt,
+        cohort_id=row.cohort_id,
+        status=row.status,
+        started_at=row.started_at,
+        ended_at=row.ended_at,
+        context=orjson.loads(row.context),
+        hints_used=row.hints_used,
+        score=row.score,
+        max_score=row.max_score,
+        passed=bool(row.passed),
+        results=[CheckResult.from_json(r) for r in orjson.loads(row.results)] if row.results else [],
+        checked_at=row.checked_at,
+    )

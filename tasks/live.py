@@ -1,0 +1,61 @@
+"""Live checklists: when a sandbox changes, re-check the active attempts in it.
+
+Follows the outbox with a cursor of its own (``sandbox.store.outbox``): one
+batch of events, each sandbox they touch re-checked once, and the cursor moved
+on, all in one transaction, so a worker that dies half-way leaves the batch
+for the next one.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+
+from sandbox.store import outbox
+from sandbox.store.database import Database
+from tasks.engine import TaskEngine
+
+CONSUMER = "task-recheck"
+_log = logging.getLogger("ehr_sandbox.tasks")
+
+
+def recheck_changed(engine: TaskEngine, db: Database, *, batch: int = 500) -> tuple[int, int]:
+    """One batch: (events consumed, attempts re-checked)."""
+    with db.write() as conn:
+        events = outbox.claim(conn, CONSUMER, batch=batch)
+        rechecked = 0
+        for sandbox_id in sorted({e.layer_id for e in events}):
+            rechecked += len(engine.recheck_sandbox(conn, sandbox_id))
+        outbox.advance(conn, CONSUMER, events)
+        return len(events), rechecked
+
+
+class LiveChecker:
+    """A background thread that keeps re-checking until stopped."""
+
+    def __init__(self, engine: TaskEngine, db: Database, *, interval: float = 0.5) -> None:
+        self.engine = engine
+        self.db = db
+        self.interval = interval
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="task-recheck", daemon=True)
+
+    def start(self) -> None:
+        with self.db.write() as conn:
+            if outbox.position(conn, CONSUMER) is None:
+                outbox.start_at_end(conn, CONSUMER)  # the first run does not replay loads from before it existed
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=30)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                consumed, _ = recheck_changed(self.engine, self.db)
+            except Exception:  # a database hiccup must not end live checking for the life of the server
+                _log.exception("task re-check worker")
+                consumed = 0
+            if not consumed:
+                self._stop.wait(self.interval)

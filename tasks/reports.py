@@ -1,0 +1,252 @@
+"""Reports for trainers: the cohort matrix (trainees by tasks), completion per task and per competency,
+CSV, and xAPI 1.0.3 statements an LRS accepts.
+
+A cell is the trainee's latest attempt at the task (score, status), with the
+number of attempts and the time spent over all of them.  xAPI statement ids are
+UUIDv5 of the attempt and verb, so exporting twice sends the same statements
+(an LRS accepts a statement it already has with the same id and content).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import Connection
+
+from sandbox.accounts.cohorts import Cohort, get_cohort
+from tasks.engine import SUBMITTED, Attempt, TaskEngine
+from tasks.model import Task
+
+NOT_STARTED, IN_PROGRESS, PASSED, FAILED = "not-started", "in-progress", "passed", "failed"
+XAPI_NAMESPACE = uuid.UUID("6f1c7a52-3c1e-4f6e-9d0e-2b7f3f4d9a10")
+VERBS = {
+    "attempted": "http://adlnet.gov/expapi/verbs/attempted",
+    "completed": "http://adlnet.gov/expapi/verbs/completed",
+    "passed": "http://adlnet.gov/expapi/verbs/passed",
+    "failed": "http://adlnet.gov/expapi/verbs/failed",
+}
+ASSESSMENT = "http://adlnet.gov/expapi/activities/assessment"
+CSV_COLUMNS = [
+    "cohort", "trainee", "trainee_name", "sandbox", "pack", "task", "status", "score", "max_score", "scaled",
+    "attempts", "seconds_on_task",
+]  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Cell:
+    status: str
+    score: float = 0.0
+    max_score: float = 0.0
+    attempts: int = 0
+    seconds: float = 0.0
+    sandbox_id: str = ""
+
+    @property
+    def scaled(self) -> float:
+        return round(self.score / self.max_score, 4) if self.max_score else 0.0
+
+
+@dataclass
+class CohortReport:
+    cohort: Cohort
+    tasks: list[tuple[str, Task]]  # (pack id, task), the matrix's columns
+    cells: dict[tuple[str, str], Cell]  # (user id, "pack/task") -> cell
+    attempts: list[Attempt] = field(default_factory=list)
+
+    def cell(self, user_id: str, pack_id: str, task: Task) -> Cell:
+        return self.cells.get((user_id, f"{pack_id}/{task.id}"), Cell(NOT_STARTED))
+
+    def completion_by_task(self) -> dict[str, float]:
+        members = self.cohort.members
+        return {
+            f"{p}/{t.id}": _share(sum(self.cell(m.user.id, p, t).status == PASSED for m in members), len(members))
+            for p, t in self.tasks
+        }
+
+    def completion_by_competency(self) -> dict[str, float]:
+        counts: dict[str, list[int]] = {}
+        for p, t in self.tasks:
+            for member in self.cohort.members:
+                passed = self.cell(member.user.id, p, t).status == PASSED
+                for competency in t.competencies:
+                    tally = counts.setdefault(competency, [0, 0])
+                    tally[0] += passed
+                    tally[1] += 1
+        return {c: _share(done, total) for c, (done, total) in sorted(counts.items())}
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "cohort": self.cohort.id,
+            "tasks": [f"{p}/{t.id}" for p, t in self.tasks],
+            "matrix": [
+                {
+                    "trainee": m.user.id,
+                    "name": m.user.name,
+                    "cells": {f"{p}/{t.id}": _cell_json(self.cell(m.user.id, p, t)) for p, t in self.tasks},
+                }
+                for m in self.cohort.members
+            ],
+            "completion_by_task": self.completion_by_task(),
+            "completion_by_competency": self.completion_by_competency(),
+        }
+
+
+def _share(done: int, total: int) -> float:
+    return round(done / total, 4) if total else 0.0
+
+
+def _cell_json(cell: Cell) -> dict[str, Any]:
+    return {
+        "status": cell.status,
+        "score": cell.score,
+        "max_score": cell.max_score,
+        "attempts": cell.attempts,
+        "seconds_on_task": round(cell.seconds, 2),
+    }
+
+
+def cohort_report(
+    conn: Connection, engine: TaskEngine, cohort_id: str, *, packs: list[str] | None = None
+) -> CohortReport:
+    """The matrix of a cohort; its columns are the tasks anyone attempted, plus every task of ``packs``."""
+    cohort = get_cohort(conn, cohort_id)
+    members = {(m.user.id, m.sandbox_id) for m in cohort.members}
+    attempts = [
+        a
+        for sandbox_id in cohort.sandbox_ids
+        for a in engine.attempts(conn, sandbox_id=sandbox_id)
+        if (a.trainee_id, a.sandbox_id) in members
+    ]
+    columns: dict[str, tuple[str, Task]] = {}
+    for pack_id in packs or []:
+        pack = engine.library.packs.get(pack_id)
+        if pack is None:
+            raise LookupError(f"There is no pack '{pack_id}'")
+        columns.update({f"{pack.id}/{t.id}": (pack.id, t) for t in pack.tasks})
+    grouped: dict[tuple[str, str], list[Attempt]] = {}
+    for attempt in attempts:
+        ref = f"{attempt.pack_id}/{attempt.task_id}"
+        if ref not in columns:
+            try:
+                pack, task = engine.library.find(ref)
+            except LookupError:
+                continue  # a pack no longer installed
+            columns[ref] = (pack.id, task)
+        grouped.setdefault((attempt.trainee_id, ref), []).append(attempt)
+    cells = {key: _cell(sorted(group, key=lambda a: a.attempt)) for key, group in grouped.items()}
+    return CohortReport(cohort, list(columns.values()), cells, attempts)
+
+
+def _cell(attempts: list[Attempt]) -> Cell:
+    latest = attempts[-1]
+    status = (PASSED if latest.passed else FAILED) if latest.status == SUBMITTED else IN_PROGRESS
+    return Cell(
+        status,
+        latest.score,
+        latest.max_score,
+        len(attempts),
+        sum(a.seconds_on_task for a in attempts),
+        latest.sandbox_id,
+    )
+
+
+def to_csv(report: CohortReport) -> str:
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(CSV_COLUMNS)
+    for member in report.cohort.members:
+        for pack_id, task in report.tasks:
+            cell = report.cell(member.user.id, pack_id, task)
+            writer.writerow(
+                [
+                    report.cohort.id,
+                    member.user.id,
+                    member.user.name,
+                    member.sandbox_id,
+                    pack_id,
+                    task.id,
+                    cell.status,
+                    f"{cell.score:g}",
+                    f"{cell.max_score:g}",
+                    f"{cell.scaled:g}",
+                    cell.attempts,
+                    f"{cell.seconds:.2f}",
+                ]
+            )
+    return out.getvalue()
+
+
+def xapi_statements(report: CohortReport, base_url: str) -> list[dict[str, Any]]:
+    """Per attempt: ``attempted`` when it started; once submitted, ``completed`` and ``passed`` or ``failed``."""
+    base = base_url.rstrip("/")
+    names = {m.user.id: m.user.name for m in report.cohort.members}
+    tasks = {f"{p}/{t.id}": t for p, t in report.tasks}
+    statements = []
+    for attempt in report.attempts:
+        task = tasks.get(f"{attempt.pack_id}/{attempt.task_id}")
+        if task is None:
+            continue
+        verbs = ["attempted"]
+        if attempt.status == SUBMITTED:
+            verbs += ["completed", "passed" if attempt.passed else "failed"]
+        for verb in verbs:
+            statements.append(_statement(report.cohort, attempt, task, verb, base, names.get(attempt.trainee_id)))
+    return statements
+
+
+def _statement(cohort: Cohort, attempt: Attempt, task: Task, verb: str, base: str, name: str | None) -> dict[str, Any]:
+    key = f"{attempt.sandbox_id}/{attempt.trainee_id}/{attempt.pack_id}/{attempt.task_id}/{attempt.attempt}"
+    actor: dict[str, Any] = {"objectType": "Agent", "account": {"homePage": base, "name": attempt.trainee_id}}
+    if name:
+        actor["name"] = name
+    statement: dict[str, Any] = {
+        "id": str(uuid.uuid5(XAPI_NAMESPACE, f"{key}/{verb}")),
+        "actor": actor,
+        "verb": {"id": VERBS[verb], "display": {"en-US": verb}},
+        "object": {
+            "objectType": "Activity",
+            "id": f"{base}/tasks/{attempt.pack_id}/{attempt.task_id}",
+            "definition": {
+                "name": {"en-US": task.title},
+                "description": {"en-US": task.instructions},
+                "type": ASSESSMENT,
+            },
+        },
+        "context": {
+            "registration": str(uuid.uuid5(XAPI_NAMESPACE, key)),
+            "platform": "ehr-sandbox",
+            "contextActivities": {
+                "parent": [{"objectType": "Activity", "id": f"{base}/tasks/{attempt.pack_id}"}],
+                "grouping": [
+                    {
+                        "objectType": "Activity",
+                        "id": f"{base}/cohorts/{cohort.id}",
+                        "definition": {"name": {"en-US": cohort.name}},
+                    }
+                ],
+            },
+        },
+        "timestamp": (attempt.started_at if verb == "attempted" else attempt.ended_at or attempt.started_at)[:23] + "Z",
+    }
+    if verb != "attempted":
+        statement["result"] = {
+            "score": {"scaled": attempt.scaled, "raw": attempt.score, "min": 0, "max": attempt.max_score},
+            "success": attempt.passed,
+            "completion": True,
+            "duration": iso_duration(attempt.seconds_on_task),
+        }
+    return statement
+
+
+def iso_duration(seconds: float) -> str:
+    """ISO 8601 duration to 0.01 s, as xAPI asks: ``PT1H2M3.45S``."""
+    centis = round(seconds * 100)
+    hours, rest = divmod(centis, 360000)
+    minutes, centis = divmod(rest, 6000)
+    text = "PT" + (f"{hours}H" if hours else "") + (f"{minutes}M" if minutes else "")
+    whole, frac = divmod(centis, 100)
+    return text + (f"{whole}.{frac:02d}S" if frac else f"{whole}S")

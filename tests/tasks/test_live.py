@@ -1,0 +1,49 @@
+"""The checklist is live: writes in a sandbox re-check its active attempts through the outbox."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from sandbox.fhir.interactions import Interactions
+from sandbox.store import outbox
+from sandbox.store.database import Database
+from sandbox.store.schema import outbox as outbox_rows
+from tasks.engine import TaskEngine
+from tasks.live import CONSUMER, recheck_changed
+from tests.tasks.reference_writes import load_solutions, write_as_trainee
+
+ALLERGY = "core-clinical/allergy-with-reaction"
+REFERENCE = next(s for s in load_solutions() if s.task == ALLERGY).reference
+
+
+def test_a_write_re_checks_the_active_attempt_once(
+    db: Database, fhir: Interactions, engine: TaskEngine, new_sandbox: Callable[[str], str]
+) -> None:
+    sandbox, other = new_sandbox("live"), new_sandbox("idle")
+    with db.write() as conn:
+        outbox.start_at_end(conn, CONSUMER)  # the case load is history
+    attempt = engine.start(sandbox, "ana", ALLERGY)
+    engine.start(other, "ben", ALLERGY)
+    assert recheck_changed(engine, db) == (0, 0)
+    write_as_trainee(db, fhir, sandbox, "ana", attempt.context, REFERENCE)
+    assert recheck_changed(engine, db) == (1, 1)  # one event, one attempt (ben's sandbox did not change)
+    latest = engine.latest(sandbox, "ana", ALLERGY)
+    assert latest is not None and latest.passed and latest.checked_at is not None
+    assert recheck_changed(engine, db) == (0, 0)  # the cursor moved on
+
+
+def test_cursors_are_per_consumer_and_wait_at_a_fresh_gap(db: Database, new_sandbox: Callable[[str], str]) -> None:
+    new_sandbox("cursor")
+    with db.write() as conn:
+        first = outbox.claim(conn, "a", batch=10)
+        assert len(first) == 10 and first[0].seq == min(e.seq for e in first)
+        outbox.advance(conn, "a", first)
+    with db.write() as conn:
+        assert outbox.position(conn, "a") == first[-1].seq
+        assert outbox.claim(conn, "b", batch=10) == first  # another consumer still sees them
+    with db.write() as conn:
+        conn.execute(outbox_rows.delete().where(outbox_rows.c.seq == first[-1].seq + 1))
+    with db.write() as conn:
+        assert outbox.claim(conn, "a", batch=10, gap_timeout=3600) == []  # a fresh gap: an earlier write may commit
+        later = outbox.claim(conn, "a", batch=10, gap_timeout=-3600)  # a settled gap is skipped
+        assert later and later[0].seq == first[-1].seq + 2

@@ -1,0 +1,99 @@
+"""Packs are validated on load; each error names the file, the line and the field at fault."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tasks.loader import PackError, builtin_packs, load_pack, load_pack_file
+
+GOOD = """\
+pack: mini
+title: A small pack
+threshold: 0.8
+tasks:
+  - id: bp
+    title: Chart a blood pressure
+    role: nurse
+    competencies: [skill:vital-signs]
+    case: chest-pain-cardiology
+    instructions: Chart it.
+    checks:
+      - id: charted
+        title: Blood pressure charted
+        points: 1
+        search: Observation?patient={patient}&code=http://loinc.org|85354-9
+        where: "status = 'final'"
+        feedback: Chart the blood pressure.
+"""
+
+
+def _error(text: str) -> PackError:
+    with pytest.raises(PackError) as caught:
+        load_pack(text, "mini.yaml")
+    return caught.value
+
+
+def test_a_good_pack_loads_with_compiled_checks() -> None:
+    pack = load_pack(GOOD, "mini.yaml")
+    check = pack.tasks[0].checks[0]
+    assert (pack.id, pack.threshold, check.search.rtype, check.points) == ("mini", 0.8, "Observation", 1.0)
+    assert check.where[0].true_for({"resourceType": "Observation", "status": "final"}, {})
+    assert not check.where[0].true_for({"resourceType": "Observation", "status": "preliminary"}, {})
+
+
+def test_the_built_in_packs_load() -> None:
+    assert sum(len(p.tasks) for p in builtin_packs()) >= 5
+
+
+@pytest.mark.parametrize(
+    ("change", "line", "field", "message"),
+    [
+        (("    role: nurse", "    role: surgeon"), 7, "tasks[bp].role", "'surgeon' is not a role"),
+        (("        points: 1", "        points: -1"), 14, "tasks[bp].checks[charted].points", "must be above 0"),
+        (("        points: 1", "        points: lots"), 14, "tasks[bp].checks[charted].points", "expected a number"),
+        (("threshold: 0.8", "threshold: 80"), 3, "pack.threshold", "above 0 and at most 1"),
+        (("    case: chest", "    kase: chest"), 9, "tasks[0].kase", "unknown field"),
+        (("Observation?patient", "Observation?subjekt"), 15, "tasks[bp].checks[charted].search", "subjekt"),
+        (("Observation?", "Observbation?"), 15, "tasks[bp].checks[charted].search", "Observbation"),
+        (("{patient}", "{patiant}"), 15, "tasks[bp].checks[charted].search", "unknown placeholder {patiant}"),
+        (("status = 'final'", "status.where("), 16, "tasks[bp].checks[charted].where", "does not work"),
+        (
+            ("        feedback: Chart the blood pressure.\n", ""),
+            12,
+            "tasks[bp].checks[charted].feedback",
+            "is required",
+        ),
+        (("tasks:", "tasks: []\nold:"), 5, "pack.old", "unknown field"),
+        (("  - id: bp", "  - id: Blood Pressure"), 5, "tasks[0].id", "is not an id"),
+        (("title: A small pack", "title: [unclosed"), 3, "yaml", ""),
+    ],
+)
+def test_a_bad_pack_is_rejected_naming_file_line_and_field(
+    change: tuple[str, str], line: int, field: str, message: str
+) -> None:
+    old, new = change
+    assert old in GOOD
+    error = _error(GOOD.replace(old, new, 1))
+    assert (error.source, error.line, error.field) == ("mini.yaml", line, field), str(error)
+    assert message in error.message
+    assert str(error).startswith(f"mini.yaml:{line}: {field}: ")
+
+
+def test_duplicate_ids_and_unknown_dependencies_are_named() -> None:
+    twice = GOOD + GOOD.split("tasks:\n", 1)[1]
+    error = _error(twice)
+    assert (error.line, error.field) == (18, "tasks[1].id") and "used twice" in error.message
+    after = GOOD.replace("        feedback: Chart", "        after: [nothing]\n        feedback: Chart")
+    error = _error(after)
+    assert (error.field, error.message) == (
+        "tasks[bp].checks[charted].after",
+        "'nothing' is not an earlier check of this task",
+    )
+
+
+def test_a_missing_file_is_an_error_naming_it(tmp_path: Path) -> None:
+    with pytest.raises(PackError) as caught:
+        load_pack_file(tmp_path / "absent.yaml")
+    assert str(caught.value).startswith(f"{tmp_path / 'absent.yaml'}:0: file: ")
