@@ -55,11 +55,14 @@ class Inbound:
         self.db = db
         self.fhir = fhir
 
-    def handle(self, data: bytes | str, *, sandbox_id: str | None = None, force: bool = False) -> Result:
+    def handle(
+        self, data: bytes | str, *, sandbox_id: str | None = None, force: bool = False, strict: bool = False
+    ) -> Result:
         """Apply one message and build its acknowledgment.  Synchronous: call it off the event loop.
 
         ``sandbox_id`` is set when the transport already names the sandbox (HTTP);
-        ``force`` re-applies a message whose control id was seen (reprocessing from the log).
+        ``force`` re-applies a message whose control id was seen (reprocessing from the log);
+        ``strict`` first checks the message against the standard with hl7apy (AE if it does not conform).
         """
         text = data.decode("utf-8", "replace") if isinstance(data, bytes) else data
         msg: Message | None = None
@@ -72,6 +75,11 @@ class Inbound:
             mapper = self._mapper(msg)
         except V2Error as error:
             return self._refuse(msg, text, error, view.overlay)
+        if strict:
+            from sandbox.hl7v2.conformance import strict_errors  # hl7apy loads its structures on first use
+
+            if errors := strict_errors(msg.text):
+                return self._error(msg, text, view, errors[0])
         return self._apply(msg, text, view, mapper, force=force)
 
     # ---- checks before anything is written -------------------------------------------------------------

@@ -49,10 +49,14 @@ async def _body(request: Request) -> bytes:
 
 
 @router.post("")
-async def post_message(request: Request, sandbox_id: str) -> Response:
+async def post_message(request: Request, sandbox_id: str, validate: str | None = None) -> Response:
+    """``?validate=strict`` checks the message against the standard (hl7apy) before applying it."""
+    if validate not in (None, "strict"):
+        raise FhirError.of(400, "invalid", "validate is 'strict' or absent")
     await run_in_threadpool(_authorize, request, sandbox_id)
     data = await _body(request)
-    result = await run_in_threadpool(_service(request).inbound.handle, data, sandbox_id=sandbox_id)
+    inbound = _service(request).inbound
+    result = await run_in_threadpool(inbound.handle, data, sandbox_id=sandbox_id, strict=validate == "strict")
     headers = {"X-HL7-Ack-Code": result.code}
     if result.message_id:
         headers["X-HL7-Message-Id"] = result.message_id

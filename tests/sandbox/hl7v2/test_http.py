@@ -51,3 +51,24 @@ def test_garbage_over_http_is_rejected_and_logged(client):
     assert msa(response.text)[0] == "AR"
     [entry] = client.get("/sandboxes/default/hl7v2/messages").json()["messages"]
     assert entry["status"] == "rejected"
+
+
+def test_strict_validation_refuses_what_the_standard_refuses_and_nothing_is_written(client):
+    no_evn = "\r".join(s for s in adt().split("\r") if not s.startswith("EVN"))  # ADT_A01 requires EVN
+    strict = client.post("/sandboxes/default/hl7v2?validate=strict", content=no_evn)
+    assert msa(strict.text)[0] == "AE"
+    location, code, text = err(strict.text)
+    assert (location, code) == ("EVN^1", "100") and "ADT_A01.EVN" in text
+    assert client.get("/fhir/Patient").json()["total"] == 0
+    assert msa(client.post("/sandboxes/default/hl7v2?validate=strict", content=adt()).text)[0] == "AA"
+    assert msa(client.post("/sandboxes/default/hl7v2", content=no_evn.replace("MSG0001", "M2")).text)[0] == "AA"
+
+
+def test_strict_validation_points_at_the_field(client):
+    missing_id = adt().replace("PID|1||12345^^^HOSP^MR|", "PID|1|||")
+    response = client.post("/sandboxes/default/hl7v2?validate=strict", content=missing_id)
+    assert msa(response.text)[0] == "AE" and err(response.text)[:2] == ("PID^1^3^1", "101")
+
+
+def test_validate_takes_only_strict(client):
+    assert client.post("/sandboxes/default/hl7v2?validate=lax", content=adt()).status_code == 400
