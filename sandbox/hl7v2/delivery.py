@@ -59,6 +59,9 @@ def backoff(attempts: int, base: float) -> timedelta:
 
 def translate(db: Database, fhir: Interactions, worker_id: str, *, batch: int = 100) -> int:
     """Turn pending outbox events into queued outbound messages; returns how many events were consumed."""
+    with db.read(snapshot=False) as conn:  # idle polls must not take SQLite's write lock
+        if conn.execute(select(outbox.c.seq).where(outbox.c.done_at.is_(None)).limit(1)).first() is None:
+            return 0
     with db.write() as conn:
         query = select(outbox).where(outbox.c.done_at.is_(None)).order_by(outbox.c.seq).limit(batch)
         if not db.is_sqlite:
@@ -131,6 +134,9 @@ def claim(db: Database, worker_id: str, *, batch: int = 10) -> list[log.LogEntry
         m.next_attempt_at <= now,
         or_(m.lease_until.is_(None), m.lease_until < now),
     )
+    with db.read(snapshot=False) as conn:  # idle polls must not take SQLite's write lock
+        if conn.execute(select(m.id).where(due).limit(1)).first() is None:
+            return []
     with db.write() as conn:
         query = select(m.layer_id, m.id).where(due).order_by(m.next_attempt_at).limit(batch)
         if not db.is_sqlite:

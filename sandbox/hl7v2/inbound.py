@@ -80,7 +80,13 @@ class Inbound:
 
             if errors := strict_errors(msg.text):
                 return self._error(msg, text, view, errors[0])
-        return self._apply(msg, text, view, mapper, force=force)
+        try:
+            return self._apply(msg, text, view, mapper, force=force)
+        except Exception:  # a bug or a database failure: the transaction rolled back, the sender may retry
+            _log.exception("hl7v2 message %s from %s failed", msg.control_id, msg.sender)
+            error = V2Error("207", "Application internal error; nothing was written (retry later)")
+            code = acks.reply_code(msg, "AE")
+            return Result("AE", acks.build(msg, code, (error,)) if code else None, "error", view.sandbox_id)
 
     # ---- checks before anything is written -------------------------------------------------------------
 

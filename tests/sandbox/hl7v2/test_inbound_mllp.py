@@ -8,7 +8,7 @@ from sqlalchemy import select
 
 from sandbox.hl7v2.mllp import Client, frame
 from sandbox.store.schema import resource_versions
-from tests.sandbox.hl7v2.conftest import adt, msa, oru
+from tests.sandbox.hl7v2.conftest import adt, err, msa, oru
 
 
 def patients(fhir_json, mrn: str = "12345") -> list[dict]:  # type: ignore[no-untyped-def]
@@ -126,3 +126,17 @@ def test_the_same_message_on_several_connections_at_once_is_applied_once(mllp_po
     assert len(patients(fhir_json)) == 1
     statuses = sorted(m["status"] for m in fhir_json("/sandboxes/default/hl7v2/messages")["messages"])
     assert statuses == ["accepted", "duplicate", "duplicate", "duplicate"]
+
+
+def test_a_failure_inside_the_server_is_answered_ae_and_the_connection_stays_usable(mllp_app, monkeypatch):
+    from sandbox.hl7v2 import mappers
+
+    def broken(msg, writer):  # type: ignore[no-untyped-def]
+        raise RuntimeError("a bug")
+
+    monkeypatch.setitem(mappers.MAPPERS, "ADT^A04", broken)
+    with Client("127.0.0.1", mllp_app.mllp_port) as client:
+        failed = client.send(adt("A04", "BUG"))
+        after = client.send(adt("A08", "OK"))
+    assert msa(failed) == ("AE", "BUG") and err(failed)[1] == "207"
+    assert msa(after) == ("AA", "OK")
