@@ -68,9 +68,7 @@ def _send(port: int, first: int, count: int, prefix: str, failures: list[str]) -
 def run(port: int, pid: int, messages: int, connections: int, prefix: str) -> dict[str, Any]:
     failures: list[str] = []
     per = messages // connections
-    threads = [
-        threading.Thread(target=_send, args=(port, i * per, per, prefix, failures)) for i in range(connections)
-    ]
+    threads = [threading.Thread(target=_send, args=(port, i * per, per, prefix, failures)) for i in range(connections)]
     cpu = _cpu_seconds(pid)
     started = time.perf_counter()
     for t in threads:
