@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from fhirpathpy import compile as fhirpath_compile
@@ -64,6 +64,12 @@ class _Field:
     name: str
     static_type: str | None  # None for a choice element
     choices: tuple[str, ...]  # choice suffixes, e.g. ("DateTime", "Period")
+    # ``value[x]`` -> (``valueQuantity``, ``Quantity``), ...: worked out once, not for every resource.
+    choice_keys: tuple[tuple[str, str], ...] = field(init=False, compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        keys = tuple((self.name + suffix, type_name(suffix)) for suffix in self.choices)
+        object.__setattr__(self, "choice_keys", keys)
 
 
 @dataclass(frozen=True)
@@ -175,19 +181,21 @@ def _run(steps: list[_Step], resource: dict) -> list[Typed]:
     current: list[Typed] = [(resource, resource.get("resourceType"))]
     for step in steps:
         out: list[Typed] = []
-        if isinstance(step, _Field):
-            for node, _ in current:
-                if not isinstance(node, dict):
-                    continue
-                if step.choices:
-                    for suffix in step.choices:
-                        value = node.get(step.name + suffix)
+        if type(step) is _Field:
+            if step.choices:
+                for node, _ in current:
+                    if isinstance(node, dict):
+                        for key, choice_type in step.choice_keys:
+                            value = node.get(key)
+                            if value is not None:
+                                _extend(out, value, choice_type)
+            else:
+                name, static_type = step.name, step.static_type
+                for node, _ in current:
+                    if isinstance(node, dict):
+                        value = node.get(name)
                         if value is not None:
-                            _extend(out, value, type_name(suffix))
-                else:
-                    value = node.get(step.name)
-                    if value is not None:
-                        _extend(out, value, step.static_type)
+                            _extend(out, value, static_type)
         elif isinstance(step, _Cast):
             out = [(v, t) for v, t in current if t == step.type or (t is None and _looks_like(v, step.type))]
         elif isinstance(step, _ResolveIs):
@@ -196,13 +204,15 @@ def _run(steps: list[_Step], resource: dict) -> list[Typed]:
             out = [(v, t) for v, t in current if isinstance(v, dict) and v.get(step.field) == step.value]
         else:
             out = current[step.n : step.n + 1]
+        if not out:
+            return out  # nothing flows on through the later steps
         current = out
     return current
 
 
 def _extend(out: list[Typed], value: Any, type_: str | None) -> None:
     if isinstance(value, list):
-        out.extend((v, type_) for v in value if v is not None)
+        out.extend([(v, type_) for v in value if v is not None])
     else:
         out.append((value, type_))
 
@@ -233,6 +243,38 @@ def reference_type(value: Any) -> str | None:
 
 
 Evaluator = Callable[[dict], list[Typed]]
+
+
+def root_elements(expression: str, resource_type: str) -> frozenset[str] | None:
+    """The top-level JSON keys an expression can start from (``valueQuantity``, ``valueRange``, ... for a choice).
+
+    A resource holding none of them gives the expression nothing, so the indexer can skip it
+    without running it: most of a type's parameters are absent from any one resource.  None when
+    that cannot be known (expressions left to fhirpathpy).
+    """
+    return composite_root_elements(expression, resource_type, None)
+
+
+def composite_root_elements(expression: str, resource_type: str, first_component: str | None) -> frozenset[str] | None:
+    """``root_elements`` for a composite's focus; a focus that is the resource itself (``Observation``)
+    starts from where its first component starts (a composite value needs every component)."""
+    roots: set[str] = set()
+    for branch in (b for b in expression.split(" | ") if b.strip()):
+        try:
+            steps = _compile_steps(branch, resource_type)
+        except _Unsupported:
+            return None
+        if steps:
+            starts = [steps[0]]
+        elif first_component is not None:
+            starts = [(_compile_relative(c, resource_type) or [None])[0] for c in first_component.split(" | ")]
+        else:
+            return None
+        for first in starts:
+            if not isinstance(first, _Field):
+                return None
+            roots.update([first.name + suffix for suffix in first.choices] if first.choices else [first.name])
+    return frozenset(roots)
 
 
 def compile_expression(expression: str, resource_type: str) -> Evaluator:

@@ -12,7 +12,14 @@ from dataclasses import dataclass, field
 from functools import cache, cached_property
 from pathlib import Path
 
-from sandbox.fhir.expressions import CompositeEvaluator, Evaluator, compile_composite, compile_expression
+from sandbox.fhir.expressions import (
+    CompositeEvaluator,
+    Evaluator,
+    compile_composite,
+    compile_expression,
+    composite_root_elements,
+    root_elements,
+)
 from sandbox.fhir.resource_types import resource_types
 
 _DATA = Path(__file__).parent / "data"
@@ -48,16 +55,51 @@ class SearchParam:
     def evaluate_composite(self) -> CompositeEvaluator:
         return compile_composite(self.expression, self.resource_type, [c.expression for c in self.components])
 
+    @cached_property
+    def roots(self) -> frozenset[str] | None:
+        """The top-level elements the expression reads (None: unknown, always evaluate)."""
+        if self.type == "composite" and self.components:
+            return composite_root_elements(self.expression, self.resource_type, self.components[0].expression)
+        return root_elements(self.expression, self.resource_type)
+
     @property
     def indexed(self) -> bool:
         """False for parameters with no expression (e.g. ``_text``): nothing is indexed for them."""
         return bool(self.expression) and self.code not in UNSUPPORTED_COMMON | FROM_RESOURCE_TABLE
 
 
+class IndexPlan:
+    """A type's indexed parameters, found by the top-level elements they read.
+
+    The indexer runs only the parameters whose elements a resource holds (a few of a type's forty
+    or so), in registry order, so the rows come out as if every parameter had been run.
+    """
+
+    def __init__(self, params: list[SearchParam]) -> None:
+        self.params = params
+        self._always = tuple(n for n, p in enumerate(params) if p.roots is None)
+        by_root: dict[str, list[int]] = {}
+        for n, param in enumerate(params):
+            for root in param.roots or ():
+                by_root.setdefault(root, []).append(n)
+        self._by_root = {root: tuple(found) for root, found in by_root.items()}
+
+    def relevant(self, resource: dict) -> list[SearchParam]:
+        wanted = set(self._always)
+        by_root = self._by_root
+        for key in resource:
+            found = by_root.get(key)
+            if found is not None:
+                wanted.update(found)
+        params = self.params
+        return [params[n] for n in sorted(wanted)]
+
+
 class Registry:
     def __init__(self, raw: dict[str, dict[str, dict]]) -> None:
         common = {**raw.get("Resource", {}), **raw.get("DomainResource", {})}
         self._by_type: dict[str, dict[str, SearchParam]] = {}
+        self._plans: dict[str, IndexPlan] = {}
         for rtype in resource_types():
             merged = {**common, **raw.get(rtype, {})}
             self._by_type[rtype] = {
@@ -72,6 +114,12 @@ class Registry:
 
     def indexed_params(self, resource_type: str) -> list[SearchParam]:
         return [p for p in self.params(resource_type).values() if p.indexed]
+
+    def index_plan(self, resource_type: str) -> IndexPlan:
+        plan = self._plans.get(resource_type)
+        if plan is None:
+            plan = self._plans[resource_type] = IndexPlan(self.indexed_params(resource_type))
+        return plan
 
 
 def _param(rtype: str, code: str, item: dict) -> SearchParam:

@@ -57,7 +57,8 @@ def validate(resource: Any, expected_type: str | None = None) -> dict[str, Any]:
         raise FhirError.of(
             400, "invalid", f"Resource type '{rtype}' does not match the URL's type '{expected_type}'", "resourceType"
         )
-    issues = _empty_and_null(resource, rtype)
+    # Nearly every resource has no empty or null value: a walk without paths finds that out cheaply.
+    issues = _empty_and_null(resource, rtype) if _has_empty_or_null(resource) else []
     try:
         model_class(rtype).model_validate(resource)
     except ValidationError as exc:
@@ -91,6 +92,23 @@ def fhirpath_of(rtype: str, loc: tuple | list) -> str:
         elif part != "__root__":
             path += f".{part}"
     return path
+
+
+def _has_empty_or_null(value: Any) -> bool:
+    """Whether ``_empty_and_null`` would find anything (the same rules, no issues built)."""
+    if isinstance(value, dict):
+        if not value:
+            return True
+        for key, item in value.items():
+            if item is None:
+                if not key.startswith("_"):
+                    return True
+            elif _has_empty_or_null(item):
+                return True
+        return False
+    if isinstance(value, list):
+        return not value or any(item is not None and _has_empty_or_null(item) for item in value)
+    return isinstance(value, str) and not value.strip()
 
 
 def _empty_and_null(value: Any, path: str) -> list[Issue]:

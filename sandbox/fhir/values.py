@@ -25,6 +25,8 @@ _DATE = re.compile(
 
 def fold(text: str) -> str:
     """Case- and accent-insensitive form for string search (``Müller`` matches ``muller``)."""
+    if text.isascii():  # NFKD leaves ASCII as it is and casefold is lower there: most indexed text skips the work
+        return text.lower()
     decomposed = unicodedata.normalize("NFKD", text)
     return "".join(c for c in decomposed if not unicodedata.combining(c)).casefold()
 

@@ -23,17 +23,22 @@ def index_resource(registry: Registry, resource: dict) -> dict[str, list[Row]]:
     rows: dict[str, list[Row]] = {}
     rtype = resource["resourceType"]
     grp = 0
-    for param in registry.indexed_params(rtype):
+    # Parameters reading none of the resource's top-level elements would find nothing: they are not run.
+    for param in registry.index_plan(rtype).relevant(resource):
         if param.type == "composite":
             for focus in param.evaluate_composite(resource):
-                parts = [_rows(c.type, values) for c, values in zip(param.components, focus, strict=True)]
-                if not all(parts):
-                    continue  # a composite value needs every component
-                grp += 1
-                for n, (component, part) in enumerate(zip(param.components, parts, strict=True)):
-                    for row in part:
-                        row["param"], row["grp"] = f"{param.code}${n}", grp
-                        rows.setdefault(component.type, []).append(row)
+                parts: list[list[Row]] = []
+                for component, values in zip(param.components, focus, strict=True):
+                    part = _rows(component.type, values)
+                    if not part:
+                        break  # a composite value needs every component: the rest need not be worked out
+                    parts.append(part)
+                else:
+                    grp += 1
+                    for n, (component, part) in enumerate(zip(param.components, parts, strict=True)):
+                        for row in part:
+                            row["param"], row["grp"] = f"{param.code}${n}", grp
+                            rows.setdefault(component.type, []).append(row)
             continue
         for row in _rows(param.type, param.evaluate(resource), param):
             row["param"], row["grp"] = param.code, 0
@@ -45,7 +50,8 @@ def _dedupe(rows: list[Row]) -> list[Row]:
     seen: set[tuple] = set()
     out: list[Row] = []
     for row in rows:
-        key = tuple(sorted(row.items()))
+        # Rows of one kind are built with their keys in one order, so the items need no sorting.
+        key = tuple(row.items())
         if key not in seen:
             seen.add(key)
             out.append(row)
