@@ -29,6 +29,9 @@ def _serve(args: argparse.Namespace) -> None:
     except ValueError as exc:
         raise CliError(str(exc)) from None
     app.state.hl7v2.configure(host=settings.host, mllp_port=mllp_port)
+    from tasks.live import start_live_checks  # task checklists re-checked as sandboxes change
+
+    start_live_checks(app.state.db, app.state.fhir)
     base = settings.public_base
     print(f"ehr-sandbox serving on {base}")
     print(f"  FHIR R4 (default sandbox, open): {base}/fhir  (metadata: {base}/fhir/metadata)")

@@ -77,6 +77,11 @@ class Scope:
     _searches: dict[tuple[str, tuple[tuple[str, str], ...]], list[dict[str, Any]]] = field(default_factory=dict)
     _authored: set[tuple[str, str]] | None = None
 
+    @property
+    def started_instant(self) -> str:
+        """The start as a FHIR instant to the microsecond (the index compares at that precision)."""
+        return self.started + "Z"
+
     def authored(self) -> set[tuple[str, str]]:
         """(type, id) of everything this trainee wrote in the sandbox since the attempt started."""
         if self._authored is None:
@@ -89,8 +94,12 @@ class Scope:
             self._authored = {(row.resource_type, row.id) for row in rows}
         return self._authored
 
-    def search(self, search: Search) -> list[dict[str, Any]]:
+    def search(self, search: Search, *, since_start: bool = False) -> list[dict[str, Any]]:
+        """The search's matches; ``since_start`` keeps only resources last changed since the attempt started,
+        in the index (the baseline's history of a case is most of what a patient search would return)."""
         query = tuple((name, self.fill(value)) for name, value in search.query)
+        if since_start:
+            query += (("_lastUpdated", f"ge{self.started_instant}"),)
         if not any(name == "_count" for name, _ in query):
             query += (("_count", _SEARCH_LIMIT),)
         key = (search.rtype, query)
@@ -134,7 +143,7 @@ def _run(check: Check, scope: Scope, earlier: dict[str, CheckResult]) -> CheckRe
     try:
         if check.when is not None and not scope.search(check.when):
             return _na(check, "Does not apply to this patient", counts=False)
-        found = scope.search(check.search)
+        found = scope.search(check.search, since_start=check.by_trainee)
     except FhirError as exc:  # a placeholder value the search refuses (e.g. a malformed id)
         return _judged(check, False, f"The search could not run: {exc}")
     if check.by_trainee:

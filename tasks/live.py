@@ -11,9 +11,11 @@ from __future__ import annotations
 import logging
 import threading
 
+from sandbox.fhir.interactions import Interactions
 from sandbox.store import outbox
 from sandbox.store.database import Database
 from tasks.engine import TaskEngine
+from tasks.library import Library
 
 CONSUMER = "task-recheck"
 _log = logging.getLogger("ehr_sandbox.tasks")
@@ -59,3 +61,10 @@ class LiveChecker:
                 consumed = 0
             if not consumed:
                 self._stop.wait(self.interval)
+
+
+def start_live_checks(db: Database, fhir: Interactions) -> LiveChecker:
+    """The server's re-check worker over the built-in packs (``ehr-sandbox serve`` starts it; a daemon thread)."""
+    checker = LiveChecker(TaskEngine(db, fhir, Library.builtin()), db)
+    checker.start()
+    return checker

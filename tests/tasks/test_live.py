@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 
 from sandbox.fhir.interactions import Interactions
@@ -9,7 +10,7 @@ from sandbox.store import outbox
 from sandbox.store.database import Database
 from sandbox.store.schema import outbox as outbox_rows
 from tasks.engine import TaskEngine
-from tasks.live import CONSUMER, recheck_changed
+from tasks.live import CONSUMER, recheck_changed, start_live_checks
 from tests.tasks.reference_writes import load_solutions, write_as_trainee
 
 ALLERGY = "core-clinical/allergy-with-reaction"
@@ -47,3 +48,21 @@ def test_cursors_are_per_consumer_and_wait_at_a_fresh_gap(db: Database, new_sand
         assert outbox.claim(conn, "a", batch=10, gap_timeout=3600) == []  # a fresh gap: an earlier write may commit
         later = outbox.claim(conn, "a", batch=10, gap_timeout=-3600)  # a settled gap is skipped
         assert later and later[0].seq == first[-1].seq + 2
+
+
+def test_the_server_worker_re_checks_in_the_background(
+    db: Database, fhir: Interactions, engine: TaskEngine, new_sandbox: Callable[[str], str]
+) -> None:
+    sandbox = new_sandbox("background")
+    checker = start_live_checks(db, fhir)  # skips the outbox's history: the case load is not replayed
+    try:
+        attempt = engine.start(sandbox, "ana", ALLERGY)
+        write_as_trainee(db, fhir, sandbox, "ana", attempt.context, REFERENCE)
+        for _ in range(600):  # the worker polls every half second; wait for its pass, not for a set time
+            latest = engine.latest(sandbox, "ana", ALLERGY)
+            if latest is not None and latest.passed:
+                break
+            time.sleep(0.05)
+        assert latest is not None and latest.passed and latest.checked_at is not None
+    finally:
+        checker.stop()

@@ -97,3 +97,11 @@ def test_a_missing_file_is_an_error_naming_it(tmp_path: Path) -> None:
     with pytest.raises(PackError) as caught:
         load_pack_file(tmp_path / "absent.yaml")
     assert str(caught.value).startswith(f"{tmp_path / 'absent.yaml'}:0: file: ")
+
+
+def test_an_expression_that_cannot_be_evaluated_on_a_resource_does_not_hold() -> None:
+    pack = load_pack(GOOD.replace("status = 'final'", "value >= 0"), "mini.yaml")
+    where = pack.tasks[0].checks[0].where[0]
+    assert where.true_for({"resourceType": "Observation", "valueInteger": 3}, {})
+    # fhirpathpy raises on a string compared with a number: that is "no", not a crashed check run
+    assert not where.true_for({"resourceType": "Observation", "valueString": "three"}, {})
