@@ -31,6 +31,7 @@ from sandbox.store.database import Database
 from sandbox.store.layers import DEFAULT_SANDBOX
 from sandbox.store.repository import Repository
 from sandbox.store.schema import layers
+from web.routes import install as install_web
 
 log = logging.getLogger("ehr_sandbox")
 
@@ -83,6 +84,7 @@ def create_app(settings: Settings, *, db: Database | None = None) -> FastAPI:
     app.include_router(fhir_router, prefix="/sandboxes/{sandbox_id}/fhir")
     app.include_router(admin_router, prefix="/admin")
     app.include_router(hl7v2_router, prefix="/sandboxes/{sandbox_id}/hl7v2")
+    install_web(app)  # the web UI: sign-in sessions and pages
 
     @app.get("/healthz", include_in_schema=False)
     async def healthz() -> Response:

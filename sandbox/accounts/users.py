@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 import secrets
 from dataclasses import dataclass
+from functools import cache
 from typing import Any
 
 from sqlalchemy import Connection, delete, select, update
@@ -109,12 +110,17 @@ def set_password(conn: Connection, user_id: str, password: str) -> None:
     conn.execute(
         update(users).where(users.c.id == user_id).values(password_hash=hash_password(_check_password(password)))
     )
+    _end_web_sessions(conn, user_id)  # whoever knew the old password is signed out
 
 
 def check_credentials(conn: Connection, email: str, password: str) -> User | None:
     """The user whose email and password these are, else None (for sign-in forms)."""
     row = conn.execute(select(users).where(users.c.email == email.strip().lower())).first()
-    if row is None or row.password_hash is None or not verify_password(row.password_hash, password):
+    if row is None or row.password_hash is None:
+        # As slow as a wrong password, so that the answer time does not tell which emails exist.
+        verify_password(_unmatchable_hash(), password)
+        return None
+    if not verify_password(row.password_hash, password):
         return None
     if needs_rehash(row.password_hash):
         conn.execute(update(users).where(users.c.id == row.id).values(password_hash=hash_password(password)))
@@ -131,4 +137,17 @@ def delete_user(conn: Connection, user_id: str) -> None:
     if trains or member:
         raise Conflict(f"User '{user_id}' is in cohort '{(trains or member)[0]}'; remove them from it first")
     conn.execute(delete(api_tokens).where(api_tokens.c.user_id == user_id))
+    _end_web_sessions(conn, user_id)
     conn.execute(delete(users).where(users.c.id == user_id))
+
+
+@cache
+def _unmatchable_hash() -> str:
+    return hash_password(secrets.token_urlsafe(32))
+
+
+def _end_web_sessions(conn: Connection, user_id: str) -> None:
+    # Imported here: sessions.py builds on this module (User, get_user).
+    from sandbox.accounts.sessions import end_user_sessions
+
+    end_user_sessions(conn, user_id)
