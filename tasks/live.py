@@ -23,6 +23,9 @@ _log = logging.getLogger("ehr_sandbox.tasks")
 
 def recheck_changed(engine: TaskEngine, db: Database, *, batch: int = 500) -> tuple[int, int]:
     """One batch: (events consumed, attempts re-checked)."""
+    with db.read() as conn:
+        if not outbox.has_news(conn, CONSUMER):
+            return 0, 0
     with db.write() as conn:
         events = outbox.claim(conn, CONSUMER, batch=batch)
         rechecked = 0

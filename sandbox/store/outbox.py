@@ -54,6 +54,15 @@ def advance(conn: Connection, consumer: str, events: list[Any]) -> None:
         )
 
 
+def has_news(conn: Connection, consumer: str) -> bool:
+    """Whether anything lies past the cursor: a read, so that an idle poll does not take SQLite's write lock."""
+    last = position(conn, consumer)
+    query = select(outbox.c.seq).limit(1)
+    if last is not None:
+        query = query.where(outbox.c.seq > last)
+    return conn.execute(query).first() is not None
+
+
 def position(conn: Connection, consumer: str) -> int | None:
     return conn.execute(select(outbox_cursors.c.last_seq).where(outbox_cursors.c.consumer == consumer)).scalar()
 

@@ -31,6 +31,9 @@ def test_a_write_re_checks_the_active_attempt_once(
     latest = engine.latest(sandbox, "ana", ALLERGY)
     assert latest is not None and latest.passed and latest.checked_at is not None
     assert recheck_changed(engine, db) == (0, 0)  # the cursor moved on
+    with db.read() as conn:
+        assert not outbox.has_news(conn, CONSUMER)  # an idle poll is a read: no write lock taken
+        assert outbox.has_news(conn, "a-consumer-that-never-ran")
 
 
 def test_cursors_are_per_consumer_and_wait_at_a_fresh_gap(db: Database, new_sandbox: Callable[[str], str]) -> None:
