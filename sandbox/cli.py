@@ -7,6 +7,7 @@ import sys
 from collections.abc import Sequence
 
 from sandbox.config import Settings, load_or_create_admin_token
+from sandbox.demo import create_demo, needs_demo
 
 
 class CliError(Exception):
@@ -32,6 +33,9 @@ def _serve(args: argparse.Namespace) -> None:
     from tasks.live import start_live_checks  # task checklists re-checked as sandboxes change
 
     start_live_checks(app.state.db, app.state.fhir)
+    demo = None
+    if args.demo and needs_demo(app.state.db):
+        demo = create_demo(app.state.db, app.state.fhir, settings.data_dir)
     base = settings.public_base
     print(f"ehr-sandbox serving on {base}")
     print(f"  FHIR R4 (default sandbox, open): {base}/fhir  (metadata: {base}/fhir/metadata)")
@@ -40,6 +44,12 @@ def _serve(args: argparse.Namespace) -> None:
     print(f"  Database:                         {_redact(settings.database_url)}")
     if generated:
         print(f"  Admin token (generated, saved in {settings.data_dir / 'admin-token'}): {token}")
+    if demo is not None:
+        print(f"  Demo cohort '{demo.cohort_id}' on baseline '{demo.baseline_id}' (accounts saved in {demo.saved_to}):")
+        for email, role, password in demo.accounts:
+            where = f"  sandbox {base}/sandboxes/{demo.sandboxes[email]}/fhir" if email in demo.sandboxes else ""
+            print(f"    {role:8} {email}  password {password}{where}")
+        print(f"  Sign in at {base}/login")
     sys.stdout.flush()
     uvicorn.run(app, host=settings.host, port=settings.port, log_level=args.log_level, access_log=args.access_log)
 
@@ -63,6 +73,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     serve.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
     serve.add_argument("--no-access-log", dest="access_log", action="store_false")
+    serve.add_argument(
+        "--no-demo",
+        dest="demo",
+        action="store_false",
+        help="on first start, do not set up the demo cohort (training-case baseline, a trainer, two trainees)",
+    )
     serve.set_defaults(func=_serve)
     from sandbox.cli_admin import add_admin_commands  # imports CliError from here: must come after it exists
 

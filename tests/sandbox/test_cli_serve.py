@@ -26,13 +26,12 @@ def _env(data_dir: Path) -> dict[str, str]:
     return env
 
 
-@pytest.fixture
-def server(tmp_path: Path) -> Iterator[tuple[str, subprocess.Popen[str]]]:
+def _start(data_dir: Path, *extra: str) -> tuple[str, subprocess.Popen[str]]:
     port = _free_port()
     proc = subprocess.Popen(
         [sys.executable, "-m", "sandbox.cli", "serve", "--port", str(port), "--mllp-port", str(_free_port())]
-        + ["--no-access-log"],
-        env=_env(tmp_path),
+        + ["--no-access-log", *extra],
+        env=_env(data_dir),
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
@@ -42,15 +41,24 @@ def server(tmp_path: Path) -> Iterator[tuple[str, subprocess.Popen[str]]]:
     while time.monotonic() < deadline:
         try:
             if httpx.get(f"{base}/healthz").status_code == 200:
-                break
+                return base, proc
         except httpx.TransportError:
             time.sleep(0.2)
-    else:
-        proc.kill()
-        pytest.fail("the server did not start: " + (proc.stdout.read() if proc.stdout else ""))
-    yield base, proc
+    proc.kill()
+    pytest.fail("the server did not start: " + (proc.stdout.read() if proc.stdout else ""))
+
+
+def _stop(proc: subprocess.Popen[str]) -> str:
     proc.terminate()
-    proc.wait(timeout=10)
+    return proc.communicate(timeout=10)[0]
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[tuple[str, subprocess.Popen[str]]]:
+    base, proc = _start(tmp_path)
+    yield base, proc
+    if proc.poll() is None:
+        _stop(proc)
 
 
 def test_serve_uses_sqlite_in_the_data_dir_and_prints_urls_and_the_generated_token(server, tmp_path):
@@ -78,3 +86,30 @@ def test_serve_on_a_taken_port_prints_one_line_and_fails(server, tmp_path):
     )
     assert result.returncode != 0
     assert "address already in use" in (result.stdout + result.stderr).lower()
+
+
+def test_first_start_sets_up_the_demo_cohort_once(server, tmp_path):
+    base, proc = server
+    admin = {"Authorization": "Bearer " + (tmp_path / "admin-token").read_text().strip()}
+    cohorts = httpx.get(f"{base}/admin/cohorts", headers=admin).json()
+    assert [c["name"] for c in cohorts["cohorts"]] == ["Demo cohort"]
+    assert len(cohorts["cohorts"][0]["members"]) == 2
+    # The trainees' sandboxes stand on the training-case baseline: the chest-pain case is there.
+    sandbox = cohorts["cohorts"][0]["members"][0]["sandbox"]
+    assert httpx.get(f"{base}/sandboxes/{sandbox}/fhir/Patient/chest-pain-cardiology", headers=admin).status_code == 200
+    accounts = (tmp_path / "demo-accounts.txt").read_text().splitlines()
+    assert [line.split("\t")[1] for line in accounts] == ["trainer", "trainee", "trainee"]
+    output = _stop(proc)
+    assert "Demo cohort" in output and accounts[1].split("\t")[2] in output
+
+    again, proc = _start(tmp_path)
+    assert len(httpx.get(f"{again}/admin/cohorts", headers=admin).json()["cohorts"]) == 1
+    assert "Demo cohort" not in _stop(proc)
+
+
+def test_no_demo_leaves_a_fresh_store_empty(tmp_path):
+    base, proc = _start(tmp_path, "--no-demo")
+    admin = {"Authorization": "Bearer " + (tmp_path / "admin-token").read_text().strip()}
+    assert httpx.get(f"{base}/admin/cohorts", headers=admin).json()["cohorts"] == []
+    _stop(proc)
+    assert not (tmp_path / "demo-accounts.txt").exists()
