@@ -158,3 +158,20 @@ def test_anything_else_becomes_home(target: str | None) -> None:
 
 def test_overlong_paths_become_home() -> None:
     assert safe_next("/" + "a" * 3000) == "/"
+
+
+# ---- credentials -----------------------------------------------------------------------------------
+
+
+def test_an_unknown_email_costs_a_password_check_too(db: Database, monkeypatch: pytest.MonkeyPatch) -> None:
+    """So that the time to answer does not tell which emails have accounts."""
+    from sandbox.accounts import users
+
+    checked: list[str] = []
+    real = users.verify_password
+    monkeypatch.setattr(users, "verify_password", lambda stored, pw: checked.append(pw) or real(stored, pw))
+    with db.write() as conn:
+        users.create_user(conn, "No Password", "nopw@example.org", "trainee")
+        assert users.check_credentials(conn, "nobody@example.org", "guess one") is None
+        assert users.check_credentials(conn, "nopw@example.org", "guess two") is None
+    assert checked == ["guess one", "guess two"]

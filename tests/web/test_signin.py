@@ -411,3 +411,30 @@ def test_the_session_cookie_does_not_open_the_apis(client: TestClient, db: Datab
     assert client.get(f"/sandboxes/{own}/fhir/Patient").status_code == 401
     created = client.post(f"/sandboxes/{own}/fhir/Patient", json={"resourceType": "Patient"})
     assert created.status_code == 401
+
+
+def test_an_admin_sees_every_cohort(client: TestClient, db: Database, classroom: dict) -> None:
+    make_user(db, "Ada Admin", "ada@example.org", "admin")
+    sign_in(client, "ada@example.org")
+    page = client.get("/trainer")
+    assert page.status_code == 200
+    assert "Tom&#39;s week" in page.text
+    assert "Tia&#39;s week" in page.text
+
+
+def test_the_sign_in_form_carries_the_next_path_escaped(client: TestClient) -> None:
+    form = client.get("/login", params={"next": '/trainer?a="><script>'}).text
+    assert 'name="next" value="/trainer?a=&#34;&gt;&lt;script&gt;"' in form
+
+
+def test_signing_out_without_a_session_just_goes_to_the_sign_in_form(client: TestClient) -> None:
+    answer = client.post("/logout", data={"csrf_token": "anything"}, follow_redirects=False)
+    assert answer.status_code == 303
+    assert answer.headers["location"] == "/login"
+
+
+def test_an_overlong_password_is_refused_before_hashing(client: TestClient, db: Database, ann: User) -> None:
+    answer = sign_in(client, ann.email, "x" * 5000)
+    assert answer.status_code == 401
+    assert "Incorrect email or password." in answer.text
+    assert live_sessions(db) == 0
