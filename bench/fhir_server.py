@@ -294,7 +294,7 @@ def _start_server(args: argparse.Namespace, url: str, work: Path) -> subprocess.
         "EHR_SANDBOX_MLLP_PORT": "0",  # any free port: another server on this machine may hold 2575
     }
     log = (work / "server.log").open("wb")
-    cmd = [exe, "serve", "--port", str(args.port), "--no-access-log", "--log-level", "warning"]
+    cmd = [exe, "serve", "--port", str(args.port), "--no-access-log", "--log-level", "warning", "--no-demo"]
     server = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT)
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
