@@ -10,8 +10,6 @@ from fastapi.routing import APIRoute
 from jinja2 import Environment, PackageLoader, StrictUndefined
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 
-from sandbox.store.layers import DEFAULT_SANDBOX
-
 # Autoescaping always on: every value a template shows may come from a user (names, cohort names, emails).
 _templates = Environment(loader=PackageLoader("web", "templates"), autoescape=True, undefined=StrictUndefined)
 
@@ -52,13 +50,3 @@ class WebRoute(APIRoute):
             return secure(await handler(request))
 
         return with_headers
-
-
-def public_root(request: Request) -> str:
-    """The server's public URL: the configured base URL, else the one the request came to."""
-    base_url = request.app.state.settings.base_url
-    return (base_url or str(request.base_url)).rstrip("/")
-
-
-def fhir_base(request: Request, sandbox_id: str) -> str:
-    return public_root(request) + ("/fhir" if sandbox_id == DEFAULT_SANDBOX else f"/sandboxes/{sandbox_id}/fhir")

@@ -18,8 +18,9 @@ from sandbox.accounts.sessions import NewSession, WebSession, end_session, looku
 from sandbox.accounts.users import check_credentials
 from sandbox.store.layers import DEFAULT_SANDBOX
 from sandbox.store.schema import layers
+from sandbox.urls import fhir_base
 from web import csrf
-from web.pages import WebRoute, fhir_base, page, redirect, secure
+from web.pages import WebRoute, page, redirect, secure
 from web.signin import (
     SESSION_COOKIE,
     SignInRequired,

@@ -24,6 +24,7 @@ from sandbox.accounts.sessions import (
     touch_session,
     utc_now,
 )
+from sandbox.urls import public_root
 from web.csrf import submitted_token, tokens_match
 from web.throttle import LoginThrottle
 
@@ -62,8 +63,7 @@ def web_auth(request: Request) -> WebAuth:
 
 def is_https(request: Request) -> bool:
     """Whether browsers reach us over https: the configured public URL says so, else the request does."""
-    base_url = request.app.state.settings.base_url
-    return (base_url or str(request.base_url)).lower().startswith("https://")
+    return public_root(request).lower().startswith("https://")
 
 
 def set_cookie(response: Response, request: Request, name: str, value: str, max_age: int | None) -> None:

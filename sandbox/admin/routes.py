@@ -28,7 +28,7 @@ from sandbox.fhir.validation import dump_json, parse_json
 from sandbox.fhir.values import date_range
 from sandbox.store import sandboxes
 from sandbox.store.admin_errors import AdminError
-from sandbox.store.layers import DEFAULT_SANDBOX
+from sandbox.urls import fhir_base, public_root
 
 router = APIRouter()
 
@@ -89,17 +89,8 @@ def _optional_str(data: dict[str, Any], key: str) -> str | None:
     return value
 
 
-def _root(request: Request) -> str:
-    base_url = request.app.state.settings.base_url
-    return base_url.rstrip("/") if base_url else str(request.base_url).rstrip("/")
-
-
-def _fhir_base(request: Request, sandbox_id: str) -> str:
-    return _root(request) + ("/fhir" if sandbox_id == DEFAULT_SANDBOX else f"/sandboxes/{sandbox_id}/fhir")
-
-
 def _sandbox_json(request: Request, info: sandboxes.LayerInfo) -> dict[str, Any]:
-    return {**info.to_json(), "fhir_base": _fhir_base(request, info.id)}
+    return {**info.to_json(), "fhir_base": fhir_base(request, info.id)}
 
 
 def _check_trainer_reaches(conn: Connection, principal: Principal, sandbox_id: str) -> None:
@@ -195,7 +186,7 @@ async def export_sandbox(sandbox_id: str, request: Request, format: str = "ndjso
         sandboxes.get_layer(conn, sandbox_id, "sandbox")
 
     await _run(request, check, read_only=True)
-    return await _export(request, sandbox_id, format, _fhir_base(request, sandbox_id))
+    return await _export(request, sandbox_id, format, fhir_base(request, sandbox_id))
 
 
 async def _export(request: Request, layer_id: str, fmt: str, base: str) -> Response:
@@ -260,7 +251,7 @@ async def delete_baseline(baseline_id: str, request: Request) -> Response:
 async def export_baseline(baseline_id: str, request: Request, format: str = "ndjson") -> Response:
     _caller(request)
     await _run(request, lambda conn: sandboxes.get_layer(conn, baseline_id, "baseline"), read_only=True)
-    return await _export(request, baseline_id, format, _root(request) + "/fhir")
+    return await _export(request, baseline_id, format, public_root(request) + "/fhir")
 
 
 # ---- users and tokens ------------------------------------------------------------------------------------
@@ -389,7 +380,7 @@ async def create_cohort(request: Request) -> dict[str, Any]:
 def _cohort_json(request: Request, cohort: cohort_ops.Cohort) -> dict[str, Any]:
     data = cohort.to_json()
     for member in data["members"]:
-        member["fhir_base"] = _fhir_base(request, member["sandbox"])
+        member["fhir_base"] = fhir_base(request, member["sandbox"])
     return data
 
 
@@ -443,7 +434,7 @@ async def add_members(cohort_id: str, request: Request) -> dict[str, Any]:
         return cohort_ops.add_roster(conn, cohort_id, roster)
 
     added = await _run(request, work)
-    return {"added": [{**m.to_json(), "fhir_base": _fhir_base(request, m.sandbox_id)} for m in added]}
+    return {"added": [{**m.to_json(), "fhir_base": fhir_base(request, m.sandbox_id)} for m in added]}
 
 
 @router.delete("/cohorts/{cohort_id}/members/{user_ref}", status_code=204)
@@ -499,7 +490,7 @@ async def sandbox_audit(sandbox_id: str, request: Request) -> Response:
         if found is None:
             raise HTTPException(400, f"_since must be an instant, not '{params['_since']}'")
         since = found[0]
-    base = _fhir_base(request, sandbox_id)
+    base = fhir_base(request, sandbox_id)
 
     def work(conn: Connection) -> dict[str, Any]:
         _check_trainer_reaches(conn, principal, sandbox_id)

@@ -12,6 +12,7 @@ from sandbox.fhir.outcome import FhirError
 from sandbox.store.database import Database
 from sandbox.store.layers import DEFAULT_SANDBOX, UnknownSandbox, View, resolve_view
 from sandbox.store.repository import Actor
+from sandbox.urls import public_root
 
 
 @dataclass(frozen=True)
@@ -71,6 +72,6 @@ def _context(request: Request) -> FhirContext:
     sandbox_id = request.path_params.get("sandbox_id", DEFAULT_SANDBOX)
     actor = state.authenticate(request, sandbox_id)
     view = state.views.get(sandbox_id)
-    root = state.settings.base_url.rstrip("/") if state.settings.base_url else str(request.base_url).rstrip("/")
+    # The base the client used: /sandboxes/default/fhir stays that, though /fhir is the same sandbox.
     prefix = "/fhir" if "sandbox_id" not in request.path_params else f"/sandboxes/{sandbox_id}/fhir"
-    return FhirContext(state.db, state.fhir, view, actor, root + prefix)
+    return FhirContext(state.db, state.fhir, view, actor, public_root(request) + prefix)

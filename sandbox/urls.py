@@ -1,0 +1,18 @@
+"""Public URLs the server hands out (fullUrl, links, fhir_base), from the configured base URL or the request."""
+
+from __future__ import annotations
+
+from starlette.requests import Request
+
+from sandbox.store.layers import DEFAULT_SANDBOX
+
+
+def public_root(request: Request) -> str:
+    """The server's public URL: ``EHR_SANDBOX_BASE_URL`` / ``--base-url`` when set (a proxy), else the request's."""
+    base_url = request.app.state.settings.base_url
+    return (base_url or str(request.base_url)).rstrip("/")
+
+
+def fhir_base(request: Request, sandbox_id: str) -> str:
+    """A sandbox's FHIR base: ``/fhir`` for the default sandbox, ``/sandboxes/{id}/fhir`` for the others."""
+    return public_root(request) + ("/fhir" if sandbox_id == DEFAULT_SANDBOX else f"/sandboxes/{sandbox_id}/fhir")
