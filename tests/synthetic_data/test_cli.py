@@ -13,6 +13,7 @@ from sandbox.cli import main
 from sandbox.fhir.validation import validate
 from sandbox.store.database import Database
 from sandbox.store.sandboxes import create_sandbox
+from tests.synthetic_data.references import all_references
 
 
 def generate(out: Path, *extra: str, patients: int = 5, seed: int = 3) -> int:
@@ -48,7 +49,7 @@ def test_ndjson_resources_validate_and_refer_by_type_and_id(tmp_path: Path) -> N
             known.add(f"{resource['resourceType']}/{resource['id']}")
             lines.append(line)
     for line in lines:
-        for reference in _references(json.loads(line)):
+        for reference in all_references(json.loads(line)):
             assert reference in known, reference
 
 
@@ -157,17 +158,3 @@ def test_generate_then_load_into_a_new_baseline(
     loaded = int(out.split("loaded ")[1].split(" ")[0].replace(",", ""))
     written = sum(len(json.loads(p.read_bytes())["entry"]) for p in (tmp_path / "out" / "fhir").glob("*.json"))
     assert loaded == written
-
-
-def _references(value: object) -> list[str]:
-    found: list[str] = []
-    if isinstance(value, dict):
-        for key, item in value.items():
-            if key == "reference" and isinstance(item, str):
-                found.append(item)
-            else:
-                found.extend(_references(item))
-    elif isinstance(value, list):
-        for item in value:
-            found.extend(_references(item))
-    return found

@@ -17,6 +17,7 @@ from sandbox.fhir.validation import dump_json, validate
 from synthetic_data import DEFAULT_TODAY, GeneratorOptions, generate_population
 from synthetic_data.codes import CHRONIC_BY_KEY, LOINC, NPI_SYSTEM, RXNORM
 from synthetic_data.ids import luhn_check_digit, make_npi, npi_valid
+from tests.synthetic_data.references import all_references
 
 PATIENTS = 40
 
@@ -101,7 +102,7 @@ def test_references_resolve_inside_the_bundle_or_into_the_directory() -> None:
     directory = {f"{r['resourceType']}/{r['id']}" for r in resources_of(bundles[0])}
     for bundle in bundles[1:]:
         local = by_id(bundle)
-        for reference in _references(bundle):
+        for reference in all_references(bundle):
             assert reference in local or reference in directory, reference
 
 
@@ -296,17 +297,3 @@ def _onset(resources: list[dict[str, Any]], snomed: str) -> str | None:
         (r["onsetDateTime"] for r in resources if r["resourceType"] == "Condition" and snomed in codes(r["code"])),
         None,
     )
-
-
-def _references(value: Any) -> list[str]:
-    found = []
-    if isinstance(value, dict):
-        for key, item in value.items():
-            if key == "reference" and isinstance(item, str):
-                found.append(item)
-            else:
-                found.extend(_references(item))
-    elif isinstance(value, list):
-        for item in value:
-            found.extend(_references(item))
-    return found

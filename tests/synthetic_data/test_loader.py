@@ -18,6 +18,7 @@ from sandbox.store.schema import resource_versions, resources
 from synthetic_data.generator import GeneratorOptions
 from synthetic_data.loader import Loader, LoadError
 from synthetic_data.output import write_population
+from tests.synthetic_data.references import all_references
 
 SYNTHEA = Path(__file__).resolve().parents[3] / "shared" / "data" / "synthea"
 DEFAULT = View("default", ("default",))
@@ -45,7 +46,7 @@ def stored(db: Database, layer: str = "default") -> dict[str, dict[str, Any]]:
 def assert_references_intact(contents: dict[str, dict[str, Any]]) -> None:
     for key, resource in contents.items():
         contained = {f"#{c['id']}" for c in resource.get("contained", [])}
-        for reference in _references(resource):
+        for reference in all_references(resource):
             assert reference in contents or reference in contained, f"{key} refers to {reference}, not loaded"
 
 
@@ -174,17 +175,3 @@ def test_a_missing_or_empty_path_is_an_error(ready: Database, tmp_path: Path) ->
         Loader(ready, DEFAULT).load(tmp_path / "missing")
     with pytest.raises(LoadError, match="no .json or .ndjson"):
         Loader(ready, DEFAULT).load(tmp_path)
-
-
-def _references(value: Any) -> list[str]:
-    found: list[str] = []
-    if isinstance(value, dict):
-        for key, item in value.items():
-            if key == "reference" and isinstance(item, str):
-                found.append(item)
-            else:
-                found.extend(_references(item))
-    elif isinstance(value, list):
-        for item in value:
-            found.extend(_references(item))
-    return found
