@@ -64,7 +64,7 @@ def main(argv: list[str] | None = None) -> int:
         result = loader(db, args.patients, seed=args.seed, progress=args.verbose)
         seconds = time.perf_counter() - started
         loaded = {"seconds": round(seconds, 1), "resources_per_s": round(result.resources / seconds)}
-    _analyze(db)
+    db.analyze()
     total = _count(db)
     files = _request_files(db, work, args)
     db.dispose()
@@ -180,19 +180,6 @@ def _count(db: Database) -> int:
     db.create_schema()
     with db.read() as conn:
         return conn.execute(select(func.count()).select_from(resources)).scalar_one()
-
-
-def _analyze(db: Database) -> None:
-    if db.is_sqlite:
-        raw = db.engine.raw_connection()  # autocommit (see _sqlite_on_connect): a checkpoint needs no open transaction
-        try:
-            raw.execute("ANALYZE")
-            raw.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-        finally:
-            raw.close()
-    else:
-        with db.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
-            conn.exec_driver_sql("VACUUM ANALYZE")
 
 
 def _request_files(db: Database, work: Path, args: argparse.Namespace) -> dict[str, Path]:

@@ -76,7 +76,7 @@ def main(argv: list[str] | None = None) -> int:
         started = time.perf_counter()
         loaded = _bulk_load(db, reg, (baseline, FLAT), args.patients, args.seed)
         load_s = time.perf_counter() - started
-        _analyze(db)
+        db.analyze()
 
     create_cpu = time.process_time()
     create_s = _timed(lambda: _create_sandboxes(db, baseline, args.sandboxes))
@@ -233,19 +233,6 @@ def _bulk_load(db: Database, reg: Registry, layer_ids: tuple[str, ...], patients
                 conn.execute(insert(INDEX_TABLES[kind]), rows_of_kind)
         count += len(chart)
     return count
-
-
-def _analyze(db: Database) -> None:
-    if db.is_sqlite:
-        raw = db.engine.raw_connection()
-        try:
-            raw.execute("ANALYZE")
-            raw.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-        finally:
-            raw.close()
-    else:
-        with db.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
-            conn.exec_driver_sql("VACUUM ANALYZE")
 
 
 def _ids(conn: Any, layer_id: str, rtype: str) -> list[str]:

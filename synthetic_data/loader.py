@@ -126,7 +126,7 @@ class Loader:
             report.seconds = time.perf_counter() - started
             if self.progress:
                 self.progress(n, len(files), report)
-        self._analyze()
+        self.db.analyze()
         report.seconds = time.perf_counter() - started
         return report
 
@@ -165,12 +165,6 @@ class Loader:
     def _process(self, bundle: dict[str, Any], kind: str) -> dict[str, Any]:
         body = BundleProcessor(self.ctx, prefer="minimal").process({**bundle, "type": kind})
         return orjson.loads(body)
-
-    def _analyze(self) -> None:
-        """Fresh planner statistics after a bulk load (DESIGN.md: ANALYZE after loads)."""
-        with self.db.engine.connect() as conn:
-            conn.exec_driver_sql("ANALYZE")
-            conn.commit()
 
 
 def discover(path: Path) -> list[Path]:

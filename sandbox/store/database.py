@@ -97,6 +97,23 @@ class Database:
             finally:
                 conn.info.pop("write", None)
 
+    def analyze(self) -> None:
+        """Fresh planner statistics after a bulk load (DESIGN.md: ANALYZE after loads).
+
+        Outside any transaction: PostgreSQL's VACUUM refuses one, and SQLite's WAL checkpoint
+        (which keeps the WAL file from growing with the load) cannot run inside one.
+        """
+        if self.is_sqlite:
+            raw = self.engine.raw_connection()  # autocommit: see _sqlite_on_connect
+            try:
+                raw.execute("ANALYZE")
+                raw.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            finally:
+                raw.close()
+        else:
+            with self.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+                conn.exec_driver_sql("VACUUM ANALYZE")
+
     def dispose(self) -> None:
         self.engine.dispose()
 
