@@ -9,6 +9,7 @@ once: creations and deletions elsewhere in the order do not shift the pages.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -17,7 +18,16 @@ from sqlalchemy import Connection, and_, func, select
 from sandbox.fhir.outcome import Issue
 from sandbox.fhir.search_cursor import Cursor
 from sandbox.fhir.search_plan import Include, SearchPlan
-from sandbox.fhir.search_sql import keyset_condition, order_by, plan_conditions, sort_expression, sort_label, visible
+from sandbox.fhir.search_sql import (
+    Binds,
+    keyset_condition,
+    order_by,
+    plan_conditions,
+    sort_expression,
+    sort_label,
+    visible,
+)
+from sandbox.fhir.search_values import cursor_shape, cursor_values, plan_shape_and_values
 from sandbox.store.layers import View
 from sandbox.store.repository import Repository, Stored
 from sandbox.store.schema import resources, sp_reference
@@ -38,34 +48,26 @@ class SearchResult:
 
 
 def run_search(conn: Connection, repo: Repository, view: View, plan: SearchPlan) -> SearchResult:
-    r = resources
-    where = plan_conditions(view, plan, r)
+    shape, values = plan_shape_and_values(view, plan)
+    statements = _Statements(view, plan, shape, values)
     if plan.summary == "count" or plan.count == 0:
         # _summary=count asks for nothing but the count, so it counts whatever _total says.
-        total = None if plan.total == "none" and plan.summary != "count" else _count(conn, where)
+        total = None if plan.total == "none" and plan.summary != "count" else statements.count(conn)
         return SearchResult([], total=total, issues=plan.ignored)
-    # The matches with their sort values, once each; paging and ordering work on this.
-    matching = select(
-        r.c.layer_id,
-        r.c.resource_type,
-        r.c.id,
-        *[sort_expression(key, r).label(sort_label(n)) for n, key in enumerate(plan.sort)],
-    ).where(*where)
     cursor = plan.cursor
     forward = cursor is None or cursor.forward
     # With a _sort, the page query has to see every match anyway, so the total rides along as a
     # window count over all matches (before the cursor narrows them).  Without one, the page can be
     # read straight off the primary key, and a separate count is far cheaper than a window over all.
     windowed = bool(plan.sort) and plan.total != "none"
-    counted = matching.add_columns(func.count().over().label("total")) if windowed else matching
-    rows = _page(conn, plan, counted, cursor, forward, plan.count + 1)
+    rows = statements.page(conn, windowed)
     more = len(rows) > plan.count
     total = None
     if windowed and rows:
         total = rows[0].total
     elif plan.total != "none":
         # The first page holding every match needs no counting.
-        total = len(rows) if cursor is None and not more else _count(conn, where)
+        total = len(rows) if cursor is None and not more else statements.count(conn)
     rows = rows[: plan.count]
     if not forward:
         rows.reverse()
@@ -83,17 +85,17 @@ def run_search(conn: Connection, repo: Repository, view: View, plan: SearchPlan)
         after = _cursor(plan, last, forward=True, inclusive=False)
         if forward:
             next_cursor = after if more else None
-            previous_cursor = before if _any(conn, plan, matching, before) else None
+            previous_cursor = before if statements.any_beyond(conn, before) else None
         else:
             previous_cursor = before if more else None
-            next_cursor = after if _any(conn, plan, matching, after) else None
+            next_cursor = after if statements.any_beyond(conn, after) else None
     else:
         # An empty page (everything past the position went away): offer the way back, including
         # the position itself when this page excluded it.
         back = Cursor(
             not cursor.forward, not cursor.inclusive, cursor.sort, cursor.values, cursor.resource_type, cursor.id
         )
-        if _any(conn, plan, matching, back):
+        if statements.any_beyond(conn, back):
             if back.forward:
                 next_cursor = back
             else:
@@ -102,15 +104,75 @@ def run_search(conn: Connection, repo: Repository, view: View, plan: SearchPlan)
     return SearchResult(matches, included, total, next_cursor, previous_cursor, plan.ignored)
 
 
-def _page(conn: Connection, plan: SearchPlan, matching: Any, cursor: Cursor | None, forward: bool, limit: int) -> list:
-    page = matching.subquery("page")
-    keys = select(page).order_by(*order_by(plan, page, forward=forward)).limit(limit)
-    if cursor is not None:
-        keys = keys.where(keyset_condition(plan, page, cursor))
-    keyed = keys.subquery("keyed")
-    r = resources
-    return list(
-        conn.execute(
+# Built statements by shape.  Building one costs a few milliseconds of Python, several times what
+# running it costs; a server sees few shapes (its clients' searches differ in values), and SQLAlchemy
+# keeps each statement's compiled SQL too.  Bounded: a client inventing shapes empties it now and then.
+_BUILT: dict[tuple[Any, ...], Any] = {}
+_MAX_BUILT = 2000
+
+
+class _Statements:
+    """The statements of one search, from the cache by shape or built on the first of their shape."""
+
+    def __init__(self, view: View, plan: SearchPlan, shape: tuple[Any, ...], values: dict[str, Any]) -> None:
+        self.view, self.plan, self.shape, self.values = view, plan, shape, values
+        self.binds = Binds(values)
+        self._where: list[Any] | None = None
+
+    def count(self, conn: Connection) -> int:
+        statement = self._built(("count",), lambda: select(func.count()).select_from(resources).where(*self.where))
+        return conn.execute(statement, self.values).scalar_one()
+
+    def page(self, conn: Connection, windowed: bool) -> list[Any]:
+        statement = self._built(("page", windowed), lambda: self._page(windowed))
+        return list(conn.execute(statement, self.values).all())
+
+    def any_beyond(self, conn: Connection, cursor: Cursor) -> bool:
+        """Whether any match lies beyond ``cursor`` (for deciding on a next or previous link)."""
+        self.values.update(cursor_values("a", cursor))
+
+        def build() -> Any:
+            page = self._matching().subquery("page")
+            beyond = keyset_condition(self.plan, page, cursor, self.binds, "a")
+            return select(page.c.id).where(beyond).limit(1)
+
+        statement = self._built(("any", cursor_shape(cursor)), build)
+        return conn.execute(statement, self.values).first() is not None
+
+    @property
+    def where(self) -> list[Any]:
+        if self._where is None:
+            self._where = plan_conditions(self.view, self.plan, self.binds)
+        return self._where
+
+    def _built(self, role: tuple[Any, ...], build: Callable[[], Any]) -> Any:
+        key = (*role, self.shape)
+        statement = _BUILT.get(key)
+        if statement is None:
+            if len(_BUILT) >= _MAX_BUILT:
+                _BUILT.clear()
+            statement = _BUILT[key] = build()
+        return statement
+
+    def _matching(self) -> Any:
+        """The matches with their sort values, once each; paging and ordering work on this."""
+        r = resources
+        sort = [sort_expression(key, r).label(sort_label(n)) for n, key in enumerate(self.plan.sort)]
+        return select(r.c.layer_id, r.c.resource_type, r.c.id, *sort).where(*self.where)
+
+    def _page(self, windowed: bool) -> Any:
+        plan, cursor = self.plan, self.plan.cursor
+        forward = cursor is None or cursor.forward
+        matching = self._matching()
+        if windowed:
+            matching = matching.add_columns(func.count().over().label("total"))
+        page = matching.subquery("page")
+        keys = select(page).order_by(*order_by(plan, page, forward=forward)).limit(self.binds("limit"))
+        if cursor is not None:
+            keys = keys.where(keyset_condition(plan, page, cursor, self.binds))
+        keyed = keys.subquery("keyed")
+        r = resources
+        return (
             select(
                 r.c.layer_id,
                 r.c.resource_type,
@@ -119,7 +181,7 @@ def _page(conn: Connection, plan: SearchPlan, matching: Any, cursor: Cursor | No
                 r.c.last_updated,
                 r.c.content,
                 *[keyed.c[sort_label(n)] for n in range(len(plan.sort))],
-                *([keyed.c.total] if "total" in keyed.c else []),
+                *([keyed.c.total] if windowed else []),
             )
             .join(
                 keyed,
@@ -128,15 +190,7 @@ def _page(conn: Connection, plan: SearchPlan, matching: Any, cursor: Cursor | No
                 ),
             )
             .order_by(*order_by(plan, keyed, forward=forward))
-        ).all()
-    )
-
-
-def _any(conn: Connection, plan: SearchPlan, matching: Any, cursor: Cursor) -> bool:
-    """Whether any match lies beyond ``cursor`` (for deciding on a next or previous link)."""
-    page = matching.subquery("page")
-    query = select(page.c.id).where(keyset_condition(plan, page, cursor)).limit(1)
-    return conn.execute(query).first() is not None
+        )
 
 
 def _position(plan: SearchPlan, row: Any) -> tuple[tuple[Any, ...], str, str]:
@@ -146,10 +200,6 @@ def _position(plan: SearchPlan, row: Any) -> tuple[tuple[Any, ...], str, str]:
 def _cursor(plan: SearchPlan, position: Any, *, forward: bool, inclusive: bool) -> Cursor:
     values, rtype, rid = position
     return Cursor(forward, inclusive, plan.sort_spec, values, rtype, rid)
-
-
-def _count(conn: Connection, where: list[Any]) -> int:
-    return conn.execute(select(func.count()).select_from(resources).where(*where)).scalar_one()
 
 
 def resolve_includes(

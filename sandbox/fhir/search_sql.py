@@ -6,22 +6,26 @@ subquery form beat joins 7 to 24 times on SQLite (DESIGN.md), and matching the
 layer as well as the id means a baseline's index rows never match a resource
 the sandbox has changed.  Every hop to another resource (chains, ``_has``)
 matches layer and id the same way, so a shadowed baseline row never leaks in.
+
+No value is written into the SQL: each is a bind parameter named after where
+it stands in the plan (``search_values``), so one statement serves every
+search of the same shape and ``search`` builds each shape once.
 """
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import (
+    BindParameter,
     ColumnElement,
     FromClause,
     Select,
     and_,
+    bindparam,
     exists,
     false,
     func,
-    literal,
     not_,
     or_,
     select,
@@ -29,37 +33,76 @@ from sqlalchemy import (
 )
 
 from sandbox.fhir.outcome import FhirError
-from sandbox.fhir.search_cursor import Cursor, SortValue
+from sandbox.fhir.search_cursor import Cursor
 from sandbox.fhir.search_params import SearchParam
-from sandbox.fhir.search_plan import Chain, Clause, Has, SearchPlan, SortKey, check_date, check_number
-from sandbox.fhir.values import fold
+from sandbox.fhir.search_plan import Chain, Clause, Has, SearchPlan, SortKey
+from sandbox.fhir.search_values import (
+    Form,
+    clause_forms,
+    clause_name,
+    cursor_names,
+    date_form,
+    layer_name,
+    view_values,
+)
 from sandbox.store.layers import View
 from sandbox.store.schema import INDEX_TABLES, resources, sp_reference
+
+
+class Binds:
+    """One bind parameter per value name, carrying this request's value.
+
+    The statement keeps the first request's values as defaults; later requests of
+    the same shape pass their own values when they execute it.
+    """
+
+    def __init__(self, values: dict[str, Any]) -> None:
+        self.values = values
+        self._made: dict[str, BindParameter[Any]] = {}
+
+    def __call__(self, name: str) -> BindParameter[Any]:
+        made = self._made.get(name)
+        if made is None:
+            value = self.values[name]
+            made = self._made[name] = bindparam(name, value, expanding=isinstance(value, list))
+        return made
+
 
 Types = str | tuple[str, ...] | None  # one type, the types of a system-level search, or all
 
 
-def visible(view: View, rtypes: Types, r: FromClause = resources) -> ColumnElement[bool]:
+def visible(view: View, rtypes: Types, r: FromClause = resources, b: Binds | None = None) -> ColumnElement[bool]:
     """Rows of ``r`` that the sandbox sees: its own, and its baseline's that it has not shadowed."""
+    b = b or Binds(view_values(view))
     conditions = [r.c.deleted == false()]
     if isinstance(rtypes, str):
         conditions.append(r.c.resource_type == rtypes)
     elif rtypes:
         conditions.append(r.c.resource_type.in_(rtypes))
+    overlay = b(layer_name(0))
     if not view.layered:
-        conditions.append(r.c.layer_id == view.overlay)
+        conditions.append(r.c.layer_id == overlay)
         return and_(*conditions)
     top = resources.alias("shadow")
-    shadowed = exists().where(
-        top.c.layer_id == view.overlay, top.c.resource_type == r.c.resource_type, top.c.id == r.c.id
-    )
-    conditions.append(r.c.layer_id.in_(view.layers))
-    conditions.append(or_(r.c.layer_id == view.overlay, not_(shadowed)))
+    shadowed = exists().where(top.c.layer_id == overlay, top.c.resource_type == r.c.resource_type, top.c.id == r.c.id)
+    conditions.append(r.c.layer_id.in_(_layers(view, b)))
+    conditions.append(or_(r.c.layer_id == overlay, not_(shadowed)))
     return and_(*conditions)
 
 
+def _layers(view: View, b: Binds) -> list[BindParameter[Any]]:
+    return [b(layer_name(n)) for n in range(len(view.layers))]
+
+
 def _member_of(
-    view: View, rtype: str | None, r: FromClause, table: Any, where: list[Any], *, probe: bool = False
+    view: View,
+    b: Binds,
+    rtype: str | None,
+    r: FromClause,
+    table: Any,
+    where: list[Any],
+    *,
+    probe: bool = False,
 ) -> ColumnElement[bool]:
     """``r`` is among the resources a subquery over an index table selects (same layer, same id).
 
@@ -75,27 +118,43 @@ def _member_of(
     if rtype is not None:
         where = [table.c.resource_type == rtype, *where]
         if not view.layered:
-            return r.c.id.in_(select(table.c.resource_id).where(table.c.layer_id == view.overlay, *where))
+            return r.c.id.in_(select(table.c.resource_id).where(table.c.layer_id == b(layer_name(0)), *where))
         return tuple_(r.c.layer_id, r.c.id).in_(
-            select(table.c.layer_id, table.c.resource_id).where(table.c.layer_id.in_(view.layers), *where)
+            select(table.c.layer_id, table.c.resource_id).where(table.c.layer_id.in_(_layers(view, b)), *where)
         )
     return tuple_(r.c.layer_id, r.c.resource_type, r.c.id).in_(
         select(table.c.layer_id, table.c.resource_type, table.c.resource_id).where(
-            table.c.layer_id.in_(view.layers), *where
+            table.c.layer_id.in_(_layers(view, b)), *where
         )
     )
 
 
-def plan_conditions(view: View, plan: SearchPlan, r: FromClause = resources) -> list[ColumnElement[bool]]:
-    conditions: list[ColumnElement[bool]] = [visible(view, plan.resource_type or plan.types, r)]
+def plan_conditions(view: View, plan: SearchPlan, b: Binds, r: FromClause = resources) -> list[ColumnElement[bool]]:
+    conditions: list[ColumnElement[bool]] = [visible(view, plan.resource_type or plan.types, r, b)]
     if plan.ids is not None:
-        conditions.append(r.c.id.in_(plan.ids))
-    for values in plan.last_updated:
-        conditions.append(or_(*[_date_condition(r.c.last_updated, r.c.last_updated, v) for v in values]))
+        conditions.append(r.c.id.in_(b("ids")))
+    for n, occurrence in enumerate(plan.last_updated):
+        conditions.append(
+            or_(
+                *[
+                    _date_condition(r.c.last_updated, r.c.last_updated, form, _slots(b, f"lu{n}_{vi}_"))
+                    for vi, form in enumerate(_date_forms(occurrence))
+                ]
+            )
+        )
     driver = None if plan.ids is not None else _driver(plan.clauses)
-    for clause in plan.clauses:
-        conditions.append(clause_condition(view, plan.resource_type, clause, r, probe=clause is not driver))
+    for n, clause in enumerate(plan.clauses):
+        conditions.append(clause_condition(view, b, n, plan.resource_type, clause, r, probe=clause is not driver))
     return conditions
+
+
+def _date_forms(values: tuple[str, ...]) -> list[Form]:
+    return [date_form(v)[0] for v in values]
+
+
+def _slots(b: Binds, prefix: str) -> Any:
+    """The bind parameter of one piece of one value: ``slot("lo")`` is ``{prefix}lo``."""
+    return lambda slot: b(prefix + slot)
 
 
 def _driver(clauses: list[Clause]) -> Clause | None:
@@ -111,44 +170,49 @@ def _driver(clauses: list[Clause]) -> Clause | None:
 
 
 def clause_condition(
-    view: View, rtype: str | None, clause: Clause, r: FromClause, *, probe: bool = False
+    view: View, b: Binds, n: int, rtype: str | None, clause: Clause, r: FromClause, *, probe: bool = False
 ) -> ColumnElement[bool]:
+    """Clause ``n`` of the plan (its values are bound by that number) as a condition on ``r``."""
     if clause.has:
         assert rtype is not None
-        return _has_condition(view, rtype, clause, r)
+        return _has_condition(view, b, n, rtype, clause, r)
     if clause.chain:
         assert rtype is not None
-        return _chain_condition(view, rtype, clause.chain, Clause(clause.param, clause.values, clause.modifier), r)
+        last = Clause(clause.param, clause.values, clause.modifier)
+        return _chain_condition(view, b, n, rtype, clause.chain, last, r)
     param = clause.param
     if param.code == "_id":
-        return r.c.id.in_(clause.values)
+        return r.c.id.in_(b(clause_name(n, 0, "ids")))
     if clause.modifier == "missing":
-        present = _param_rows(view, rtype, param, r, [])
+        present = _param_rows(view, b, rtype, param, r, [])
         return not_(present) if clause.values[0] == "true" else present
+    # Each value's form, and where its pieces are bound: value vi of clause n under "c{n}_{vi}_".
+    values = [(form, clause_name(n, vi, "")) for vi, (form, _) in enumerate(clause_forms(clause))]
     if clause.modifier == "not":
         # Resources with no value matching any of the given ones (including those with no value).
-        matching = or_(*[_value_condition(param, v, None, INDEX_TABLES["token"]) for v in clause.values])
-        return not_(_param_rows(view, rtype, param, r, [matching]))
+        token = INDEX_TABLES["token"]
+        matching = or_(*[_token_condition(form, _slots(b, at), token) for form, at in values])
+        return not_(_param_rows(view, b, rtype, param, r, [matching]))
     if param.type == "composite":
-        return or_(*[_composite_condition(view, rtype, param, v, r) for v in clause.values])
+        return or_(*[_composite_condition(view, b, rtype, param, form, at, r) for form, at in values])
     table = INDEX_TABLES[param.type]
-    either = or_(*[_value_condition(param, v, clause.modifier, table) for v in clause.values])
-    return _param_rows(view, rtype, param, r, [either], probe=probe)
+    either = or_(*[_value_condition(param, form, _slots(b, at), table) for form, at in values])
+    return _param_rows(view, b, rtype, param, r, [either], probe=probe)
 
 
 def _param_rows(
-    view: View, rtype: str | None, param: SearchParam, r: FromClause, where: list[Any], *, probe: bool = False
+    view: View, b: Binds, rtype: str | None, param: SearchParam, r: FromClause, where: list[Any], *, probe: bool = False
 ) -> ColumnElement[bool]:
     if param.type == "composite":
         # A composite value is indexed as its components' rows; the first component stands for it.
         table = INDEX_TABLES[param.components[0].type]
-        return _member_of(view, rtype, r, table, [table.c.param == f"{param.code}$0", *where], probe=probe)
+        return _member_of(view, b, rtype, r, table, [table.c.param == f"{param.code}$0", *where], probe=probe)
     table = INDEX_TABLES[param.type]
-    return _member_of(view, rtype, r, table, [table.c.param == param.code, *where], probe=probe)
+    return _member_of(view, b, rtype, r, table, [table.c.param == param.code, *where], probe=probe)
 
 
 def _chain_condition(
-    view: View, rtype: str, chain: tuple[Chain, ...], last: Clause, r: FromClause
+    view: View, b: Binds, n: int, rtype: str, chain: tuple[Chain, ...], last: Clause, r: FromClause
 ) -> ColumnElement[bool]:
     link, rest = chain[0], chain[1:]
     ref = sp_reference
@@ -156,30 +220,30 @@ def _chain_condition(
     for target_type in link.target_types:
         target = resources.alias()
         if rest:
-            inner = _chain_condition(view, target_type, rest, last, target)
+            inner = _chain_condition(view, b, n, target_type, rest, last, target)
         else:
-            inner = clause_condition(view, target_type, last, target)
+            inner = clause_condition(view, b, n, target_type, last, target)
         # Targets are matched by id among the visible resources, so a reference into the baseline
         # follows whichever layer's version of the target the sandbox sees.
-        targets = select(target.c.id).where(visible(view, target_type, target), inner)
+        targets = select(target.c.id).where(visible(view, target_type, target, b), inner)
         per_type.append(and_(ref.c.target_type == target_type, ref.c.target_id.in_(targets)))
-    return _member_of(view, rtype, r, ref, [ref.c.param == link.param.code, or_(*per_type)])
+    return _member_of(view, b, rtype, r, ref, [ref.c.param == link.param.code, or_(*per_type)])
 
 
-def _has_condition(view: View, rtype: str, clause: Clause, r: FromClause) -> ColumnElement[bool]:
+def _has_condition(view: View, b: Binds, n: int, rtype: str, clause: Clause, r: FromClause) -> ColumnElement[bool]:
     first, rest = clause.has[0], clause.has[1:]
     source = resources.alias()
     inner_clause = Clause(clause.param, clause.values, clause.modifier, clause.chain, rest)
-    matching = clause_condition(view, first.source_type, inner_clause, source)
-    sources = select(source.c.layer_id, source.c.id).where(visible(view, first.source_type, source), matching)
-    return r.c.id.in_(_referenced_ids(view, first, rtype, sources))
+    matching = clause_condition(view, b, n, first.source_type, inner_clause, source)
+    sources = select(source.c.layer_id, source.c.id).where(visible(view, first.source_type, source, b), matching)
+    return r.c.id.in_(_referenced_ids(view, b, first, rtype, sources))
 
 
-def _referenced_ids(view: View, has: Has, target_type: str, sources: Select) -> Select:
+def _referenced_ids(view: View, b: Binds, has: Has, target_type: str, sources: Select) -> Select:
     """Ids the matching sources refer to, through the index rows of the sources' visible versions only."""
     ref = sp_reference
     return select(ref.c.target_id).where(
-        ref.c.layer_id.in_(view.layers),
+        ref.c.layer_id.in_(_layers(view, b)),
         ref.c.resource_type == has.source_type,
         ref.c.param == has.reference_param.code,
         ref.c.target_type == target_type,
@@ -188,18 +252,15 @@ def _referenced_ids(view: View, has: Has, target_type: str, sources: Select) -> 
 
 
 def _composite_condition(
-    view: View, rtype: str | None, param: SearchParam, raw: str, r: FromClause
+    view: View, b: Binds, rtype: str | None, param: SearchParam, form: Any, prefix: str, r: FromClause
 ) -> ColumnElement[bool]:
-    parts = raw.split("$")
-    if len(parts) != len(param.components):
-        raise FhirError.of(400, "invalid", f"'{param.code}' needs {len(param.components)} values joined by '$'")
     tables = [INDEX_TABLES[c.type].alias() for c in param.components]
     first = tables[0]
     where: list[Any] = []
-    for n, (component, table, value) in enumerate(zip(param.components, tables, parts, strict=True)):
-        fake = SearchParam(param.resource_type, f"{param.code}${n}", component.type, "")
-        where.append(table.c.param == fake.code)
-        where.append(_value_condition(fake, value, None, table))
+    for n, (component, table, part_form) in enumerate(zip(param.components, tables, form, strict=True)):
+        part = SearchParam(param.resource_type, f"{param.code}${n}", component.type, "")
+        where.append(table.c.param == part.code)
+        where.append(_value_condition(part, part_form, _slots(b, f"{prefix}{n}"), table))
         if n:
             where.extend(
                 [
@@ -209,91 +270,83 @@ def _composite_condition(
                     table.c.grp == first.c.grp,
                 ]
             )
-    return _member_of(view, rtype, r, first, where)
+    return _member_of(view, b, rtype, r, first, where)
 
 
 # ---- value conditions per parameter type ------------------------------------------------------
+#
+# Each takes the value's form (``search_values.value_form``) and ``slot``, which gives the bind
+# parameter of one of the value's pieces by its name.
 
 
-def _like_escape(text: str) -> str:
-    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-
-
-def _value_condition(param: SearchParam, value: str, modifier: str | None, table: Any) -> ColumnElement[bool]:
+def _value_condition(param: SearchParam, form: Any, slot: Any, table: Any) -> ColumnElement[bool]:
     kind = param.type
     if kind == "string":
-        if modifier == "exact":
-            return table.c.exact == value
-        folded = _like_escape(fold(value))
-        if modifier == "contains":
-            return table.c.value.like(f"%{folded}%", escape="\\")
-        return table.c.value.like(f"{folded}%", escape="\\")
+        return table.c.exact == slot("v") if form == "exact" else table.c.value.like(slot("v"), escape="\\")
     if kind == "token":
-        return _token_condition(value, modifier, table)
+        return _token_condition(form, slot, table)
     if kind == "reference":
-        return _reference_condition(param, value, modifier, table)
+        return _reference_condition(form, slot, table)
     if kind == "date":
-        return _date_condition(table.c.low, table.c.high, value)
+        return _date_condition(table.c.low, table.c.high, form, slot)
     if kind == "number":
-        return _number_condition(table.c.low, table.c.high, value)
+        return _number_condition(table.c.low, table.c.high, form, slot)
     if kind == "quantity":
-        return _quantity_condition(value, table)
+        number, has_code, has_system = form
+        condition = _number_condition(table.c.low, table.c.high, number, slot)
+        if has_code:
+            condition = and_(condition, table.c.code == slot("code"))
+        if has_system:
+            condition = and_(condition, table.c.system == slot("system"))
+        return condition
     if kind == "uri":
-        if modifier == "below":
-            return table.c.value.like(f"{_like_escape(value)}%", escape="\\")
-        if modifier == "above":
-            return literal(value).like(table.c.value + "%")
-        return table.c.value == value
+        if form == "below":
+            return table.c.value.like(slot("v"), escape="\\")
+        if form == "above":
+            return slot("v").like(table.c.value + "%")
+        return table.c.value == slot("v")
     raise FhirError.of(400, "not-supported", f"Searching on {kind} parameters is not supported")
 
 
-def _token_condition(value: str, modifier: str | None, table: Any) -> ColumnElement[bool]:
-    if modifier == "text":
-        return table.c.text.like(f"{_like_escape(fold(value))}%", escape="\\")
-    if "|" not in value:
-        return table.c.code == value
-    system, _, code = value.partition("|")
-    if not system:
-        return and_(table.c.system.is_(None), table.c.code == code)
-    if not code:
-        return table.c.system == system
-    return and_(table.c.system == system, table.c.code == code)
+def _token_condition(form: Any, slot: Any, table: Any) -> ColumnElement[bool]:
+    if form == "text":
+        return table.c.text.like(slot("v"), escape="\\")
+    if form == "code":
+        return table.c.code == slot("c")
+    if form == "nosys":
+        return and_(table.c.system.is_(None), table.c.code == slot("c"))
+    if form == "sys":
+        return table.c.system == slot("s")
+    return and_(table.c.system == slot("s"), table.c.code == slot("c"))
 
 
-def _reference_condition(param: SearchParam, value: str, modifier: str | None, table: Any) -> ColumnElement[bool]:
-    if modifier == "identifier":
-        system, bar, ident = value.partition("|")
-        if not bar:
-            return table.c.ident_value == value
-        if not system:
-            return and_(table.c.ident_system.is_(None), table.c.ident_value == ident)
-        return (
-            and_(table.c.ident_system == system, table.c.ident_value == ident)
-            if ident
-            else table.c.ident_system == system
-        )
-    if modifier:  # :[Type]
-        return and_(table.c.target_type == modifier, table.c.target_id == value)
-    if "://" in value or value.startswith("urn:"):
-        url = value.split("|")[0]
-        parts = url.rstrip("/").split("/")
-        local = and_(table.c.target_type == parts[-2], table.c.target_id == parts[-1]) if len(parts) >= 2 else false()
-        return or_(table.c.url == url, local)
-    if "/" in value:
-        rtype, _, rid = value.partition("/")
-        return and_(table.c.target_type == rtype, table.c.target_id == rid.split("/_history/")[0])
-    if len(param.targets) == 1:
-        return and_(table.c.target_type == param.targets[0], table.c.target_id == value)
-    return table.c.target_id == value
+def _reference_condition(form: Any, slot: Any, table: Any) -> ColumnElement[bool]:
+    if form == "ident":
+        return table.c.ident_value == slot("v")
+    if form == "ident-nosys":
+        return and_(table.c.ident_system.is_(None), table.c.ident_value == slot("v"))
+    if form == "ident-sys-v":
+        return and_(table.c.ident_system == slot("s"), table.c.ident_value == slot("v"))
+    if form == "ident-sys":
+        return table.c.ident_system == slot("s")
+    if form == "typeid":
+        return and_(table.c.target_type == slot("t"), table.c.target_id == slot("i"))
+    if form == "url-local":
+        local = and_(table.c.target_type == slot("t"), table.c.target_id == slot("i"))
+        return or_(table.c.url == slot("u"), local)
+    if form == "url":
+        return table.c.url == slot("u")
+    return table.c.target_id == slot("i")
 
 
-def _date_condition(low: Any, high: Any, raw: str) -> ColumnElement[bool]:
+def _date_condition(low: Any, high: Any, prefix: Any, slot: Any) -> ColumnElement[bool]:
     """FHIR R4 date prefixes over ranges: both the value searched for and the stored value are ranges.
 
     ``eq``: the search range contains the target; ``gt``: the part above the search range
-    overlaps the target; ``ge``: ``gt`` or ``eq``; ``sa``: the target starts after the search range.
+    overlaps the target; ``ge``: ``gt`` or ``eq``; ``sa``: the target starts after the search range;
+    ``ap``: the target overlaps the widened range ``search_values.date_form`` made.
     """
-    prefix, (qlow, qhigh) = check_date(raw)
+    qlow, qhigh = slot("lo"), slot("hi")
     contained = and_(low >= qlow, high <= qhigh)
     if prefix == "eq":
         return contained
@@ -311,51 +364,30 @@ def _date_condition(low: Any, high: Any, raw: str) -> ColumnElement[bool]:
         return low > qhigh
     if prefix == "eb":
         return high < qlow
-    # ap: within 10% of the distance between the value and now, on either side.
-    now = datetime.now(UTC).replace(tzinfo=None)
-    start = datetime.fromisoformat(qlow)
-    gap = abs(now - start) * 0.1
-    lo = (start - gap).strftime("%Y-%m-%dT%H:%M:%S.%f")
-    hi = (datetime.fromisoformat(qhigh) + gap).strftime("%Y-%m-%dT%H:%M:%S.%f")
-    return and_(high >= lo, low <= hi)
+    return and_(high >= qlow, low <= qhigh)  # ap
 
 
-def _number_condition(low: Any, high: Any, raw: str) -> ColumnElement[bool]:
+def _number_condition(low: Any, high: Any, prefix: Any, slot: Any) -> ColumnElement[bool]:
     """Numbers: ``eq`` uses the implicit precision of the value (``100`` is [99.5, 100.5));
-    ``gt``/``lt``/``ge``/``le`` compare with the value itself; ``sa``/``eb`` lie beyond its range."""
-    prefix, (qlow, qhigh), value = check_number(raw)
+    ``gt``/``lt``/``ge``/``le`` compare with the value itself; ``sa``/``eb`` lie beyond its range;
+    ``ap`` overlaps the value give or take 10%."""
     if prefix == "eq":
-        return and_(low >= qlow, high < qhigh)
+        return and_(low >= slot("lo"), high < slot("hi"))
     if prefix == "ne":
-        return or_(low < qlow, high >= qhigh)
+        return or_(low < slot("lo"), high >= slot("hi"))
     if prefix == "gt":
-        return high > value
+        return high > slot("v")
     if prefix == "lt":
-        return low < value
+        return low < slot("v")
     if prefix == "ge":
-        return high >= value
+        return high >= slot("v")
     if prefix == "le":
-        return low <= value
+        return low <= slot("v")
     if prefix == "sa":
-        return low >= qhigh
+        return low >= slot("hi")
     if prefix == "eb":
-        return high < qlow
-    margin = abs(value) * 0.1  # ap
-    return and_(high >= value - margin, low <= value + margin)
-
-
-def _quantity_condition(raw: str, table: Any) -> ColumnElement[bool]:
-    number, _, unit = raw.partition("|")
-    condition = _number_condition(table.c.low, table.c.high, number)
-    if unit:
-        system, bar, code = unit.partition("|")
-        if not bar:
-            code, system = system, ""
-        if code:
-            condition = and_(condition, table.c.code == code)
-        if system:
-            condition = and_(condition, table.c.system == system)
-    return condition
+        return high < slot("lo")
+    return and_(high >= slot("lo"), low <= slot("hi"))  # ap
 
 
 # ---- sorting and keyset paging ------------------------------------------------------------------
@@ -410,40 +442,46 @@ def order_by(plan: SearchPlan, page: FromClause, *, forward: bool = True) -> lis
     return keys
 
 
-def keyset_condition(plan: SearchPlan, page: FromClause, cursor: Cursor) -> ColumnElement[bool]:
+def keyset_condition(
+    plan: SearchPlan, page: FromClause, cursor: Cursor, b: Binds, prefix: str = "k"
+) -> ColumnElement[bool]:
     """Rows strictly after (or before) the cursor's position in the sort order, or at it when inclusive.
 
     Built as ``k1 beyond v1 OR (k1 = v1 AND (k2 beyond v2 OR (...)))``, with NULLs last
-    in the forward order, so it works for any mix of ascending and descending keys.
+    in the forward order, so it works for any mix of ascending and descending keys.  The
+    position's values are bound under ``prefix`` (``search_values.cursor_values``).
     """
+    type_name, id_name, value_names = cursor_names(prefix, len(plan.sort))
+    rtype, rid = b(type_name), b(id_name)
     tail: ColumnElement[bool] = or_(
-        _beyond(page.c.resource_type, cursor.resource_type, cursor.forward),
+        _beyond(page.c.resource_type, rtype, cursor.forward),
         and_(
-            page.c.resource_type == cursor.resource_type,
-            or_(_beyond(page.c.id, cursor.id, cursor.forward), page.c.id == cursor.id)
+            page.c.resource_type == rtype,
+            or_(_beyond(page.c.id, rid, cursor.forward), page.c.id == rid)
             if cursor.inclusive
-            else _beyond(page.c.id, cursor.id, cursor.forward),
+            else _beyond(page.c.id, rid, cursor.forward),
         ),
     )
     for n in reversed(range(len(plan.sort))):
-        key, value = plan.sort[n], cursor.values[n]
+        key = plan.sort[n]
+        value = None if cursor.values[n] is None else b(value_names[n])
         column = page.c[sort_label(n)]
         after = cursor.forward != key.descending  # "beyond" means greater for this key
         tail = or_(_key_beyond(column, value, after, cursor.forward), and_(_key_equal(column, value), tail))
     return tail
 
 
-def _beyond(column: Any, value: str, greater: bool) -> ColumnElement[bool]:
+def _beyond(column: Any, value: Any, greater: bool) -> ColumnElement[bool]:
     return column > value if greater else column < value
 
 
-def _key_beyond(column: Any, value: SortValue, greater: bool, forward: bool) -> ColumnElement[bool]:
+def _key_beyond(column: Any, value: Any, greater: bool, forward: bool) -> ColumnElement[bool]:
     # NULLs sit at the end of the forward order: beyond every value going forward, before none going back.
     if value is None:
         return false() if forward else column.is_not(None)
-    compared = _beyond(column, value, greater)  # type: ignore[arg-type]
+    compared = _beyond(column, value, greater)
     return or_(column.is_(None), compared) if forward else and_(column.is_not(None), compared)
 
 
-def _key_equal(column: Any, value: SortValue) -> ColumnElement[bool]:
+def _key_equal(column: Any, value: Any) -> ColumnElement[bool]:
     return column.is_(None) if value is None else column == value
