@@ -66,3 +66,28 @@ def test_next_page_keeps_the_shape(store):
     )
     for plan in plans:
         assert "SCAN resources" not in plan and "SCAN sp_" not in plan
+
+
+def test_searches_of_one_shape_share_a_statement_and_bind_their_own_values(store):
+    """The second search of a shape reuses the first one's SQL text; only the bound values differ."""
+    code = {"coding": [{"system": "http://loinc.org", "code": "8867-4"}]}
+    other = {"coding": [{"system": "http://loinc.org", "code": "8310-5"}]}
+    store.put(observation("a", subject={"reference": "Patient/p1"}, code=code, effectiveDateTime="2024-01-01"))
+    store.put(observation("b", subject={"reference": "Patient/p2"}, code=other, effectiveDateTime="2024-01-02"))
+    statements: list[tuple[str, object]] = []
+
+    def grab(_conn, _cursor, statement, parameters, _context, _many) -> None:  # type: ignore[no-untyped-def]
+        statements.append((statement, parameters))
+
+    event.listen(store.db.engine, "before_cursor_execute", grab)
+    try:
+        first = store.ids("Observation", "patient=p1&code=http://loinc.org|8867-4&_sort=-date")
+        second = store.ids("Observation", "patient=p2&code=http://loinc.org|8310-5&_sort=-date")
+        neither = store.ids("Observation", "patient=p1&code=http://loinc.org|8310-5&_sort=-date")
+    finally:
+        event.remove(store.db.engine, "before_cursor_execute", grab)
+    assert (first, second, neither) == (["a"], ["b"], [])
+    selects = [(sql, params) for sql, params in statements if sql.lstrip().upper().startswith("SELECT")]
+    assert len({sql for sql, _ in selects}) == 1
+    assert "8867-4" not in selects[0][0] and "p1" not in selects[0][0]  # values are bound, never in the SQL text
+    assert len({repr(params) for _, params in selects}) == 3
