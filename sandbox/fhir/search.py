@@ -10,7 +10,7 @@ once: creations and deletions elsewhere in the order do not shift the pages.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from sqlalchemy import Connection, and_, func, select
@@ -23,6 +23,7 @@ from sandbox.fhir.search_sql import (
     keyset_condition,
     order_by,
     plan_conditions,
+    quiet_types,
     sort_expression,
     sort_label,
     visible,
@@ -48,6 +49,8 @@ class SearchResult:
 
 
 def run_search(conn: Connection, repo: Repository, view: View, plan: SearchPlan) -> SearchResult:
+    if view.layered and plan.resource_type is not None:
+        view = replace(view, quiet=quiet_types(conn, view, _types_searched(plan)))
     shape, values = plan_shape_and_values(view, plan)
     statements = _Statements(view, plan, shape, values)
     if plan.summary == "count" or plan.count == 0:
@@ -191,6 +194,17 @@ class _Statements:
             )
             .order_by(*order_by(plan, keyed, forward=forward))
         )
+
+
+def _types_searched(plan: SearchPlan) -> set[str]:
+    """The resource types whose visible rows a (type-level) search reads: its own, chained to, _has from."""
+    assert plan.resource_type is not None
+    types = {plan.resource_type}
+    for clause in plan.clauses:
+        for link in clause.chain:
+            types.update(link.target_types)
+        types.update(has.source_type for has in clause.has)
+    return types
 
 
 def _position(plan: SearchPlan, row: Any) -> tuple[tuple[Any, ...], str, str]:

@@ -222,6 +222,7 @@ def plan_shape_and_values(view: View, plan: SearchPlan) -> tuple[tuple[Any, ...]
     values["limit"] = plan.count + 1
     shape = (
         len(view.layers),
+        tuple(sorted(view.quiet)),
         plan.resource_type,
         plan.types,
         plan.ids is not None,

@@ -24,6 +24,9 @@ class View:
 
     sandbox_id: str
     layers: tuple[str, ...]
+    # Resource types the overlay is known, for one search, to hold nothing of (``search_sql.quiet_types``):
+    # the sandbox sees the baseline's resources of these types as they are.
+    quiet: frozenset[str] = frozenset()
 
     @property
     def overlay(self) -> str:

@@ -115,3 +115,22 @@ def test_sort_and_paging_across_layers(store):
 def test_system_search_across_layers(store):
     assert sorted(store.ids(None, "_type=Patient,Organization")) == ["acme", "eva", "zen"]
     assert sorted(store.ids(None, "_type=Patient,Organization", OTHER)) == ["acme", "bob", "eva"]
+
+
+def test_types_the_sandbox_never_touched_are_read_from_the_baseline_as_they_are(store, db):
+    """A sandbox that changed only Patients: Observation searches take the baseline's rows unchecked,
+    while chains and _has into Patient still follow the sandbox's versions."""
+    with db.write() as conn:
+        conn.execute(
+            insert(layers).values(id="nurse", kind="sandbox", name="Nurse", baseline_id="base", created_at="2026")
+        )
+    nurse = View("nurse", ("nurse", "base"))
+    store.put(patient("eva", name=[{"family": "Nursed"}]), nurse)
+    store.delete("Patient", "bob", nurse)
+    assert store.found("Observation", "code=8867-4", nurse) == {"o1"}
+    assert store.found("Observation", "subject:Patient.name=nursed", nurse) == {"o1"}
+    assert store.found("Observation", "subject:Patient.name=eva", nurse) == set()
+    assert store.found("Observation", "subject:Patient.name=bob", nurse) == set()
+    assert store.found("Patient", "_has:Observation:subject:code=29463-7", nurse) == set()  # bob is deleted
+    assert store.found("Patient", "_has:Observation:subject:code=8867-4", nurse) == {"eva"}
+    assert store.found("Observation", "", nurse) == {"o1", "o2"}
