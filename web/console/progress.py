@@ -187,7 +187,14 @@ async def attempt_page(
         "status": status if shown.status != "abandoned" else "Abandoned (retried)",
         "score": f"{_points(shown.score)}/{_points(shown.max_score)}",
         "time_on_task": duration(shown.seconds_on_task),
-        "checks": [{**r.to_json(), "label": CHECK_LABELS.get(r.status, r.status)} for r in shown.results],
+        "checks": [
+            {
+                **r.to_json(),
+                "label": CHECK_LABELS.get(r.status, r.status),
+                "score": f"{_points(r.points)}/{_points(r.max_points)}",
+            }
+            for r in shown.results
+        ],
         "entries": view.entries,
     }
     return page("console/attempt.html", context)
