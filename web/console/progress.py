@@ -65,6 +65,20 @@ async def progress(cohort_id: str, request: Request, session: WebSession = Depen
     return page("console/progress.html", _matrix_context(report, session))
 
 
+@dataclass(frozen=True, slots=True)
+class MatrixCell:
+    """One cell as the template shows it, every text worked out here: 1,600 cells render in milliseconds when the
+    template only reads attributes (dict lookups and loop variables in Jinja cost several times more)."""
+
+    ref: str  # pack/task
+    status: str
+    label: str
+    score: str
+    time: str
+    attempts: int
+    href: str | None
+
+
 def _matrix_context(report: CohortReport, session: WebSession) -> dict[str, Any]:
     by_task = report.completion_by_task()
     columns = [
@@ -74,21 +88,20 @@ def _matrix_context(report: CohortReport, session: WebSession) -> dict[str, Any]
     rows = []
     for member in report.cohort.members:
         cells = []
+        link = f"/trainer/cohorts/{report.cohort.id}/trainees/{member.user.id}/tasks/"
         for column in columns:
             cell: Cell = report.cell(member.user.id, column["pack"], column["task"])
+            tried = cell.attempts > 0
             cells.append(
-                {
-                    "status": cell.status,
-                    "label": STATUS_LABELS[cell.status],
-                    "score": f"{_points(cell.score)}/{_points(cell.max_score)}" if cell.attempts else "",
-                    "time": duration(cell.seconds) if cell.attempts else "",
-                    "attempts": cell.attempts,
-                    "href": (
-                        f"/trainer/cohorts/{report.cohort.id}/trainees/{member.user.id}/tasks/{column['ref']}"
-                        if cell.attempts
-                        else None
-                    ),
-                }
+                MatrixCell(
+                    column["ref"],
+                    cell.status,
+                    STATUS_LABELS[cell.status],
+                    f"{_points(cell.score)}/{_points(cell.max_score)}" if tried else "",
+                    duration(cell.seconds) if tried else "",
+                    cell.attempts,
+                    link + column["ref"] if tried else None,
+                )
             )
         rows.append({"user": member.user, "cells": cells})
     packs = sorted({c["pack"] for c in columns})
