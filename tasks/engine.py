@@ -354,21 +354,24 @@ def _view(conn: Connection, sandbox_id: str) -> View:
 
 
 def _attempt(row: Any, with_results: bool = True) -> Attempt:
+    # One dict of the row's values: reading 16 attributes of a SQLAlchemy Row one by one cost more than the rest
+    # of building an Attempt, which a 100-trainee progress matrix does 1,600 times.
+    r = dict(zip(row._fields, row, strict=True))
     return Attempt(
-        sandbox_id=row.sandbox_id,
-        trainee_id=row.trainee_id,
-        pack_id=row.pack_id,
-        task_id=row.task_id,
-        attempt=row.attempt,
-        cohort_id=row.cohort_id,
-        status=row.status,
-        started_at=row.started_at,
-        ended_at=row.ended_at,
-        context=orjson.loads(row.context),
-        hints_used=row.hints_used,
-        score=row.score,
-        max_score=row.max_score,
-        passed=bool(row.passed),
-        results=[CheckResult.from_json(r) for r in orjson.loads(row.results)] if with_results and row.results else [],
-        checked_at=row.checked_at,
+        sandbox_id=r["sandbox_id"],
+        trainee_id=r["trainee_id"],
+        pack_id=r["pack_id"],
+        task_id=r["task_id"],
+        attempt=r["attempt"],
+        cohort_id=r["cohort_id"],
+        status=r["status"],
+        started_at=r["started_at"],
+        ended_at=r["ended_at"],
+        context=orjson.loads(r["context"]),
+        hints_used=r["hints_used"],
+        score=r["score"],
+        max_score=r["max_score"],
+        passed=bool(r["passed"]),
+        results=[CheckResult.from_json(x) for x in orjson.loads(r["results"])] if with_results and r["results"] else [],
+        checked_at=r["checked_at"],
     )

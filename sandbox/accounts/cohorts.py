@@ -111,6 +111,17 @@ def create_cohort(
     return get_cohort(conn, cohort_id)
 
 
+def pack_ids(conn: Connection, cohort_id: str) -> list[str]:
+    """The task packs assigned to the cohort, in the order they were assigned."""
+    return list(
+        conn.execute(
+            select(cohort_packs.c.pack_id)
+            .where(cohort_packs.c.cohort_id == cohort_id)
+            .order_by(cohort_packs.c.assigned_at, cohort_packs.c.pack_id)
+        ).scalars()
+    )
+
+
 def assign_pack(conn: Connection, cohort_id: str, pack_id: str) -> None:
     """Give the cohort a task pack to work through (once: assigning it again changes nothing)."""
     if not isinstance(pack_id, str) or not pack_id.strip() or len(pack_id) > 64:
@@ -235,11 +246,7 @@ def _cohort(conn: Connection, row: Any) -> Cohort:
             .order_by(cohort_members.c.added_at, users.c.email)
         )
     ]
-    packs = conn.execute(
-        select(cohort_packs.c.pack_id)
-        .where(cohort_packs.c.cohort_id == row.id)
-        .order_by(cohort_packs.c.assigned_at, cohort_packs.c.pack_id)
-    ).scalars()
+    packs = pack_ids(conn, row.id)
     return Cohort(
         row.id,
         row.name,

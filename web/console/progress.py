@@ -50,9 +50,15 @@ def _points(value: float) -> str:
 
 
 def _report(conn: Connection, engine: TaskEngine, session: WebSession, cohort_id: str) -> CohortReport:
-    cohort = trained_cohort(conn, session.user, cohort_id)
-    packs = [p for p in cohort.packs if p in engine.library.packs]
-    return cohort_report(conn, engine, cohort_id, packs=packs)
+    if not cohort_ops.trains(conn, session.user, cohort_id):  # one row read; the report reads the cohort itself
+        trained_cohort(conn, session.user, cohort_id)  # 404 or 403, worded
+    report = cohort_report(conn, engine, cohort_id, packs=list(_packs(conn, engine, cohort_id)))
+    return report
+
+
+def _packs(conn: Connection, engine: TaskEngine, cohort_id: str) -> list[str]:
+    """The cohort's packs that the library still has."""
+    return [p for p in cohort_ops.pack_ids(conn, cohort_id) if p in engine.library.packs]
 
 
 # ---- the matrix ---------------------------------------------------------------------------------------------
@@ -80,10 +86,8 @@ class MatrixCell:
 
 
 def _matrix_context(report: CohortReport, session: WebSession) -> dict[str, Any]:
-    by_task = report.completion_by_task()
-    columns = [
-        {"pack": pack_id, "task": task, "ref": f"{pack_id}/{task.id}", "completion": by_task[f"{pack_id}/{task.id}"]}
-        for pack_id, task in report.tasks
+    columns: list[dict[str, Any]] = [
+        {"pack": pack_id, "task": task, "ref": f"{pack_id}/{task.id}", "passed": 0} for pack_id, task in report.tasks
     ]
     rows = []
     for member in report.cohort.members:
@@ -92,6 +96,7 @@ def _matrix_context(report: CohortReport, session: WebSession) -> dict[str, Any]
         for column in columns:
             cell: Cell = report.cell(member.user.id, column["pack"], column["task"])
             tried = cell.attempts > 0
+            column["passed"] += cell.status == PASSED
             cells.append(
                 MatrixCell(
                     column["ref"],
@@ -104,6 +109,15 @@ def _matrix_context(report: CohortReport, session: WebSession) -> dict[str, Any]
                 )
             )
         rows.append({"user": member.user, "cells": cells})
+    # Completion per task and per competency, as CohortReport.completion_by_* define it, from the counts above.
+    members = len(report.cohort.members)
+    competencies: dict[str, list[int]] = {}
+    for column in columns:
+        column["completion"] = round(column["passed"] / members, 4) if members else 0.0
+        for competency in column["task"].competencies:
+            tally = competencies.setdefault(competency, [0, 0])
+            tally[0] += column["passed"]
+            tally[1] += members
     packs = sorted({c["pack"] for c in columns})
     return {
         "user": session.user,
@@ -112,7 +126,9 @@ def _matrix_context(report: CohortReport, session: WebSession) -> dict[str, Any]
         "columns": columns,
         "rows": rows,
         "packs": packs,
-        "competencies": report.completion_by_competency(),
+        "competencies": {
+            c: round(done / total, 4) if total else 0.0 for c, (done, total) in sorted(competencies.items())
+        },
         "labels": STATUS_LABELS,
     }
 
