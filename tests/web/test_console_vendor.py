@@ -135,11 +135,10 @@ def test_other_roles_get_403_on_the_vendor_console(client: TestClient, db: Datab
 
 
 def test_fhir_paths_name_their_sandbox() -> None:
-    assert fhir_sandbox("/fhir") == "default"
-    assert fhir_sandbox("/fhir/Patient/1") == "default"
     assert fhir_sandbox("/sandboxes/abc/fhir") == "abc"
     assert fhir_sandbox("/sandboxes/abc/fhir/Observation?x=1") == "abc"
-    for other in ("/sandboxes/abc/hl7v2/messages", "/fhirish", "/admin/sandboxes", "/sandboxes//fhir", "/vendor"):
+    # The open default sandbox (/fhir) belongs to no vendor: not logged.
+    for other in ("/fhir", "/fhir/Patient/1", "/sandboxes/abc/hl7v2/messages", "/admin/sandboxes", "/sandboxes//fhir"):
         assert fhir_sandbox(other) is None
 
 
@@ -150,13 +149,27 @@ def test_the_log_keeps_the_newest_rows_of_each_sandbox_and_drops_unknown_sandbox
     for n in range(5):
         log.record(vendors.acme_sandbox, "GET", f"/sandboxes/x/fhir/Patient/{n}", 200, 1_700_000_000 + n, 1.5)
     log.record("no-such-sandbox", "GET", "/sandboxes/no-such-sandbox/fhir/Patient", 404, 1_700_000_000, 0.5)
-    assert log.flush() == 5
+    assert log.flush() == 3  # the two oldest would not survive the cap: not written at all
+    for n in range(5, 7):  # a later batch pushes the oldest written rows out
+        log.record(vendors.acme_sandbox, "GET", f"/sandboxes/x/fhir/Patient/{n}", 200, 1_700_000_000 + n, 1.5)
+    assert log.flush() == 2
     with db.read() as conn:
         kept = log.recent(conn, vendors.acme_sandbox)
-        assert [r.url.rsplit("/", 1)[1] for r in kept] == ["4", "3", "2"]
-        assert kept[0].at == "2023-11-14T22:13:24.000Z" and kept[0].duration_ms == 1.5
+        assert [r.url.rsplit("/", 1)[1] for r in kept] == ["6", "5", "4"]
+        assert kept[0].at == "2023-11-14T22:13:26.000Z" and kept[0].duration_ms == 1.5
         assert conn.execute(select(func.count()).select_from(fhir_requests)).scalar() == 3
     assert log.flush() == 0
+
+
+def test_a_burst_writes_only_what_the_cap_keeps(db: Database, vendors: Vendors) -> None:
+    log = RequestLog(db, per_sandbox=2)
+    for n in range(4):
+        log.record(vendors.acme_sandbox, "GET", f"/a/{n}", 200, 1_700_000_000 + n, 1.0)
+        log.record(vendors.other_sandbox, "GET", f"/b/{n}", 200, 1_700_000_000 + n, 1.0)
+    assert log.flush() == 4
+    with db.read() as conn:
+        assert [r.url for r in log.recent(conn, vendors.acme_sandbox)] == ["/a/3", "/a/2"]
+        assert [r.url for r in log.recent(conn, vendors.other_sandbox)] == ["/b/3", "/b/2"]
 
 
 def test_the_queue_is_bounded_when_the_writer_falls_behind(db: Database, vendors: Vendors) -> None:

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 from fastapi import APIRouter, Depends, Request
 from sqlalchemy import Connection, func, select
+from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
 
 from sandbox.accounts.sessions import WebSession
@@ -73,7 +74,7 @@ async def vendor_home(
             for sandbox_id, name, shared in vendor_sandboxes(conn, session.user.id)
         ]
 
-    await run(request, lambda _conn: log.flush(), read_only=True)  # show the calls made up to now
+    await run_in_threadpool(log.flush)  # show the calls made up to now
     context = {
         "user": session.user,
         "csrf_token": session.csrf_token,
