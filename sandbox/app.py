@@ -21,6 +21,7 @@ from sandbox.fhir.context import Views
 from sandbox.fhir.interactions import Interactions
 from sandbox.fhir.operations import router as operations_router
 from sandbox.fhir.outcome import FhirError, Issue
+from sandbox.fhir.request_log import RecordFhirRequests, RequestLog
 from sandbox.fhir.responses import fhir_response
 from sandbox.fhir.routes import router as fhir_router
 from sandbox.fhir.search_params import registry
@@ -59,7 +60,9 @@ def create_app(settings: Settings, *, db: Database | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         await app.state.hl7v2.start()  # the MLLP listener and outbound worker, if `serve` configured them
+        app.state.request_log.start()
         yield
+        app.state.request_log.stop()
         await app.state.hl7v2.stop()
         db.dispose()
 
@@ -73,6 +76,8 @@ def create_app(settings: Settings, *, db: Database | None = None) -> FastAPI:
     app.state.views = Views(db)
     app.state.authenticate = Authenticator(admin_token, db)
     app.state.hl7v2 = Hl7v2Service(db, app.state.fhir)
+    app.state.request_log = RequestLog(db)
+    app.add_middleware(RecordFhirRequests, log=app.state.request_log)  # the vendor console's log of FHIR calls
 
     app.include_router(bundle_router, prefix="/fhir")
     app.include_router(bundle_router, prefix="/sandboxes/{sandbox_id}/fhir")

@@ -20,6 +20,7 @@ from sandbox.fhir.interactions import Interactions
 from sandbox.store.database import Database
 from sandbox.store.schema import cohorts, layers
 from tasks.cases import load_case_baseline
+from tasks.library import Library
 
 DEMO_BASELINE = "demo-cases"
 PEOPLE = (
@@ -55,7 +56,9 @@ def create_demo(db: Database, fhir: Interactions, data_dir: Path) -> Demo:
             password = secrets.token_urlsafe(12)
             users.append(create_user(conn, name, email, role, password=password))
             accounts.append((email, role, password))
-        cohort = create_cohort(conn, "Demo cohort", users[0].id, baseline_id=baseline)
+        # Every built-in pack: the trainer console's progress matrix shows their tasks from the start.
+        packs = list(Library.builtin().packs)
+        cohort = create_cohort(conn, "Demo cohort", users[0].id, baseline_id=baseline, packs=packs)
         sandboxes = {user.email: add_member(conn, cohort.id, user.id).sandbox_id for user in users[1:]}
     saved_to = data_dir / "demo-accounts.txt"
     data_dir.mkdir(parents=True, exist_ok=True)

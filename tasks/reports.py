@@ -117,8 +117,7 @@ def cohort_report(
     members = {(m.user.id, m.sandbox_id) for m in cohort.members}
     attempts = [
         a
-        for sandbox_id in cohort.sandbox_ids
-        for a in engine.attempts(conn, sandbox_id=sandbox_id)
+        for a in engine.attempts(conn, sandbox_ids=cohort.sandbox_ids, with_results=False)
         if (a.trainee_id, a.sandbox_id) in members
     ]
     columns: dict[str, tuple[str, Task]] = {}

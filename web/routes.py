@@ -1,4 +1,4 @@
-"""The web UI's sign-in pages, home page and trainer page; ``install`` wires them into the app.
+"""The web UI's sign-in pages and home page; ``install`` wires them and the consoles (``web/console/``) into the app.
 
 Forms post back to the page they came from and answer 303 on success (post/redirect/get).  Every form
 carries a CSRF token (``web/csrf.py``); every response carries the security headers (``web/pages.py``).
@@ -13,13 +13,14 @@ from sqlalchemy import select
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
 
-from sandbox.accounts.cohorts import list_cohorts, reachable_sandboxes
+from sandbox.accounts.cohorts import reachable_sandboxes
 from sandbox.accounts.sessions import NewSession, WebSession, end_session, lookup_session, start_session
 from sandbox.accounts.users import check_credentials
 from sandbox.store.layers import DEFAULT_SANDBOX
 from sandbox.store.schema import layers
 from sandbox.urls import fhir_base
 from web import csrf
+from web.console import router as console_router
 from web.pages import WebRoute, page, redirect, secure
 from web.signin import (
     SESSION_COOKIE,
@@ -30,7 +31,6 @@ from web.signin import (
     csrf_protected,
     current_session,
     login_url,
-    require_role,
     safe_next,
     set_cookie,
     signed_in,
@@ -48,6 +48,7 @@ _BAD_CREDENTIALS = "Incorrect email or password."
 def install(app: FastAPI) -> None:
     app.state.web = WebAuth()
     app.include_router(router)
+    app.include_router(console_router)  # the trainer console (/trainer...) and the vendor console (/vendor...)
 
     @app.exception_handler(SignInRequired)
     async def sign_in_required(request: Request, exc: SignInRequired) -> Response:
@@ -167,23 +168,3 @@ def home(request: Request, session: WebSession = Depends(signed_in)) -> Response
     order = sorted(ids, key=lambda i: (i != DEFAULT_SANDBOX, names.get(i, i).lower(), i))
     sandboxes = [{"id": i, "name": names.get(i, i), "fhir_base": fhir_base(request, i)} for i in order]
     return page("home.html", {"user": user, "sandboxes": sandboxes, "csrf_token": session.csrf_token})
-
-
-@router.get("/trainer")
-def trainer(request: Request, session: WebSession = Depends(require_role("trainer", "admin"))) -> Response:
-    """The cohorts a trainer trains (an admin: every cohort), with each member's sandbox."""
-    user = session.user
-    with request.app.state.db.read() as conn:
-        cohorts = list_cohorts(conn, None if user.role == "admin" else user.id)
-    shown = [
-        {
-            "name": c.name,
-            "mode": c.mode,
-            "members": [
-                {"name": m.user.name, "email": m.user.email, "fhir_base": fhir_base(request, m.sandbox_id)}
-                for m in c.members
-            ],
-        }
-        for c in cohorts
-    ]
-    return page("trainer.html", {"user": user, "cohorts": shown, "csrf_token": session.csrf_token})

@@ -19,7 +19,7 @@ from sandbox.fhir.values import instant_now
 from sandbox.store import sandboxes
 from sandbox.store.admin_errors import Conflict, Invalid, NotFound
 from sandbox.store.layers import DEFAULT_SANDBOX
-from sandbox.store.schema import cohort_members, cohorts, users
+from sandbox.store.schema import cohort_members, cohort_packs, cohorts, users
 
 MODES = ("private", "shared")
 
@@ -43,6 +43,7 @@ class Cohort:
     shared_sandbox_id: str | None
     created_at: str
     members: list[Member] = field(default_factory=list)
+    packs: tuple[str, ...] = ()  # the task packs assigned, in the order they were assigned
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -54,6 +55,7 @@ class Cohort:
             "shared_sandbox": self.shared_sandbox_id,
             "created_at": self.created_at[:23] + "Z",
             "members": [m.to_json() for m in self.members],
+            "packs": list(self.packs),
         }
 
     @property
@@ -71,8 +73,12 @@ def create_cohort(
     baseline_id: str | None = None,
     mode: str = "private",
     roster: list[RosterLine] | None = None,
+    packs: list[str] | None = None,
 ) -> Cohort:
-    """The cohort, its members (users made for roster lines whose email is new) and their sandboxes, at once."""
+    """The cohort, its members (users made for roster lines whose email is new) and their sandboxes, at once.
+
+    ``packs`` are task pack ids; the caller checks them against its task library (accounts know no packs).
+    """
     if not isinstance(name, str) or not name.strip() or len(name) > 200:
         raise Invalid("A cohort needs a name: a non-empty string of at most 200 characters")
     if mode not in MODES:
@@ -98,9 +104,34 @@ def create_cohort(
             created_at=now,
         )
     )
+    for pack_id in packs or []:
+        assign_pack(conn, cohort_id, pack_id)
     for line in roster or []:
         add_member(conn, cohort_id, roster_user(conn, line).id)
     return get_cohort(conn, cohort_id)
+
+
+def pack_ids(conn: Connection, cohort_id: str) -> list[str]:
+    """The task packs assigned to the cohort, in the order they were assigned."""
+    return list(
+        conn.execute(
+            select(cohort_packs.c.pack_id)
+            .where(cohort_packs.c.cohort_id == cohort_id)
+            .order_by(cohort_packs.c.assigned_at, cohort_packs.c.pack_id)
+        ).scalars()
+    )
+
+
+def assign_pack(conn: Connection, cohort_id: str, pack_id: str) -> None:
+    """Give the cohort a task pack to work through (once: assigning it again changes nothing)."""
+    if not isinstance(pack_id, str) or not pack_id.strip() or len(pack_id) > 64:
+        raise Invalid("A pack id is a non-empty string of at most 64 characters")
+    get_cohort(conn, cohort_id)
+    present = conn.execute(
+        select(cohort_packs.c.pack_id).where(cohort_packs.c.cohort_id == cohort_id, cohort_packs.c.pack_id == pack_id)
+    ).first()
+    if present is None:
+        conn.execute(insert(cohort_packs).values(cohort_id=cohort_id, pack_id=pack_id, assigned_at=instant_now()[1]))
 
 
 def roster_user(conn: Connection, line: RosterLine) -> User:
@@ -154,6 +185,7 @@ def delete_cohort(conn: Connection, cohort_id: str) -> None:
     """The cohort and its sandboxes; the users stay (they may be in other cohorts)."""
     cohort = get_cohort(conn, cohort_id)
     conn.execute(delete(cohort_members).where(cohort_members.c.cohort_id == cohort_id))
+    conn.execute(delete(cohort_packs).where(cohort_packs.c.cohort_id == cohort_id))
     conn.execute(delete(cohorts).where(cohorts.c.id == cohort_id))
     for sandbox_id in cohort.sandbox_ids:
         sandboxes.delete_sandbox(conn, sandbox_id)
@@ -214,6 +246,7 @@ def _cohort(conn: Connection, row: Any) -> Cohort:
             .order_by(cohort_members.c.added_at, users.c.email)
         )
     ]
+    packs = pack_ids(conn, row.id)
     return Cohort(
         row.id,
         row.name,
@@ -223,6 +256,7 @@ def _cohort(conn: Connection, row: Any) -> Cohort:
         row.shared_sandbox_id,
         row.created_at,
         members,
+        tuple(packs),
     )
 
 

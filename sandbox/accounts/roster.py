@@ -13,6 +13,14 @@ from sandbox.store.admin_errors import AdminError, Invalid
 ROSTER_ROLES = ("trainee", "vendor")
 
 
+class RosterErrors(Invalid):
+    """A roster with bad lines: ``problems`` holds one message per line (``line 3: ...``), for forms to list."""
+
+    def __init__(self, message: str, problems: list[str]) -> None:
+        super().__init__(message)
+        self.problems = problems
+
+
 @dataclass(frozen=True)
 class RosterLine:
     name: str
@@ -56,7 +64,7 @@ def parse_roster(text: str) -> list[RosterLine]:
         lines.append(RosterLine(name, email, role))
     if problems:
         shown = "; ".join(problems[:5]) + (f"; and {len(problems) - 5} more" if len(problems) > 5 else "")
-        raise Invalid(f"The roster has errors, nothing was imported: {shown}")
+        raise RosterErrors(f"The roster has errors, nothing was imported: {shown}", problems)
     if not lines:
         raise Invalid("The roster is empty: expected lines of name,email,role")
     return lines

@@ -331,3 +331,31 @@ task_attempts = Table(
     Index("ix_task_attempts_cohort", "cohort_id", "trainee_id"),
     Index("ix_task_attempts_active", "sandbox_id", "status"),
 )
+
+# ---- cohorts: the task packs assigned to each ----------------------------------------------------------
+
+# Which packs a cohort works through: the progress matrix's columns and the certificates.  Pack ids refer to
+# the server's task library (``tasks/library.py``); a pack removed from the library later just stops showing.
+cohort_packs = Table(
+    "cohort_packs",
+    metadata,
+    Column("cohort_id", String(64), primary_key=True),
+    Column("pack_id", String(64), primary_key=True),
+    Column("assigned_at", String(32), nullable=False),
+)
+
+# ---- the FHIR request log (``sandbox/fhir/request_log.py``) ---------------------------------------------
+
+# The latest FHIR calls made against each sandbox, for its vendor: written in batches after the responses,
+# capped per sandbox.  Keyed by layer like the sandbox's data, so a reset or a delete clears it too.
+# ``id`` is the recording time (index form) and a random suffix: string order is time order.
+fhir_requests = Table(
+    "fhir_requests",
+    metadata,
+    Column("layer_id", String(64), primary_key=True),
+    Column("id", String(48), primary_key=True),
+    Column("method", String(8), nullable=False),
+    Column("url", Text, nullable=False),  # path and query as the client sent them
+    Column("status", Integer, nullable=False),
+    Column("duration_ms", Float, nullable=False),
+)

@@ -1,0 +1,61 @@
+"""Who may see what in the consoles, and the services the console pages call.
+
+Trainers see only the cohorts they train (admins see every cohort): a cohort that does not exist is 404,
+someone else's is 403, decided on the server for every page and every form post.  The pages call the same
+service functions as the admin API (``sandbox.accounts.cohorts``, ``sandbox.store.sandboxes``) in one
+transaction, off the event loop.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TypeVar
+
+from fastapi import FastAPI, Request
+from sqlalchemy import Connection
+from starlette.concurrency import run_in_threadpool
+
+from sandbox.accounts import cohorts as cohort_ops
+from sandbox.accounts.users import User
+from sandbox.store.admin_errors import AdminError
+from tasks.engine import TaskEngine
+from tasks.library import Library
+from web.signin import WebError
+
+T = TypeVar("T")
+
+_TITLES = {400: "Cannot do that", 404: "Not found", 409: "Cannot do that now"}
+
+
+def task_engine(app: FastAPI) -> TaskEngine:
+    """The app's task engine over the built-in packs, made on first use (``app.state.tasks``)."""
+    engine = getattr(app.state, "tasks", None)
+    if engine is None:
+        engine = app.state.tasks = TaskEngine(app.state.db, app.state.fhir, Library.builtin())
+    return engine
+
+
+def trained_cohort(conn: Connection, user: User, cohort_id: str) -> cohort_ops.Cohort:
+    """The cohort, if ``user`` trains it (or is an admin): else 404 (no such cohort) or 403 (someone else's)."""
+    cohort = cohort_ops.get_cohort(conn, cohort_id)  # NotFound -> 404 first
+    if user.role != "admin" and cohort.trainer_id != user.id:
+        raise WebError(403, "Not allowed", "This cohort is trained by someone else.")
+    return cohort
+
+
+def as_web_error(exc: AdminError) -> WebError:
+    return WebError(exc.status, _TITLES.get(exc.status, "Cannot do that"), exc.message)
+
+
+async def run(request: Request, work: Callable[[Connection], T], *, read_only: bool = False) -> T:
+    """``work`` in one transaction in the thread pool; a service's error becomes an error page."""
+    db = request.app.state.db
+
+    def go() -> T:
+        with db.read() if read_only else db.write() as conn:
+            return work(conn)
+
+    try:
+        return await run_in_threadpool(go)
+    except AdminError as exc:
+        raise as_web_error(exc) from None
