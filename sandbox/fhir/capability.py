@@ -17,6 +17,7 @@ from typing import Any
 from fastapi import APIRouter, Depends, FastAPI, Request
 from starlette.responses import Response
 
+from sandbox.auth.smart_config import capability_security
 from sandbox.fhir.context import FhirContext, fhir_context
 from sandbox.fhir.operations import OPERATIONS
 from sandbox.fhir.outcome import FhirError
@@ -69,6 +70,8 @@ def metadata(request: Request, ctx: FhirContext = Depends(fhir_context)) -> Resp
         raise FhirError.of(400, "not-supported", f"Only mode=full is supported for /metadata, not '{mode}'")
     statement = dict(capability_statement(request.app, ctx.fhir.registry))
     statement["implementation"] = {"description": f"ehr-sandbox, sandbox '{ctx.view.sandbox_id}'", "url": ctx.base}
+    # SMART App Launch: where this sandbox's authorization server is (the oauth-uris extension).
+    statement["rest"] = [{**rest, "security": capability_security(request, ctx.view.sandbox_id)} for rest in statement["rest"]]
     return fhir_response(statement)
 
 

@@ -25,13 +25,14 @@ from sqlalchemy import (
     not_,
     or_,
     select,
+    true,
     tuple_,
 )
 
 from sandbox.fhir.outcome import FhirError
 from sandbox.fhir.search_cursor import Cursor, SortValue
 from sandbox.fhir.search_params import SearchParam
-from sandbox.fhir.search_plan import Chain, Clause, Has, SearchPlan, SortKey, check_date, check_number
+from sandbox.fhir.search_plan import Allowed, Chain, Clause, Has, SearchPlan, SortKey, check_date, check_number
 from sandbox.fhir.values import fold
 from sandbox.store.layers import View
 from sandbox.store.schema import INDEX_TABLES, resources, sp_reference
@@ -95,7 +96,36 @@ def plan_conditions(view: View, plan: SearchPlan, r: FromClause = resources) -> 
     driver = None if plan.ids is not None else _driver(plan.clauses)
     for clause in plan.clauses:
         conditions.append(clause_condition(view, plan.resource_type, clause, r, probe=clause is not driver))
+    if plan.restriction is not None:
+        conditions.append(restriction_condition(view, plan, r))
     return conditions
+
+
+def restriction_condition(view: View, plan: SearchPlan, r: FromClause = resources) -> ColumnElement[bool]:
+    """What a restricted caller may see of the plan's type(s): any of the allowed ways of each type."""
+    restriction = plan.restriction or {}
+    types = [plan.resource_type] if plan.resource_type else list(plan.types or sorted(restriction))
+    per_type = []
+    for rtype in types:
+        ways = restriction.get(rtype)
+        if not ways:
+            continue
+        either = or_(*[_allowed_condition(view, rtype, way, r) for way in ways])
+        per_type.append(either if plan.resource_type else and_(r.c.resource_type == rtype, either))
+    return or_(*per_type) if per_type else false()
+
+
+def _allowed_condition(view: View, rtype: str, way: Allowed, r: FromClause) -> ColumnElement[bool]:
+    parts: list[ColumnElement[bool]] = []
+    if way.patient is not None:
+        # The compartment, through the same index rows as any reference search (patient=Patient/x).
+        target = (f"Patient/{way.patient}",)
+        members = [clause_condition(view, rtype, Clause(p, target), r, probe=True) for p in way.compartment]
+        if rtype == "Patient":
+            members.append(r.c.id == way.patient)
+        parts.append(or_(*members) if members else false())
+    parts.extend(clause_condition(view, rtype, clause, r, probe=True) for clause in way.clauses)
+    return and_(*parts) if parts else true()
 
 
 def _driver(clauses: list[Clause]) -> Clause | None:
