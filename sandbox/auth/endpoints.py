@@ -191,7 +191,7 @@ def _token(request: Request, form: dict[str, str]) -> Response:
                 issued = issue_tokens(
                     conn, sandbox_id, grant, state.policy, grant_id=grant_id, expired="expired_token" in client.faults
                 )
-                body = _token_body(request, issued, grant, issuer, with_id_token=True)
+                body = _token_body(issued, grant, issuer)
             elif grant_type == "refresh_token":
                 grant, grant_id = use_refresh_token(
                     conn, sandbox_id, form.get("refresh_token", ""), client.client_id, form.get("scope"), state.policy
@@ -205,13 +205,13 @@ def _token(request: Request, form: dict[str, str]) -> Response:
                     refresh=False,
                     expired="expired_token" in client.faults,
                 )
-                body = _token_body(request, issued, grant, issuer, with_id_token=True)
+                body = _token_body(issued, grant, issuer)
             elif grant_type == "client_credentials":
                 grant = _backend_grant(client, form.get("scope"))
                 issued = issue_tokens(
                     conn, sandbox_id, grant, state.policy, refresh=False, expired="expired_token" in client.faults
                 )
-                body = _token_body(request, issued, grant, issuer, with_id_token=False)
+                body = _token_body(issued, grant, issuer)
             else:
                 raise OAuthError(
                     "unsupported_grant_type", "grant_type is authorization_code, refresh_token or client_credentials"
@@ -222,6 +222,9 @@ def _token(request: Request, form: dict[str, str]) -> Response:
         raise
     except IntegrityError:
         raise OAuthError("invalid_client", "This client assertion (jti) was already used", 401) from None
+    if grant_type != "client_credentials" and "openid" in grant.scopes:
+        # After the transaction: the signing key may need creating, in a transaction of its own.
+        body["id_token"] = id_token(state.keys, issuer, grant, state.policy)
     return _json(body)
 
 
@@ -247,7 +250,7 @@ def _backend_grant(client: Client, scope: str | None) -> Grant:
     return Grant(client_id=client.client_id, scopes=tuple(scopes))
 
 
-def _token_body(request: Request, issued: Issued, grant: Grant, issuer: str, *, with_id_token: bool) -> dict[str, Any]:
+def _token_body(issued: Issued, grant: Grant, issuer: str) -> dict[str, Any]:
     body: dict[str, Any] = {
         "access_token": issued.access_token,
         "token_type": "Bearer",
@@ -263,8 +266,6 @@ def _token_body(request: Request, issued: Issued, grant: Grant, issuer: str, *, 
         body["encounter"] = grant.encounter
     if grant.fhir_user and "fhirUser" in grant.scopes:
         body["fhirUser"] = f"{issuer}/{grant.fhir_user}"
-    if with_id_token and "openid" in grant.scopes:
-        body["id_token"] = id_token(_state(request).keys, issuer, grant, _state(request).policy)
     return body
 
 

@@ -22,6 +22,7 @@ from joserfc import jwt
 from sqlalchemy import Connection, insert, select, update
 
 from sandbox.auth.keys import SigningKeys
+from sandbox.auth.scopes import InvalidScope, disallowed
 from sandbox.store.schema import smart_codes, smart_tokens
 
 
@@ -256,7 +257,10 @@ def use_refresh_token(
     grant = record.grant
     if scope is not None:
         wanted = tuple(dict.fromkeys(scope.split()))
-        extra = [s for s in wanted if s not in grant.scopes]
+        try:
+            extra = disallowed(list(wanted), list(grant.scopes))
+        except InvalidScope as exc:
+            raise OAuthError("invalid_scope", str(exc)) from None
         if extra:
             raise OAuthError("invalid_scope", f"A refresh cannot add scopes: {' '.join(extra)}")
         grant = replace(grant, scopes=wanted)
