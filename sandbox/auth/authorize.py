@@ -101,7 +101,9 @@ def check_request(conn: Connection, request: Request, sandbox_id: str, params: d
     if redirect_uri is None and len(client.redirect_uris) == 1:
         redirect_uri = client.redirect_uris[0]
     if redirect_uri is None or redirect_uri not in client.redirect_uris:
-        raise WebError(400, "Unknown redirect URI", f"The redirect_uri is not one that '{client.client_id}' registered.")
+        raise WebError(
+            400, "Unknown redirect URI", f"The redirect_uri is not one that '{client.client_id}' registered."
+        )
     state = params.get("state")
 
     def fail(error: str, description: str) -> _Redirect:
@@ -114,7 +116,9 @@ def check_request(conn: Connection, request: Request, sandbox_id: str, params: d
     if not state:
         raise fail("invalid_request", "state is required")
     if params.get("code_challenge_method") != "S256" or not _CHALLENGE.match(params.get("code_challenge", "")):
-        raise fail("invalid_request", "PKCE is required: code_challenge (S256, 43 characters) and code_challenge_method=S256")
+        raise fail(
+            "invalid_request", "PKCE is required: code_challenge (S256, 43 characters) and code_challenge_method=S256"
+        )
     if (params.get("aud") or "").rstrip("/") not in _audiences(request, sandbox_id):
         raise fail("invalid_request", f"aud must be this sandbox's FHIR base, {fhir_base(request, sandbox_id)}")
     scopes = split_scopes(params.get("scope"))

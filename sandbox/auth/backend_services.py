@@ -90,7 +90,9 @@ def verify_assertion(
         raise OAuthError("invalid_client", "The client assertion's iss and sub must both be the client_id", 401)
     audience = claims.get("aud")
     if audience != token_endpoint and not (isinstance(audience, list) and token_endpoint in audience):
-        raise OAuthError("invalid_client", f"The client assertion's aud must be the token endpoint {token_endpoint}", 401)
+        raise OAuthError(
+            "invalid_client", f"The client assertion's aud must be the token endpoint {token_endpoint}", 401
+        )
     exp = claims.get("exp")
     if not isinstance(exp, int | float) or isinstance(exp, bool):
         raise OAuthError("invalid_client", "The client assertion needs an exp (seconds since the epoch)", 401)
@@ -106,7 +108,5 @@ def verify_assertion(
     if conn.execute(select(a.c.jti).where(a.c.client_id == client.client_id, a.c.jti == jti)).first():
         raise OAuthError("invalid_client", "This client assertion (jti) was already used", 401)
     conn.execute(
-        insert(a).values(
-            client_id=client.client_id, jti=jti, expires_at=stamp(datetime.fromtimestamp(float(exp), UTC))
-        )
+        insert(a).values(client_id=client.client_id, jti=jti, expires_at=stamp(datetime.fromtimestamp(float(exp), UTC)))
     )

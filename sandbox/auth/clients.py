@@ -137,7 +137,9 @@ def register_client(conn: Connection, data: dict[str, Any]) -> tuple[Client, str
     if public and (jwks is not None or jwks_url is not None):
         raise Invalid("A public client has no keys; register it with public: false to use jwks or jwks_url")
     if not redirect_uris and not any(s.startswith("system/") for s in scopes):
-        raise Invalid("redirect_uris must list at least one URL (only a backend service, with system/ scopes, has none)")
+        raise Invalid(
+            "redirect_uris must list at least one URL (only a backend service, with system/ scopes, has none)"
+        )
     auto_approve = data.get("auto_approve", False)
     if not isinstance(auto_approve, bool):
         raise Invalid("auto_approve must be true or false")

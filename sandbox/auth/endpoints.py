@@ -127,8 +127,9 @@ def authenticate_client(
     if "invalid_client" in client.faults:
         raise OAuthError("invalid_client", "Client authentication failed (simulated: fault invalid_client)", 401)
     if assertion is not None:
-        verify_assertion(conn, client, assertion, endpoints(request, _sandbox(request))["token"], state.policy,
-                         state.jwks_cache)
+        verify_assertion(
+            conn, client, assertion, endpoints(request, _sandbox(request))["token"], state.policy, state.jwks_cache
+        )
     elif client.public:
         if basic is not None or form.get("client_secret"):
             raise OAuthError("invalid_client", "A public client has no secret", 401)

@@ -18,17 +18,19 @@ changes no interaction; it adds the checks, all through the one search engine:
 
 from __future__ import annotations
 
+from typing import Any
+
 from sqlalchemy import Connection
 
 from sandbox.auth.scopes import Access, Way
-from sandbox.fhir.interactions import Interactions
+from sandbox.fhir.interactions import Interactions, WriteOutcome
 from sandbox.fhir.outcome import FhirError, not_found
 from sandbox.fhir.resource_types import resource_types
 from sandbox.fhir.search import SearchResult
 from sandbox.fhir.search_params import patient_compartment
 from sandbox.fhir.search_plan import Allowed, SearchPlan, parse
 from sandbox.store.layers import View
-from sandbox.store.repository import Stored
+from sandbox.store.repository import Actor, Stored
 
 _NAMES = {"c": "create", "r": "read", "u": "update", "d": "delete", "s": "search"}
 
@@ -153,6 +155,33 @@ class ScopedInteractions(Interactions):
         return {t for t in candidates if self.access.may(t, "r")}
 
     # ---- writes ----------------------------------------------------------------------------------------
+    # The write permission is checked on the type before a conditional write searches (which needs "s"),
+    # so a token that may not write learns nothing from the match; the hooks below then check each write.
+
+    def create(
+        self, conn: Connection, view: View, resource: dict[str, Any], actor: Actor, **options: Any
+    ) -> WriteOutcome:
+        if isinstance(resource, dict) and isinstance(resource.get("resourceType"), str):
+            self._require(resource["resourceType"], "c")
+        return super().create(conn, view, resource, actor, **options)
+
+    def conditional_update(
+        self,
+        conn: Connection,
+        view: View,
+        rtype: str,
+        criteria: str,
+        resource: dict[str, Any],
+        actor: Actor,
+        **options: Any,
+    ) -> WriteOutcome:
+        if not self.access.may(rtype, "u") and not self.access.may(rtype, "c"):
+            self._require(rtype, "u")
+        return super().conditional_update(conn, view, rtype, criteria, resource, actor, **options)
+
+    def conditional_delete(self, conn: Connection, view: View, rtype: str, criteria: str, actor: Actor) -> int:
+        self._require(rtype, "d")
+        return super().conditional_delete(conn, view, rtype, criteria, actor)
 
     def before_write(
         self, conn: Connection, view: View, rtype: str, previous: Stored | None, *, deleting: bool = False

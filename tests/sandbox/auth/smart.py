@@ -58,11 +58,7 @@ def _observation(patient: str, category: str, code: str) -> dict[str, Any]:
         "resourceType": "Observation",
         "status": "final",
         "category": [
-            {
-                "coding": [
-                    {"system": "http://terminology.hl7.org/CodeSystem/observation-category", "code": category}
-                ]
-            }
+            {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/observation-category", "code": category}]}
         ],
         "code": {"coding": [{"system": "http://loinc.org", "code": code}]},
         "subject": {"reference": f"Patient/{patient}"},

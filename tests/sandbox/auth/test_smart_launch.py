@@ -107,10 +107,20 @@ def test_registering_clients(client: TestClient) -> None:
         ({"client_id": "a", "redirect_uris": [REDIRECT], "scopes": "patient/Nope.rs", "public": True}, "Nope"),
         ({"client_id": "a", "redirect_uris": [REDIRECT], "scopes": "patient/*.rx", "public": True}, "cruds"),
         ({"client_id": "a", "redirect_uris": [REDIRECT], "scopes": "launch", "public": "yes"}, "public"),
-        ({"client_id": "a", "redirect_uris": [REDIRECT], "scopes": "launch", "public": True, "jwks_url": "https://k"},
-         "public client has no keys"),
-        ({"client_id": "a", "redirect_uris": [REDIRECT], "scopes": "launch", "public": True, "faults": ["boom"]},
-         "Unknown faults"),
+        (
+            {
+                "client_id": "a",
+                "redirect_uris": [REDIRECT],
+                "scopes": "launch",
+                "public": True,
+                "jwks_url": "https://k",
+            },
+            "public client has no keys",
+        ),
+        (
+            {"client_id": "a", "redirect_uris": [REDIRECT], "scopes": "launch", "public": True, "faults": ["boom"]},
+            "Unknown faults",
+        ),
         ({"client_id": "a", "redirect_uris": [], "scopes": "launch", "public": True}, "at least one"),
         ({"client_id": "a", "redirect_uris": [REDIRECT], "scopes": "launch", "public": True, "colour": 1}, "Unknown"),
     ],
@@ -130,7 +140,9 @@ def test_registration_needs_the_admin_token_and_a_free_client_id(client: TestCli
 
 def test_launches_name_a_real_client_sandbox_patient_and_encounter(client: TestClient, chart: Chart) -> None:
     register(client, "app", SCOPES, launch_url="https://app.example.org/launch")
-    made = launch(client, "app", "smart", chart.ann, encounter=chart.encounter, user=f"Practitioner/{chart.practitioner}")
+    made = launch(
+        client, "app", "smart", chart.ann, encounter=chart.encounter, user=f"Practitioner/{chart.practitioner}"
+    )
     assert made["iss"] == "http://testserver/sandboxes/smart/fhir"
     query = parse_qs(urlsplit(made["launch_url"]).query)
     assert query == {"launch": [made["launch"]], "iss": [made["iss"]]}
@@ -183,7 +195,8 @@ def test_refresh_introspection_and_revocation(client: TestClient, chart: Chart, 
     token = ehr_launch_token(client, chart, "growth-chart", SCOPES)
     token_url = f"{auth_base('smart')}/token"
     refreshed = client.post(
-        token_url, data={"grant_type": "refresh_token", "refresh_token": token["refresh_token"], "client_id": "growth-chart"}
+        token_url,
+        data={"grant_type": "refresh_token", "refresh_token": token["refresh_token"], "client_id": "growth-chart"},
     )
     assert refreshed.status_code == 200, refreshed.text
     access = refreshed.json()["access_token"]
@@ -224,7 +237,8 @@ def test_refresh_introspection_and_revocation(client: TestClient, chart: Chart, 
     assert r.status_code == 200
     assert client.get(f"{fhir_base('smart')}/Patient/{chart.ann}", headers=bearer(access)).status_code == 401
     again = client.post(
-        token_url, data={"grant_type": "refresh_token", "refresh_token": token["refresh_token"], "client_id": "growth-chart"}
+        token_url,
+        data={"grant_type": "refresh_token", "refresh_token": token["refresh_token"], "client_id": "growth-chart"},
     )
     assert again.status_code == 400 and again.json()["error"] == "invalid_grant"
     assert client.post(f"{auth_base('smart')}/introspect", data={"token": access}, headers=ADMIN).json() == {
@@ -238,7 +252,9 @@ def test_online_access_and_no_refresh_scope(client: TestClient, chart: Chart) ->
     assert "refresh_token" not in ehr_launch_token(client, chart, "online", "launch patient/*.rs")
 
 
-def test_expired_access_tokens_get_401_with_a_challenge(app, client: TestClient, chart: Chart, app_client: dict) -> None:
+def test_expired_access_tokens_get_401_with_a_challenge(
+    app, client: TestClient, chart: Chart, app_client: dict
+) -> None:
     token = ehr_launch_token(client, chart, "growth-chart", SCOPES)
     policy = app.state.smart.policy
     now = policy.clock()
@@ -289,8 +305,13 @@ def test_token_endpoint_errors(client: TestClient, chart: Chart, app_client: dic
     # A code is bound to its sandbox: the default sandbox's token endpoint does not know it.
     other = client.post(
         f"{auth_base('default')}/token",
-        data={"grant_type": "authorization_code", "code": code, "redirect_uri": REDIRECT, "client_id": "growth-chart",
-              "code_verifier": verifier},
+        data={
+            "grant_type": "authorization_code",
+            "code": code,
+            "redirect_uri": REDIRECT,
+            "client_id": "growth-chart",
+            "code_verifier": verifier,
+        },
     )
     assert other.status_code == 400 and other.json()["error"] == "invalid_grant"
 
@@ -298,7 +319,13 @@ def test_token_endpoint_errors(client: TestClient, chart: Chart, app_client: dic
 def test_confidential_clients_authenticate_with_their_secret(client: TestClient, chart: Chart) -> None:
     secret = client.post(
         "/admin/clients",
-        json={"client_id": "conf", "redirect_uris": [REDIRECT], "scopes": SCOPES, "public": False, "auto_approve": True},
+        json={
+            "client_id": "conf",
+            "redirect_uris": [REDIRECT],
+            "scopes": SCOPES,
+            "public": False,
+            "auto_approve": True,
+        },
         headers=ADMIN,
     ).json()["client_secret"]
     code, verifier = _code(client, chart, "conf")
@@ -380,8 +407,13 @@ def test_faults_simulate_failures_an_app_must_handle(client: TestClient, chart: 
     set_faults()
     code, verifier = _code(client, chart)
     set_faults("invalid_client")
-    form = {"grant_type": "authorization_code", "code": code, "redirect_uri": REDIRECT, "client_id": "growth-chart",
-            "code_verifier": verifier}
+    form = {
+        "grant_type": "authorization_code",
+        "code": code,
+        "redirect_uri": REDIRECT,
+        "client_id": "growth-chart",
+        "code_verifier": verifier,
+    }
     r = client.post(f"{auth_base('smart')}/token", data=form)
     assert r.status_code == 401 and r.json()["error"] == "invalid_client"
 
