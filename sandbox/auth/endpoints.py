@@ -95,7 +95,9 @@ def _basic(request: Request) -> tuple[str, str] | None:
     try:
         decoded = base64.b64decode(value.strip(), validate=True).decode("utf-8")
     except (binascii.Error, UnicodeDecodeError):
-        raise OAuthError("invalid_client", "The Basic credentials are not base64 of client_id:client_secret", 401)
+        raise OAuthError(
+            "invalid_client", "The Basic credentials are not base64 of client_id:client_secret", 401
+        ) from None
     client_id, sep, secret = decoded.partition(":")
     if not sep:
         raise OAuthError("invalid_client", "The Basic credentials are not client_id:client_secret", 401)

@@ -138,7 +138,10 @@ def redeem_code(
     verifier: str | None,
     policy: SmartPolicy,
 ) -> tuple[Grant, str]:
-    """The grant (and the grant id its tokens get) of an unused, unexpired code of this client and redirect URI, with a matching PKCE verifier."""
+    """The grant (and the grant id its tokens get) of an unused, unexpired code.
+
+    The code must be this client's, for this redirect URI, and the PKCE verifier must match its challenge.
+    """
     c = smart_codes
     row = conn.execute(select(c).where(c.c.sandbox_id == sandbox_id, c.c.code_hash == digest(code))).first()
     if row is None or row.client_id != client_id:

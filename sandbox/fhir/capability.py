@@ -75,7 +75,8 @@ def metadata(request: Request) -> Response:
         raise FhirError.of(400, "not-supported", f"Only mode=full is supported for /metadata, not '{mode}'")
     sandbox_id = request.path_params.get("sandbox_id", DEFAULT_SANDBOX)
     request.app.state.views.get(sandbox_id)  # 404 for a sandbox that does not exist
-    base = public_root(request) + ("/fhir" if "sandbox_id" not in request.path_params else f"/sandboxes/{sandbox_id}/fhir")
+    prefix = "/fhir" if "sandbox_id" not in request.path_params else f"/sandboxes/{sandbox_id}/fhir"
+    base = public_root(request) + prefix
     statement = dict(capability_statement(request.app, request.app.state.fhir.registry))
     statement["implementation"] = {"description": f"ehr-sandbox, sandbox '{sandbox_id}'", "url": base}
     # SMART App Launch: where this sandbox's authorization server is (the oauth-uris extension).
