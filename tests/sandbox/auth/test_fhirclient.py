@@ -111,7 +111,7 @@ def test_fhirclient_standalone_launch_consent_reads_and_refresh(live: Live, db: 
     assert app.ready and app.patient_id == ann
     smart = app.server
     assert Patient.read(ann, smart).name[0].family == "Ames"
-    observations = Observation.where(struct={}).perform_resources(smart)
+    observations = list(Observation.where(struct={}).perform_resources_iter(smart))
     assert [o.id for o in observations] == [ann_obs]
     with pytest.raises(FHIRPermissionDeniedException):
         Patient.read(bob, smart)
