@@ -59,6 +59,8 @@ class ScopedInteractions(Interactions):
         compartment = tuple(params[code] for code in patient_compartment().get(rtype, ()) if code in params)
         found = []
         for way in ways:
+            if way.patient is not None and not compartment and rtype != "Patient":
+                continue  # a type outside the Patient compartment: a patient/ scope reaches none of it
             clauses = ()
             if way.query:
                 try:

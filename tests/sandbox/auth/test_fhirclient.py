@@ -6,57 +6,22 @@ refused outside them, and refreshes its token.  The server is uvicorn on a real 
 from __future__ import annotations
 
 import re
-import socket
-import threading
-import time
-from collections.abc import Iterator
-from dataclasses import dataclass
 
 import httpx
 import pytest
-import uvicorn
 from fhirclient import client as smart_client
 from fhirclient.models.observation import Observation
 from fhirclient.models.patient import Patient
 from fhirclient.server import FHIRPermissionDeniedException
 
 from sandbox.accounts.users import create_user
-from sandbox.app import create_app
-from sandbox.config import Settings
 from sandbox.store.database import Database
 from tests.conftest import ADMIN_TOKEN
+from tests.sandbox.auth.conftest import Live
 from tests.web.test_signin import PASSWORD
 
 ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 REDIRECT = "https://app.example.org/callback"
-
-
-@dataclass
-class Live:
-    root: str
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-@pytest.fixture
-def live(settings: Settings, db: Database) -> Iterator[Live]:
-    port = _free_port()
-    root = f"http://127.0.0.1:{port}"
-    app = create_app(Settings(**{**settings.__dict__, "base_url": root}), db=db)
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not server.started:
-        assert time.monotonic() < deadline, "uvicorn did not start"
-        time.sleep(0.02)
-    yield Live(root)
-    server.should_exit = True
-    thread.join(10)
 
 
 def _create(http: httpx.Client, base: str, resource: dict) -> str:
