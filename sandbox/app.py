@@ -14,6 +14,11 @@ from starlette.responses import JSONResponse, Response
 
 from sandbox.admin.routes import router as admin_router
 from sandbox.auth import Authenticator
+from sandbox.auth.admin_routes import router as smart_admin_router
+from sandbox.auth.authorize import router as authorize_router
+from sandbox.auth.endpoints import SmartState, well_known
+from sandbox.auth.endpoints import router as oauth_router
+from sandbox.auth.keys import SigningKeys
 from sandbox.config import Settings, load_or_create_admin_token
 from sandbox.fhir.bundle_routes import router as bundle_router
 from sandbox.fhir.capability import router as capability_router
@@ -74,13 +79,21 @@ def create_app(settings: Settings, *, db: Database | None = None) -> FastAPI:
     app.state.repo = repo
     app.state.fhir = Interactions(repo, reg, default_count=settings.default_page_size, max_count=settings.max_page_size)
     app.state.views = Views(db)
-    app.state.authenticate = Authenticator(admin_token, db)
+    app.state.smart = smart = SmartState(SigningKeys(db))
+    app.state.authenticate = Authenticator(admin_token, db, clock=lambda: smart.policy.clock())
     app.state.hl7v2 = Hl7v2Service(db, app.state.fhir)
     app.state.request_log = RequestLog(db)
     app.add_middleware(RecordFhirRequests, log=app.state.request_log)  # the vendor console's log of FHIR calls
 
     app.include_router(bundle_router, prefix="/fhir")
     app.include_router(bundle_router, prefix="/sandboxes/{sandbox_id}/fhir")
+    # SMART App Launch: the configuration under each FHIR base (before /{rtype}/{rid} could take it), and the
+    # authorization server's endpoints under /auth and /sandboxes/{id}/auth.
+    app.include_router(well_known, prefix="/fhir")
+    app.include_router(well_known, prefix="/sandboxes/{sandbox_id}/fhir")
+    for prefix in ("/auth", "/sandboxes/{sandbox_id}/auth"):
+        app.include_router(authorize_router, prefix=prefix)
+        app.include_router(oauth_router, prefix=prefix)
     # /metadata and $operations before the generic routes, whose /{rtype}/{rid} would take them.
     for router in (capability_router, operations_router):
         app.include_router(router, prefix="/fhir")
@@ -88,6 +101,7 @@ def create_app(settings: Settings, *, db: Database | None = None) -> FastAPI:
     app.include_router(fhir_router, prefix="/fhir")
     app.include_router(fhir_router, prefix="/sandboxes/{sandbox_id}/fhir")
     app.include_router(admin_router, prefix="/admin")
+    app.include_router(smart_admin_router, prefix="/admin")
     app.include_router(hl7v2_router, prefix="/sandboxes/{sandbox_id}/hl7v2")
     install_web(app)  # the web UI: sign-in sessions and pages
 

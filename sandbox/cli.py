@@ -83,6 +83,9 @@ def build_parser() -> argparse.ArgumentParser:
     from sandbox.cli_admin import add_admin_commands  # imports CliError from here: must come after it exists
 
     add_admin_commands(sub)
+    from sandbox.auth.cli import add_client_commands  # clients add|list|remove|faults
+
+    add_client_commands(sub)
     from synthetic_data.cli import add_data_commands  # generate, load
 
     add_data_commands(sub)

@@ -14,10 +14,10 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-from fastapi import APIRouter, Depends, FastAPI, Request
+from fastapi import APIRouter, FastAPI, Request
 from starlette.responses import Response
 
-from sandbox.fhir.context import FhirContext, fhir_context
+from sandbox.auth.smart_config import capability_security
 from sandbox.fhir.operations import OPERATIONS
 from sandbox.fhir.outcome import FhirError
 from sandbox.fhir.resource_types import resource_types
@@ -25,6 +25,8 @@ from sandbox.fhir.responses import fhir_response
 from sandbox.fhir.search_params import Registry, SearchParam
 from sandbox.fhir.search_plan import parse
 from sandbox.fhir.values import instant_now
+from sandbox.store.layers import DEFAULT_SANDBOX
+from sandbox.urls import public_root
 
 router = APIRouter()
 
@@ -63,12 +65,23 @@ _SAMPLE = {
 
 
 @router.get("/metadata")
-def metadata(request: Request, ctx: FhirContext = Depends(fhir_context)) -> Response:
+def metadata(request: Request) -> Response:
+    """Open to anyone, every sandbox: a SMART app reads it to find the authorization server before it has a token.
+
+    It tells nothing about the sandbox's data; an unknown sandbox is a 404.
+    """
     mode = request.query_params.get("mode", "full")
     if mode != "full":
         raise FhirError.of(400, "not-supported", f"Only mode=full is supported for /metadata, not '{mode}'")
-    statement = dict(capability_statement(request.app, ctx.fhir.registry))
-    statement["implementation"] = {"description": f"ehr-sandbox, sandbox '{ctx.view.sandbox_id}'", "url": ctx.base}
+    sandbox_id = request.path_params.get("sandbox_id", DEFAULT_SANDBOX)
+    request.app.state.views.get(sandbox_id)  # 404 for a sandbox that does not exist
+    prefix = "/fhir" if "sandbox_id" not in request.path_params else f"/sandboxes/{sandbox_id}/fhir"
+    base = public_root(request) + prefix
+    statement = dict(capability_statement(request.app, request.app.state.fhir.registry))
+    statement["implementation"] = {"description": f"ehr-sandbox, sandbox '{sandbox_id}'", "url": base}
+    # SMART App Launch: where this sandbox's authorization server is (the oauth-uris extension).
+    security = capability_security(request, sandbox_id)
+    statement["rest"] = [{**rest, "security": security} for rest in statement["rest"]]
     return fhir_response(statement)
 
 

@@ -9,6 +9,7 @@ from starlette.concurrency import run_in_threadpool
 
 from sandbox.fhir.interactions import Interactions
 from sandbox.fhir.outcome import FhirError
+from sandbox.fhir.scoped import ScopedInteractions
 from sandbox.store.database import Database
 from sandbox.store.layers import DEFAULT_SANDBOX, UnknownSandbox, View, resolve_view
 from sandbox.store.repository import Actor
@@ -70,8 +71,10 @@ async def fhir_context(request: Request) -> FhirContext:
 def _context(request: Request) -> FhirContext:
     state = request.app.state
     sandbox_id = request.path_params.get("sandbox_id", DEFAULT_SANDBOX)
-    actor = state.authenticate(request, sandbox_id)
+    caller = state.authenticate.fhir_caller(request, sandbox_id)
     view = state.views.get(sandbox_id)
     # The base the client used: /sandboxes/default/fhir stays that, though /fhir is the same sandbox.
     prefix = "/fhir" if "sandbox_id" not in request.path_params else f"/sandboxes/{sandbox_id}/fhir"
-    return FhirContext(state.db, state.fhir, view, actor, public_root(request) + prefix)
+    # A SMART token's scopes hold on every interaction: the scoped interactions check each one.
+    fhir = state.fhir if caller.access is None else ScopedInteractions(state.fhir, caller.access, caller.scopes)
+    return FhirContext(state.db, fhir, view, caller.actor, public_root(request) + prefix)

@@ -17,7 +17,7 @@ from sqlalchemy import Connection
 from sandbox.fhir.outcome import FhirError, gone, not_found
 from sandbox.fhir.search import SearchResult, run_search
 from sandbox.fhir.search_params import Registry
-from sandbox.fhir.search_plan import parse
+from sandbox.fhir.search_plan import SearchPlan, parse
 from sandbox.fhir.validation import parse_json, validate
 from sandbox.store.layers import View
 from sandbox.store.repository import Actor, Repository, Stored
@@ -75,6 +75,10 @@ class Interactions:
         plan = parse(
             self.registry, rtype, query, strict=strict, default_count=self.default_count, max_count=self.max_count
         )
+        return self.run_plan(conn, view, plan)
+
+    def run_plan(self, conn: Connection, view: View, plan: SearchPlan) -> SearchResult:
+        """Run a parsed search: the one place searches run, so a restricted caller's limits apply to all."""
         return run_search(conn, self.repo, view, plan)
 
     def match(self, conn: Connection, view: View, rtype: str, criteria: str) -> list[Stored]:
@@ -84,7 +88,7 @@ class Interactions:
             raise FhirError.of(400, "invalid", "Conditional operations need search criteria")
         plan = parse(self.registry, rtype, query, strict=True, default_count=2)
         plan.count, plan.total, plan.includes = 2, "none", []
-        return run_search(conn, self.repo, view, plan).matches
+        return self.run_plan(conn, view, plan).matches
 
     # ---- writes --------------------------------------------------------------------------------
 
@@ -107,7 +111,9 @@ class Interactions:
             if found:
                 return WriteOutcome(found[0], created=False, changed=False)
         rid = rid or self.repo.new_id()
+        self.before_write(conn, view, rtype, None)
         stored = self.repo.write(conn, view, resource, actor, rtype=rtype, rid=rid, method="POST", previous=None)
+        self.after_write(conn, view, [stored], created=True)
         return WriteOutcome(stored, created=True)
 
     def update(
@@ -129,6 +135,7 @@ class Interactions:
         if resource["id"] != rid:
             raise FhirError.of(400, "invalid", f"The resource's id '{resource['id']}' does not match the URL's '{rid}'")
         previous = self.repo.current(conn, view, rtype, rid)
+        self.before_write(conn, view, rtype, previous)
         stored = self.repo.write(
             conn,
             view,
@@ -140,7 +147,9 @@ class Interactions:
             expected_version=if_match,
             previous=previous,
         )
-        return WriteOutcome(stored, created=previous is None or previous.deleted)
+        created = previous is None or previous.deleted
+        self.after_write(conn, view, [stored], created=created)
+        return WriteOutcome(stored, created=created)
 
     def conditional_update(
         self,
@@ -182,7 +191,8 @@ class Interactions:
         *,
         if_match: int | None = None,
     ) -> WriteOutcome:
-        current = self.read(conn, view, rtype, rid)
+        # Not ``self.read``: patching needs the update permission, which ``update`` checks, not the read one.
+        current = Interactions.read(self, conn, view, rtype, rid)
         if not isinstance(operations, list) or not all(isinstance(op, dict) for op in operations):
             raise FhirError.of(400, "structure", "A JSON Patch body is an array of operation objects")
         try:
@@ -203,9 +213,31 @@ class Interactions:
         previous = self.repo.current(conn, view, rtype, rid)
         if previous is None or previous.deleted:
             return None
+        self.before_write(conn, view, rtype, previous, deleting=True)
         return self.repo.write(
             conn, view, None, actor, rtype=rtype, rid=rid, method="DELETE", expected_version=if_match, previous=previous
         )
+
+    # ---- hooks for a restricted caller (``sandbox/fhir/scoped.py``); everyone else may do anything ----------
+
+    def before_write(
+        self, conn: Connection, view: View, rtype: str, previous: Stored | None, *, deleting: bool = False
+    ) -> None:
+        """Called before every write with the version it replaces (None or a tombstone: a creation)."""
+
+    def after_write(self, conn: Connection, view: View, written: list[Stored], *, created: bool) -> None:
+        """Called after writes, in the same transaction: raising undoes them."""
+
+    def check_history(self, conn: Connection, view: View, rtype: str | None, rid: str | None) -> None:
+        """Called before a history interaction (system, type or instance)."""
+
+    def readable_types(self, types: set[str] | None) -> set[str] | None:
+        """Of ``types`` (None: all), the types the caller may read at all."""
+        return types
+
+    def visible(self, conn: Connection, view: View, found: list[Stored], permission: str = "r") -> list[Stored]:
+        """Of ``found`` (current versions), those the caller may see."""
+        return found
 
     def conditional_delete(self, conn: Connection, view: View, rtype: str, criteria: str, actor: Actor) -> int:
         found = self.match(conn, view, rtype, criteria)

@@ -156,10 +156,13 @@ def _everything(ctx: FhirContext, rid: str, query: list[tuple[str, str]], strict
             ignored.append(issue)
     with ctx.db.read() as conn:
         fhir.read(conn, ctx.view, "Patient", rid)  # 404 or 410 before anything else
+        types = fhir.readable_types(types)  # a SMART token: only the types its scopes reach
         page = _compartment_page(conn, ctx.view, rid, types, since, count, cursor)
         wanted_refs = [t for t in EVERYTHING_REFERENCED if types is None or t in types]
         includes = [Include("*", None, t, False, False) for t in wanted_refs]
         included = resolve_includes(conn, fhir.repo, ctx.view, page.matches, includes)
+        page.matches = fhir.visible(conn, ctx.view, page.matches)
+        included = fhir.visible(conn, ctx.view, included)
     page.included = [s for s in included if not since or s.last_updated >= since]
     page.issues = ignored
     return fhir_response(searchset(page, ctx.base, query, f"{ctx.base}/Patient/{rid}/$everything"))

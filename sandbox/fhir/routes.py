@@ -27,7 +27,6 @@ from sandbox.fhir.responses import (
     searchset,
     write_response,
 )
-from sandbox.fhir.search import run_search
 from sandbox.fhir.search_plan import parse
 from sandbox.fhir.subsetting import subset
 from sandbox.fhir.validation import parse_json, parse_resource
@@ -112,6 +111,7 @@ def _history(ctx: FhirContext, request: Request, rtype: str | None, rid: str | N
     with ctx.db.read() as conn:
         if rtype and rid:
             ctx.fhir.repo.current(conn, ctx.view, rtype, rid) or _raise_not_found(rtype, rid)
+        ctx.fhir.check_history(conn, ctx.view, rtype, rid)
         versions, total = ctx.fhir.repo.history(
             conn, ctx.view, rtype=rtype, rid=rid, since=since, at=at, until=until, limit=count, offset=offset
         )
@@ -153,7 +153,7 @@ def _search(ctx: FhirContext, request: Request, rtype: str | None, query: list[t
     fhir = ctx.fhir
     plan = parse(fhir.registry, rtype, query, strict=strict, default_count=fhir.default_count, max_count=fhir.max_count)
     with ctx.db.read() as conn:
-        result = run_search(conn, fhir.repo, ctx.view, plan)
+        result = fhir.run_plan(conn, ctx.view, plan)
     page_url = f"{ctx.base}/{rtype}" if rtype else ctx.base
     body = searchset(result, ctx.base, query, page_url, summary=plan.summary, elements=plan.elements)
     return fhir_response(body)

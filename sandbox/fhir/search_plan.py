@@ -79,6 +79,19 @@ class SortKey:
     descending: bool
 
 
+@dataclass(frozen=True)
+class Allowed:
+    """One way a restricted caller (a SMART token) may see resources of a type.
+
+    In ``patient``'s compartment (a resource naming the patient through one of the ``compartment``
+    reference parameters, or the patient itself) when ``patient`` is set, and matching every clause.
+    """
+
+    patient: str | None
+    compartment: tuple[SearchParam, ...]
+    clauses: tuple[Clause, ...]
+
+
 @dataclass
 class SearchPlan:
     resource_type: str | None  # None for a system-level search
@@ -95,6 +108,8 @@ class SearchPlan:
     elements: tuple[str, ...] = ()
     includes: list[Include] = field(default_factory=list)
     ignored: list[Issue] = field(default_factory=list)  # unknown parameters, reported back to the client
+    # Set for a restricted caller: type -> the ways its resources may be seen (a type not listed: none).
+    restriction: dict[str, tuple[Allowed, ...]] | None = None
 
 
 def split_values(raw: str) -> tuple[str, ...]:

@@ -31,20 +31,23 @@ from sqlalchemy import (
     not_,
     or_,
     select,
+    true,
     tuple_,
 )
 
 from sandbox.fhir.outcome import FhirError
 from sandbox.fhir.search_cursor import Cursor
 from sandbox.fhir.search_params import SearchParam
-from sandbox.fhir.search_plan import Chain, Clause, Has, SearchPlan, SortKey
+from sandbox.fhir.search_plan import Allowed, Chain, Clause, Has, SearchPlan, SortKey
 from sandbox.fhir.search_values import (
     Form,
     clause_forms,
     clause_name,
+    compartment_clause,
     cursor_names,
     date_form,
     layer_name,
+    restriction_types,
     view_values,
 )
 from sandbox.store.layers import View
@@ -173,8 +176,43 @@ def plan_conditions(view: View, plan: SearchPlan, b: Binds, r: FromClause = reso
         )
     driver = None if plan.ids is not None else _driver(plan.clauses)
     for n, clause in enumerate(plan.clauses):
-        conditions.append(clause_condition(view, b, n, plan.resource_type, clause, r, probe=clause is not driver))
+        conditions.append(clause_condition(view, b, f"c{n}", plan.resource_type, clause, r, probe=clause is not driver))
+    if plan.restriction is not None:
+        conditions.append(restriction_condition(view, plan, b, r))
     return conditions
+
+
+def restriction_condition(view: View, plan: SearchPlan, b: Binds, r: FromClause = resources) -> ColumnElement[bool]:
+    """What a restricted caller may see of the plan's type(s): any of the allowed ways of each type.
+
+    Way ``wi`` of type ``ti`` binds its values under ``x{ti}_{wi}`` (``search_values.restriction_shape``).
+    """
+    restriction = plan.restriction or {}
+    per_type = []
+    for ti, rtype in enumerate(restriction_types(plan)):
+        ways = restriction.get(rtype)
+        if not ways:
+            continue
+        either = or_(*[_allowed_condition(view, b, f"x{ti}_{wi}", rtype, way, r) for wi, way in enumerate(ways)])
+        per_type.append(either if plan.resource_type else and_(r.c.resource_type == rtype, either))
+    return or_(*per_type) if per_type else false()
+
+
+def _allowed_condition(view: View, b: Binds, at: str, rtype: str, way: Allowed, r: FromClause) -> ColumnElement[bool]:
+    parts: list[ColumnElement[bool]] = []
+    if way.patient is not None:
+        # The compartment, through the same index rows as any reference search (patient=Patient/x).
+        members = [
+            clause_condition(view, b, f"{at}_p{pi}", rtype, compartment_clause(p, way.patient), r, probe=True)
+            for pi, p in enumerate(way.compartment)
+        ]
+        if rtype == "Patient":
+            members.append(r.c.id == b(f"{at}_pid"))
+        parts.append(or_(*members) if members else false())
+    parts.extend(
+        clause_condition(view, b, f"{at}_c{ci}", rtype, clause, r, probe=True) for ci, clause in enumerate(way.clauses)
+    )
+    return and_(*parts) if parts else true()
 
 
 def _date_forms(values: tuple[str, ...]) -> list[Form]:
@@ -199,24 +237,24 @@ def _driver(clauses: list[Clause]) -> Clause | None:
 
 
 def clause_condition(
-    view: View, b: Binds, n: int, rtype: str | None, clause: Clause, r: FromClause, *, probe: bool = False
+    view: View, b: Binds, at: str, rtype: str | None, clause: Clause, r: FromClause, *, probe: bool = False
 ) -> ColumnElement[bool]:
-    """Clause ``n`` of the plan (its values are bound by that number) as a condition on ``r``."""
+    """A clause as a condition on ``r``; its values are bound under ``at`` (``c3`` for the plan's clause 3)."""
     if clause.has:
         assert rtype is not None
-        return _has_condition(view, b, n, rtype, clause, r)
+        return _has_condition(view, b, at, rtype, clause, r)
     if clause.chain:
         assert rtype is not None
         last = Clause(clause.param, clause.values, clause.modifier)
-        return _chain_condition(view, b, n, rtype, clause.chain, last, r)
+        return _chain_condition(view, b, at, rtype, clause.chain, last, r)
     param = clause.param
     if param.code == "_id":
-        return r.c.id.in_(b(clause_name(n, 0, "ids")))
+        return r.c.id.in_(b(clause_name(at, 0, "ids")))
     if clause.modifier == "missing":
         present = _param_rows(view, b, rtype, param, r, [])
         return not_(present) if clause.values[0] == "true" else present
-    # Each value's form, and where its pieces are bound: value vi of clause n under "c{n}_{vi}_".
-    values = [(form, clause_name(n, vi, "")) for vi, (form, _) in enumerate(clause_forms(clause))]
+    # Each value's form, and where its pieces are bound: value vi under "{at}_{vi}_".
+    values = [(form, clause_name(at, vi, "")) for vi, (form, _) in enumerate(clause_forms(clause))]
     if clause.modifier == "not":
         # Resources with no value matching any of the given ones (including those with no value).
         token = INDEX_TABLES["token"]
@@ -241,7 +279,7 @@ def _param_rows(
 
 
 def _chain_condition(
-    view: View, b: Binds, n: int, rtype: str, chain: tuple[Chain, ...], last: Clause, r: FromClause
+    view: View, b: Binds, at: str, rtype: str, chain: tuple[Chain, ...], last: Clause, r: FromClause
 ) -> ColumnElement[bool]:
     link, rest = chain[0], chain[1:]
     ref = sp_reference
@@ -249,9 +287,9 @@ def _chain_condition(
     for target_type in link.target_types:
         target = resources.alias()
         if rest:
-            inner = _chain_condition(view, b, n, target_type, rest, last, target)
+            inner = _chain_condition(view, b, at, target_type, rest, last, target)
         else:
-            inner = clause_condition(view, b, n, target_type, last, target)
+            inner = clause_condition(view, b, at, target_type, last, target)
         # Targets are matched by id among the visible resources, so a reference into the baseline
         # follows whichever layer's version of the target the sandbox sees.
         targets = select(target.c.id).where(visible(view, target_type, target, b), inner)
@@ -259,11 +297,11 @@ def _chain_condition(
     return _member_of(view, b, rtype, r, ref, [ref.c.param == link.param.code, or_(*per_type)])
 
 
-def _has_condition(view: View, b: Binds, n: int, rtype: str, clause: Clause, r: FromClause) -> ColumnElement[bool]:
+def _has_condition(view: View, b: Binds, at: str, rtype: str, clause: Clause, r: FromClause) -> ColumnElement[bool]:
     first, rest = clause.has[0], clause.has[1:]
     source = resources.alias()
     inner_clause = Clause(clause.param, clause.values, clause.modifier, clause.chain, rest)
-    matching = clause_condition(view, b, n, first.source_type, inner_clause, source)
+    matching = clause_condition(view, b, at, first.source_type, inner_clause, source)
     sources = select(source.c.layer_id, source.c.id).where(visible(view, first.source_type, source, b), matching)
     return r.c.id.in_(_referenced_ids(view, b, first, rtype, sources))
 

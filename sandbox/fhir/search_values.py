@@ -159,8 +159,21 @@ def clause_forms(clause: Clause) -> tuple[tuple[Form, Slots], ...]:
     return tuple(value_form(param, clause.modifier, v) for v in clause.values)
 
 
-def clause_name(n: int, vi: int, slot: str) -> str:
-    return f"c{n}_{vi}_{slot}"
+def clause_name(at: str, vi: int, slot: str) -> str:
+    """Where piece ``slot`` of value ``vi`` of the clause bound under ``at`` goes (``c3_0_s``)."""
+    return f"{at}_{vi}_{slot}"
+
+
+def compartment_clause(param: SearchParam, patient: str) -> Clause:
+    """``param=Patient/{patient}``: membership of a patient's compartment through one reference parameter."""
+    return Clause(param, (f"Patient/{patient}",))
+
+
+def restriction_types(plan: SearchPlan) -> list[str]:
+    """The types a restricted caller's limits are spelled out for, in a fixed order."""
+    if plan.resource_type:
+        return [plan.resource_type]
+    return list(plan.types or sorted(plan.restriction or {}))
 
 
 def layer_name(n: int) -> str:
@@ -191,24 +204,7 @@ def cursor_values(prefix: str, cursor: Cursor) -> dict[str, Any]:
 def plan_shape_and_values(view: View, plan: SearchPlan) -> tuple[tuple[Any, ...], dict[str, Any]]:
     """The plan's shape (hashable; equal shapes build equal SQL) and the values to bind into it."""
     values = view_values(view)
-    clauses: list[Any] = []
-    for n, clause in enumerate(plan.clauses):
-        forms = clause_forms(clause)
-        for vi, (_form, slots) in enumerate(forms):
-            values.update({clause_name(n, vi, slot): value for slot, value in slots.items()})
-        if clause.param.code == "_id":
-            values[clause_name(n, 0, "ids")] = list(clause.values)
-        clauses.append(
-            (
-                clause.param.resource_type,
-                clause.param.code,
-                clause.modifier,
-                clause.values if clause.modifier == "missing" else len(clause.values),
-                tuple((c.param.resource_type, c.param.code, c.target_types) for c in clause.chain),
-                tuple((h.source_type, h.reference_param.code) for h in clause.has),
-                tuple(form for form, _ in forms),
-            )
-        )
+    clauses = [_clause_shape(values, f"c{n}", clause) for n, clause in enumerate(plan.clauses)]
     last_updated: list[Any] = []
     for n, occurrence in enumerate(plan.last_updated):
         forms = [date_form(v) for v in occurrence]
@@ -220,7 +216,9 @@ def plan_shape_and_values(view: View, plan: SearchPlan) -> tuple[tuple[Any, ...]
     if plan.cursor is not None:
         values.update(cursor_values("k", plan.cursor))
     values["limit"] = plan.count + 1
+    restriction = None if plan.restriction is None else _restriction_shape(values, plan)
     shape = (
+        restriction,
         len(view.layers),
         tuple(sorted(view.quiet)),
         plan.resource_type,
@@ -232,3 +230,43 @@ def plan_shape_and_values(view: View, plan: SearchPlan) -> tuple[tuple[Any, ...]
         cursor_shape(plan.cursor),
     )
     return shape, values
+
+
+def _clause_shape(values: dict[str, Any], at: str, clause: Clause) -> tuple[Any, ...]:
+    """Put the clause's values under ``at`` and answer what of it shapes the SQL."""
+    forms = clause_forms(clause)
+    for vi, (_form, slots) in enumerate(forms):
+        values.update({clause_name(at, vi, slot): value for slot, value in slots.items()})
+    if clause.param.code == "_id":
+        values[clause_name(at, 0, "ids")] = list(clause.values)
+    return (
+        clause.param.resource_type,
+        clause.param.code,
+        clause.modifier,
+        clause.values if clause.modifier == "missing" else len(clause.values),
+        tuple((c.param.resource_type, c.param.code, c.target_types) for c in clause.chain),
+        tuple((h.source_type, h.reference_param.code) for h in clause.has),
+        tuple(form for form, _ in forms),
+    )
+
+
+def _restriction_shape(values: dict[str, Any], plan: SearchPlan) -> tuple[Any, ...]:
+    """A restricted caller's limits (``search_sql.restriction_condition``): way ``wi`` of type ``ti`` under
+    ``x{ti}_{wi}``, its compartment parameters under ``_p{n}``, its clauses under ``_c{n}``."""
+    restriction = plan.restriction or {}
+    per_type: list[Any] = []
+    for ti, rtype in enumerate(restriction_types(plan)):
+        ways: list[Any] = []
+        for wi, way in enumerate(restriction.get(rtype) or ()):
+            at = f"x{ti}_{wi}"
+            compartment: list[Any] = []
+            if way.patient is not None:
+                values[f"{at}_pid"] = way.patient
+                compartment = [
+                    _clause_shape(values, f"{at}_p{pi}", compartment_clause(p, way.patient))
+                    for pi, p in enumerate(way.compartment)
+                ]
+            clauses = [_clause_shape(values, f"{at}_c{ci}", c) for ci, c in enumerate(way.clauses)]
+            ways.append((way.patient is not None, tuple(compartment), tuple(clauses)))
+        per_type.append((rtype, tuple(ways)))
+    return tuple(per_type)

@@ -39,7 +39,6 @@ from sandbox.fhir.interactions import WriteOutcome, check_id
 from sandbox.fhir.outcome import FhirError, Issue, operation_outcome
 from sandbox.fhir.resource_types import is_resource_type
 from sandbox.fhir.responses import searchset
-from sandbox.fhir.search import run_search
 from sandbox.fhir.search_plan import parse
 from sandbox.fhir.validation import dump_json, parse_json, validate
 from sandbox.store.repository import Stored, new_id
@@ -162,7 +161,11 @@ class BundleProcessor:
             for entry in chunk:
                 self._at(entry, lambda e=entry: self._prepare_create(conn, e))
             items = [(e.rtype or "", (e.target or "").split("/", 1)[1], e.resource) for e in chunk]
-            created = self.ctx.fhir.repo.create_many(conn, self.ctx.view, items, self.ctx.actor, method=method)
+            fhir, view = self.ctx.fhir, self.ctx.view
+            for entry in chunk:  # a SMART token's scopes: creating needs "c", and the results must stay in reach
+                self._at(entry, lambda e=entry: fhir.before_write(conn, view, e.rtype or "", None))  # noqa: B023
+            created = fhir.repo.create_many(conn, view, items, self.ctx.actor, method=method)
+            fhir.after_write(conn, view, created, created=True)
             for entry, stored in zip(chunk, created, strict=True):
                 self._respond(entry, stored, 201)
 
@@ -355,7 +358,7 @@ class BundleProcessor:
             return
         query = parse_qsl(entry.query or "", keep_blank_values=True)
         plan = parse(fhir.registry, entry.rtype, query, default_count=fhir.default_count, max_count=fhir.max_count)
-        result = run_search(conn, fhir.repo, view, plan)
+        result = fhir.run_plan(conn, view, plan)
         page_url = f"{self.ctx.base}/{entry.rtype}" if entry.rtype else self.ctx.base
         body = searchset(result, self.ctx.base, query, page_url, summary=plan.summary, elements=plan.elements)
         entry.response = {"response": {"status": "200 OK"}}

@@ -359,3 +359,85 @@ fhir_requests = Table(
     Column("status", Integer, nullable=False),
     Column("duration_ms", Float, nullable=False),
 )
+
+# ---- SMART App Launch: clients, launches, codes, tokens, the signing key (``sandbox/auth/``) ----------------
+
+# A registered app.  Global, not per sandbox: one registration launches in any sandbox the launch names.
+smart_clients = Table(
+    "smart_clients",
+    metadata,
+    Column("client_id", String(200), primary_key=True),
+    Column("public", Boolean, nullable=False),
+    Column("secret_hash", String(64), nullable=True),  # sha256 hex of a confidential client's client_secret
+    Column("redirect_uris", Text, nullable=False),  # JSON list
+    Column("scopes", Text, nullable=False),  # space-separated: the most the client may be granted
+    Column("jwks", Text, nullable=True),  # JSON Web Key Set by value (private_key_jwt)
+    Column("jwks_url", Text, nullable=True),  # or where to fetch it
+    Column("auto_approve", Boolean, nullable=False, default=False),
+    Column("launch_url", Text, nullable=True),  # where an EHR launch sends the browser (with launch and iss)
+    Column("faults", Text, nullable=False, default="[]"),  # JSON list of injected faults (docs/smart.md)
+    Column("created_at", String(32), nullable=False),
+)
+
+# An EHR launch: the context a "Launch app" button hands to the app as an opaque ``launch`` value.
+smart_launches = Table(
+    "smart_launches",
+    metadata,
+    Column("sandbox_id", String(64), primary_key=True),
+    Column("launch_hash", String(64), primary_key=True),  # sha256 hex of the launch value
+    Column("client_id", String(200), nullable=False),
+    Column("patient", String(64), nullable=True),
+    Column("encounter", String(64), nullable=True),
+    Column("fhir_user", String(200), nullable=True),  # Practitioner/123
+    Column("expires_at", String(32), nullable=False),
+)
+
+# Authorization codes: one use each, minutes long.
+smart_codes = Table(
+    "smart_codes",
+    metadata,
+    Column("sandbox_id", String(64), primary_key=True),
+    Column("code_hash", String(64), primary_key=True),
+    Column("client_id", String(200), nullable=False),
+    Column("redirect_uri", Text, nullable=False),
+    Column("code_challenge", String(128), nullable=False),
+    Column("grant", Text, nullable=False),  # JSON: scopes and launch context, copied to the tokens
+    Column("expires_at", String(32), nullable=False),
+    Column("used", Boolean, nullable=False, default=False),
+)
+
+# Access and refresh tokens.  Only hashes: a leaked database holds no working token.  Tokens of one
+# authorization share ``grant_id``, so revoking a refresh token ends the access tokens it produced.
+smart_tokens = Table(
+    "smart_tokens",
+    metadata,
+    Column("sandbox_id", String(64), primary_key=True),
+    Column("token_hash", String(64), primary_key=True),
+    Column("kind", String(8), nullable=False),  # access, refresh
+    Column("grant_id", String(64), nullable=False),
+    Column("client_id", String(200), nullable=False),
+    Column("grant", Text, nullable=False),  # JSON: scopes and launch context
+    Column("issued_at", String(32), nullable=False),
+    Column("expires_at", String(32), nullable=False),
+    Column("revoked", Boolean, nullable=False, default=False),
+    Index("ix_smart_tokens_grant", "sandbox_id", "grant_id"),
+)
+
+# ``jti`` of client assertions already used (private_key_jwt), kept until they expire: no replays.
+smart_assertions = Table(
+    "smart_assertions",
+    metadata,
+    Column("client_id", String(200), primary_key=True),
+    Column("jti", String(200), primary_key=True),
+    Column("expires_at", String(32), nullable=False),
+)
+
+# The server's signing keys (id_token): created once by whichever worker starts first, shared by all.
+smart_keys = Table(
+    "smart_keys",
+    metadata,
+    Column("name", String(32), primary_key=True),  # "signing"
+    Column("kid", String(64), nullable=False),
+    Column("private_jwk", Text, nullable=False),  # JSON; a sandbox's key, not a production secret store
+    Column("created_at", String(32), nullable=False),
+)

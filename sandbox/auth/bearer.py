@@ -1,7 +1,9 @@
 """Who is calling, and what they may reach.
 
 Credentials are bearer tokens: the admin token (from the settings; accepted
-everywhere) or a user's API token (``sandbox.accounts.tokens``).  The default
+everywhere), a user's API token (``sandbox.accounts.tokens``), or, on the FHIR
+API only, a SMART access token (``sandbox.auth.tokens``), bound to one sandbox
+and limited by its scopes (``FhirCaller.access``).  The default
 sandbox stays open without credentials, as public test servers are.  Roles:
 
 - admin: every sandbox and the whole admin API;
@@ -14,14 +16,19 @@ Missing or bad credentials get 401; good credentials for the wrong place get 403
 from __future__ import annotations
 
 import hmac
+from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 
 from fastapi import HTTPException, Request
 from sqlalchemy import Connection, select
 
 from sandbox.accounts.cohorts import can_reach
+from sandbox.accounts.tokens import PREFIX as USER_TOKEN_PREFIX
 from sandbox.accounts.tokens import user_for_token
 from sandbox.accounts.users import User
+from sandbox.auth.scopes import Access
+from sandbox.auth.tokens import TokenRecord, find_token, stamp
 from sandbox.fhir.outcome import FhirError
 from sandbox.store.database import Database
 from sandbox.store.layers import DEFAULT_SANDBOX
@@ -56,10 +63,20 @@ class Principal:
         return f"user:{self.user.id}" if self.user else "admin"
 
 
+@dataclass(frozen=True)
+class FhirCaller:
+    """Who is calling the FHIR API: the actor writes are attributed to, and a SMART token's limits (else None)."""
+
+    actor: Actor
+    access: Access | None = None
+    scopes: str = ""
+
+
 class Authenticator:
-    def __init__(self, admin_token: str, db: Database) -> None:
+    def __init__(self, admin_token: str, db: Database, clock: Callable[[], datetime] | None = None) -> None:
         self.admin_token = admin_token
         self.db = db
+        self.clock = clock or (lambda: datetime.now(UTC))  # for SMART token expiry; tests move it
 
     def is_admin(self, request: Request) -> bool:
         token = bearer_token(request)
@@ -83,8 +100,19 @@ class Authenticator:
 
     # ---- the FHIR API ------------------------------------------------------------------------
 
+    def fhir_caller(self, request: Request, sandbox_id: str) -> FhirCaller:
+        """FHIR API: the caller, SMART access tokens included; a 401/403 OperationOutcome if not allowed."""
+        token = bearer_token(request)
+        if token is None or token.startswith(USER_TOKEN_PREFIX) or hmac.compare_digest(token, self.admin_token):
+            return FhirCaller(self(request, sandbox_id))
+        with self.db.read() as conn:
+            record = find_token(conn, sandbox_id, token)
+        if record is None:
+            return FhirCaller(self(request, sandbox_id))  # not a SMART token of this sandbox: the user-token path
+        return _smart_caller(record, self.clock())
+
     def __call__(self, request: Request, sandbox_id: str) -> Actor:
-        """FHIR API: the actor to attribute writes to, or a 401/403 OperationOutcome.
+        """FHIR API without SMART tokens (and the HL7 v2 API): the actor to attribute writes to, or a 401/403.
 
         At most one connection and three key lookups: the token, the user's reach, the sandbox.
         """
@@ -133,6 +161,22 @@ class Authenticator:
 
 class InvalidToken(Exception):
     pass
+
+
+def _smart_caller(record: TokenRecord, now: datetime) -> FhirCaller:
+    if record.kind != "access":
+        raise _fhir_error(401, "login", "A refresh token is not an access token", _invalid_token("wrong kind"))
+    if record.revoked:
+        raise _fhir_error(401, "login", "The access token was revoked", _invalid_token("revoked"))
+    if record.expires_at <= stamp(now):
+        raise _fhir_error(401, "login", "The access token has expired", _invalid_token("expired"))
+    grant = record.grant
+    scopes = " ".join(grant.scopes)
+    return FhirCaller(Actor(grant.actor_id, "smart"), Access.of(list(grant.scopes), grant.patient), scopes)
+
+
+def _invalid_token(reason: str) -> dict[str, str]:
+    return {"WWW-Authenticate": f'Bearer realm="ehr-sandbox", error="invalid_token", error_description="{reason}"'}
 
 
 def _fhir_error(status: int, code: str, message: str, headers: dict[str, str] | None = None) -> FhirError:
