@@ -20,6 +20,7 @@ from sandbox.store.layers import DEFAULT_SANDBOX
 from sandbox.store.schema import layers
 from sandbox.urls import fhir_base
 from web import csrf
+from web.chart.routes import router as chart_router
 from web.pages import WebRoute, page, redirect, secure
 from web.signin import (
     SESSION_COOKIE,
@@ -48,6 +49,7 @@ _BAD_CREDENTIALS = "Incorrect email or password."
 def install(app: FastAPI) -> None:
     app.state.web = WebAuth()
     app.include_router(router)
+    app.include_router(chart_router)  # the trainee's EHR: assignments, chart, entry forms, task panel
 
     @app.exception_handler(SignInRequired)
     async def sign_in_required(request: Request, exc: SignInRequired) -> Response:
