@@ -147,7 +147,7 @@ class ChartReader:
     def conditions_for_reason(self) -> list[tuple[str, str]]:
         """(reference, label) of the patient's active conditions: what an order or referral can be for."""
         return [
-            (f"Condition/{r['id']}", f"{r['problem']} ({r['clinical_status']})")
+            (f"Condition/{r['id']}", r["problem"])
             for r in self.problems()
             if r["clinical_status"] in ("active", "recurrence", "relapse")
         ]

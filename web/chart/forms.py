@@ -168,7 +168,7 @@ def new_id() -> str:
 def _ref(reference: str | None, labels: Mapping[str, str] | None = None) -> dict[str, str]:
     out = {"reference": str(reference)}
     if labels and reference in labels:
-        out["display"] = labels[reference].split(" · ")[0]
+        out["display"] = labels[reference].replace(" · ", ", ")
     return out
 
 

@@ -571,7 +571,7 @@ def task_panel(
     )
 
 
-@router.post("/chart/{sandbox_id}/task/feedback")
+@router.post("/chart/{sandbox_id}/feedback")
 async def task_feedback(request: Request, sandbox_id: str, session: WebSession = Depends(csrf_protected)) -> Response:
     _require_trainee(session)
     form = await request.form()

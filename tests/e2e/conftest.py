@@ -1,0 +1,140 @@
+"""Browser tests: a live server in a background thread, and Debian's Chromium driven by Playwright.
+
+- ``live_server`` (one per test session): uvicorn serving a fresh app on a free loopback port, over a new
+  SQLite database seeded like ``serve``'s first start (``sandbox.demo``: the training-case baseline, a
+  trainer, the trainees Ada and Ben with a sandbox each, the demo cohort; the built-in packs).  It has
+  ``.url``, ``.app``, ``.db``, ``.demo``, ``.password(email)`` and ``.sign_in(page, email)``.
+- ``browser`` (one per test session) and ``page`` (a fresh browser context per test, so no cookies leak
+  between tests).
+- ``artifacts``: where screenshots go: ``$EHR_SANDBOX_E2E_ARTIFACTS``, else a directory under pytest's tmp.
+
+Chromium is Debian's (``/usr/bin/chromium``, or ``$EHR_SANDBOX_CHROMIUM``); Playwright never downloads one.
+Without it these tests are skipped, saying why (``.ci/run`` installs it).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import uvicorn
+from argon2 import PasswordHasher
+from fastapi import FastAPI
+
+from sandbox.accounts import passwords
+from sandbox.app import create_app
+from sandbox.config import Settings
+from sandbox.demo import Demo, create_demo
+from sandbox.store.database import Database
+
+playwright_api = pytest.importorskip("playwright.sync_api")
+
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+
+
+def chromium_path() -> str | None:
+    configured = os.environ.get("EHR_SANDBOX_CHROMIUM")
+    if configured:
+        return configured
+    return shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+@dataclass
+class LiveServer:
+    url: str
+    app: FastAPI
+    db: Database
+    demo: Demo
+
+    def password(self, email: str) -> str:
+        return next(password for e, _role, password in self.demo.accounts if e == email)
+
+    def sign_in(self, page: playwright_api.Page, email: str) -> None:
+        page.goto(self.url + "/login")
+        page.get_by_label("Email").fill(email)
+        page.get_by_label("Password").fill(self.password(email))
+        page.get_by_role("button", name="Sign in").click()
+        page.wait_for_url(self.url + "/")
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture(scope="session")
+def live_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
+    # Sign-ins hash passwords: test-sized argon2 costs keep that to milliseconds.
+    saved_hasher = passwords._hasher
+    passwords._hasher = PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1)
+    data_dir = tmp_path_factory.mktemp("live-server")
+    port = _free_port()
+    url = f"http://127.0.0.1:{port}"
+    settings = Settings(
+        database_url=f"sqlite:///{data_dir / 'ehr.db'}", admin_token="e2e-admin-token", data_dir=data_dir, base_url=url
+    )
+    db = Database(settings.database_url)
+    app = create_app(settings, db=db)
+    demo = create_demo(db, app.state.fhir, data_dir)
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on"))
+    thread = threading.Thread(target=server.run, name="e2e-uvicorn", daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started:
+        if not thread.is_alive() or time.monotonic() > deadline:
+            raise RuntimeError("the live server did not start")
+        time.sleep(0.05)
+    try:
+        yield LiveServer(url, app, db, demo)
+    finally:
+        server.should_exit = True
+        thread.join(timeout=30)
+        passwords._hasher = saved_hasher
+
+
+@pytest.fixture(scope="session")
+def browser() -> Iterator[playwright_api.Browser]:
+    executable = chromium_path()
+    if executable is None:
+        pytest.skip("Debian's chromium is not installed (apt-get install -y chromium)")
+    with playwright_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=executable, args=CHROMIUM_ARGS, headless=True)
+        try:
+            yield browser
+        finally:
+            browser.close()
+
+
+@pytest.fixture
+def page(browser: playwright_api.Browser) -> Iterator[playwright_api.Page]:
+    context = browser.new_context(viewport={"width": 1366, "height": 768})  # a laptop screen
+    context.set_default_timeout(15_000)
+    page = context.new_page()
+    try:
+        yield page
+    finally:
+        context.close()
+
+
+@pytest.fixture(scope="session")
+def artifacts(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    configured = os.environ.get("EHR_SANDBOX_E2E_ARTIFACTS")
+    path = Path(configured) if configured else tmp_path_factory.mktemp("e2e-artifacts")
+    path.mkdir(parents=True, exist_ok=True)
+    return path
