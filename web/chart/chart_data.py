@@ -73,7 +73,8 @@ class Banner:
     code_status: str
 
 
-def _json(stored: Any) -> dict[str, Any]:
+def resource_of(stored: Any) -> dict[str, Any]:
+    """A stored resource's JSON, parsed."""
     return orjson.loads(stored.content)
 
 
@@ -88,13 +89,13 @@ class ChartReader:
         self.today = today
         self.ref = f"Patient/{patient_id}"
         try:
-            self.patient = _json(fhir.read(conn, view, "Patient", patient_id))
+            self.patient = resource_of(fhir.read(conn, view, "Patient", patient_id))
         except FhirError:
             raise PatientNotFound(patient_id) from None
 
     def search(self, rtype: str, *query: tuple[str, str], count: int = 100) -> list[dict[str, Any]]:
         result = self.fhir.search(self.conn, self.view, rtype, [*query, ("_count", str(count))])
-        return [_json(s) for s in result.matches]
+        return [resource_of(s) for s in result.matches]
 
     def for_patient(self, rtype: str, *query: tuple[str, str], count: int = 100) -> list[dict[str, Any]]:
         param = "beneficiary" if rtype == "Coverage" else "patient"
@@ -384,7 +385,7 @@ def practitioner_roles(conn: Connection, fhir: Interactions, view: View) -> list
     found = fhir.search(conn, view, "PractitionerRole", [("_count", "200")]).matches
     choices = []
     for stored in found:
-        role = _json(stored)
+        role = resource_of(stored)
         label = f"{reference_text(role.get('practitioner')) or 'Clinician'} · {concepts_text(role.get('specialty'))}"
         choices.append((f"PractitionerRole/{role['id']}", label))
     return sorted(choices, key=lambda c: c[1].lower())
@@ -392,7 +393,7 @@ def practitioner_roles(conn: Connection, fhir: Interactions, view: View) -> list
 
 def payors(conn: Connection, fhir: Interactions, view: View) -> list[tuple[str, str]]:
     found = fhir.search(conn, view, "Organization", [("type", PAYER_TYPE), ("_count", "100")]).matches
-    return sorted(((f"Organization/{o.id}", str(_json(o).get("name", o.id))) for o in found), key=lambda c: c[1])
+    return sorted(((f"Organization/{o.id}", str(resource_of(o).get("name", o.id))) for o in found), key=lambda c: c[1])
 
 
 def find_patients(conn: Connection, fhir: Interactions, view: View, text: str, count: int = 50) -> list[dict[str, Any]]:
@@ -403,7 +404,7 @@ def find_patients(conn: Connection, fhir: Interactions, view: View, text: str, c
         query.append(("identifier" if any(ch.isdigit() for ch in text) else "name", text))
     rows = []
     for stored in fhir.search(conn, view, "Patient", query).matches:
-        p = _json(stored)
+        p = resource_of(stored)
         mrn = next((str(i.get("value", "")) for i in p.get("identifier") or [] if i.get("type")), "")
         rows.append(
             {

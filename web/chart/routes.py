@@ -25,13 +25,13 @@ from sandbox.fhir.outcome import FhirError
 from sandbox.store.layers import View
 from sandbox.store.repository import Actor
 from tasks.engine import ACTIVE, Attempt, TaskEngine, TaskFailure
-from tasks.feedback import QUESTION, RATINGS, record_feedback
+from tasks.feedback import MAX_COMMENT, QUESTION, RATINGS, record_feedback
 from tasks.library import Library, UnknownTask
 from tasks.model import Hint, Pack, Task
 from web.chart import chart_data
 from web.chart.assignments import CHART_ROLES, assignments_for, may_open, memberships
 from web.chart.chart_data import VITAL_ROWS, ChartReader, PatientNotFound
-from web.chart.forms import FORMS, Choices, Context, Field, Form, FormErrors, Write, read_form
+from web.chart.forms import FORMS, Choices, Context, Form, FormErrors, Write, read_form
 from web.chart.value_sets import value_set
 from web.chart.vitals_plot import trend_svg
 from web.pages import WebRoute, page, redirect
@@ -462,9 +462,9 @@ def _save(
             ctx = Context(
                 patient_ref=f"Patient/{patient_id}" if patient_id else "",
                 now=datetime.now(UTC),
-                read=lambda rtype, rid: chart_data._json(fhir.read(conn, view, rtype, rid)),
+                read=lambda rtype, rid: chart_data.resource_of(fhir.read(conn, view, rtype, rid)),
                 search=lambda rtype, query: [
-                    chart_data._json(s) for s in fhir.search(conn, view, rtype, query).matches
+                    chart_data.resource_of(s) for s in fhir.search(conn, view, rtype, query).matches
                 ],
                 labels={source: dict(options) for source, options in choices.items()},
             )
@@ -545,6 +545,12 @@ def task_result(
     request: Request, sandbox_id: str, task: str = "", session: WebSession = Depends(trainee_only)
 ) -> Response:
     _view(request, session, sandbox_id)
+    return _result_page(request, session, sandbox_id, task, {}, "", 200)
+
+
+def _result_page(
+    request: Request, session: WebSession, sandbox_id: str, task: str, errors: dict[str, str], comment: str, status: int
+) -> Response:
     panel = _panel(request, session, sandbox_id, task)
     if panel is None or panel.attempt is None:
         raise WebError(404, "No attempt", "You have not started this task here.")
@@ -552,8 +558,10 @@ def task_result(
         "question": QUESTION,
         "ratings": RATINGS,
         "thanks": request.query_params.get("thanks") == "1",
+        "errors": errors,
+        "comment": comment,
     }
-    return page("chart/result.html", context)
+    return page("chart/result.html", context, status)
 
 
 @router.get("/chart/{sandbox_id}/task/panel")
@@ -573,35 +581,36 @@ def task_panel(
 
 @router.post("/chart/{sandbox_id}/feedback")
 async def task_feedback(request: Request, sandbox_id: str, session: WebSession = Depends(csrf_protected)) -> Response:
+    """The one question after a task; a bad answer is shown again with the error beside it, and not stored."""
     _require_trainee(session)
     form = await request.form()
-    ref, rating_raw, comment = (str(form.get(k, "")) for k in ("task", "rating", "comment"))
+    ref, rating_raw, comment = (str(form.get(k, "")).strip() for k in ("task", "rating", "comment"))
 
-    def save() -> None:
+    def save() -> Response:
+        _view(request, session, sandbox_id)
         panel = _panel(request, session, sandbox_id, ref)
         if panel is None or panel.attempt is None:
             raise WebError(404, "No attempt", "You have not started this task here.")
-        try:
-            rating = int(rating_raw)
-            with request.app.state.db.write() as conn:
-                record_feedback(
-                    conn,
-                    sandbox_id,
-                    session.user.id,
-                    panel.pack.id,
-                    panel.task.id,
-                    panel.attempt.attempt,
-                    rating,
-                    comment.strip(),
-                )
-        except ValueError:
-            raise WebError(
-                400, "Feedback not saved", "Choose a rating from 1 to 5; a comment is at most 2,000 characters."
-            ) from None
+        errors = {}
+        if rating_raw not in {str(r) for r in RATINGS}:
+            errors["rating"] = "Choose one of the five answers."
+        if len(comment) > MAX_COMMENT:
+            errors["comment"] = f"A comment is at most {MAX_COMMENT:,} characters."
+        if errors:
+            return _result_page(request, session, sandbox_id, ref, errors, comment[:MAX_COMMENT], 422)
+        with request.app.state.db.write() as conn:
+            attempt = panel.attempt
+            assert attempt is not None
+            record_feedback(
+                conn,
+                sandbox_id,
+                session.user.id,
+                panel.pack.id,
+                panel.task.id,
+                attempt.attempt,
+                int(rating_raw),
+                comment,
+            )
+        return redirect(_with_task(f"/chart/{sandbox_id}/task/result", ref, thanks="1"))
 
-    _view(request, session, sandbox_id)
-    await run_in_threadpool(save)
-    return redirect(_with_task(f"/chart/{sandbox_id}/task/result", ref, thanks="1"))
-
-
-__all__ = ["router", "Field"]
+    return await run_in_threadpool(save)
