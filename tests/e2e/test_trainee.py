@@ -118,6 +118,12 @@ def test_known_mistakes_get_the_packs_feedback(live_server: LiveServer, page: Pa
     expect(page.get_by_label("Refer to")).to_have_attribute("aria-invalid", "true")
     page.screenshot(path=artifacts / "form-errors.png", full_page=True)
 
+    # The coded picker says what a code means as it is typed (the page's script), and the code is kept.
+    expect(page.locator("#f-service-picked")).to_have_text("Referral to service")
+    page.get_by_label("Service").fill("91251008")
+    expect(page.locator("#f-service-picked")).to_have_text("Physical therapy procedure")
+    page.get_by_label("Service").fill("306206005")
+
     # The mistake: a routine referral, no tracking task, the specialist not told.
     page.get_by_label("Refer to").select_option(option_value(page, "f-performer", "Cardiology"))
     page.get_by_label("Reason (condition)").select_option(option_value(page, "f-reason", "Chest pain"))

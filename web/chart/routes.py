@@ -366,12 +366,18 @@ def _form_page(
     problem: str = "",
 ) -> Response:
     pickers = {f.value_set: value_set(f.value_set).concepts for f in form.fields if f.kind == "code"}
+    picked = {}  # what the code in a picker means, shown beside it
+    for f in form.fields:
+        if f.kind == "code" and values.get(f.name, "").split():
+            concept = value_set(f.value_set).find(values[f.name].split()[0])
+            picked[f.name] = concept.display if concept else ""
     context = _base(request, session, sandbox_id, task) | {
         "form": form,
         "values": values,
         "errors": errors,
         "choices": choices,
         "pickers": pickers,
+        "picked": picked,
         "banner": banner,
         "patient_id": patient_id or "",
         "section": form.section,
