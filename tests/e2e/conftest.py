@@ -2,7 +2,8 @@
 
 - ``live_server`` (one per test session): uvicorn serving a fresh app on a free loopback port, over a new
   SQLite database seeded like ``serve``'s first start (``sandbox.demo``: the training-case baseline, a
-  trainer, the trainees Ada and Ben with a sandbox each, the demo cohort; the built-in packs).  It has
+  trainer, the trainees Ada and Ben with a sandbox each, the demo cohort; the built-in packs), with the
+  live re-check worker running as under ``serve``.  It has
   ``.url``, ``.app``, ``.db``, ``.demo``, ``.password(email)`` and ``.sign_in(page, email)``.
 - ``browser`` (one per test session) and ``page`` (a fresh browser context per test, so no cookies leak
   between tests).
@@ -33,6 +34,7 @@ from sandbox.app import create_app
 from sandbox.config import Settings
 from sandbox.demo import Demo, create_demo
 from sandbox.store.database import Database
+from tasks.live import start_live_checks
 
 playwright_api = pytest.importorskip("playwright.sync_api")
 
@@ -95,6 +97,7 @@ def live_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on"))
     thread = threading.Thread(target=server.run, name="e2e-uvicorn", daemon=True)
     thread.start()
+    checker = start_live_checks(db, app.state.fhir)
     deadline = time.monotonic() + 30
     while not server.started:
         if not thread.is_alive() or time.monotonic() > deadline:
@@ -103,6 +106,7 @@ def live_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer
     try:
         yield LiveServer(url, app, db, demo)
     finally:
+        checker.stop()
         server.should_exit = True
         thread.join(timeout=30)
         passwords._hasher = saved_hasher

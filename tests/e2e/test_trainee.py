@@ -8,13 +8,19 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+import httpx
 from playwright.sync_api import Page, expect
 from sqlalchemy import select
 
+from sandbox.accounts.tokens import issue_token
+from sandbox.accounts.users import find_by_email
 from sandbox.store.schema import task_feedback
 from tests.e2e.conftest import LiveServer
 
 ADA, BEN = "ada@demo.invalid", "ben@demo.invalid"
+CONDITION_CATEGORY = "http://terminology.hl7.org/CodeSystem/condition-category"
+CONDITION_CLINICAL = "http://terminology.hl7.org/CodeSystem/condition-clinical"
+CONDITION_VERIFICATION = "http://terminology.hl7.org/CodeSystem/condition-ver-status"
 
 
 def start(page: Page, server: LiveServer, title: str) -> None:
@@ -138,3 +144,32 @@ def test_known_mistakes_get_the_packs_feedback(live_server: LiveServer, page: Pa
     page.get_by_role("button", name="Submit task").click()
     expect(page.locator("#result-summary")).to_contain_text("Not passed")
     expect(page.locator("#result-checks")).to_contain_text("needs an urgent cardiology review")
+
+
+def test_the_checklist_follows_writes_made_outside_the_chart(live_server: LiveServer, page: Page) -> None:
+    """A write through the FHIR API (a SMART app, say) is re-checked by the live worker, and the open
+    chart's task panel shows it without a reload."""
+    live_server.sign_in(page, ADA)
+    start(page, live_server, "Add a problem to the problem list")
+    expect(checklist_item(page, "on-the-list")).to_have_class(re.compile(r"\bunchecked\b"))
+    sandbox = live_server.demo.sandboxes[ADA]
+    with live_server.db.write() as conn:
+        ada = find_by_email(conn, ADA)
+        assert ada is not None
+        _info, token = issue_token(conn, ada.id, "e2e")
+    angina = {
+        "resourceType": "Condition",
+        "subject": {"reference": "Patient/chest-pain-cardiology"},
+        "category": [{"coding": [{"system": CONDITION_CATEGORY, "code": "problem-list-item"}]}],
+        "code": {"coding": [{"system": "http://snomed.info/sct", "code": "194828000", "display": "Angina"}]},
+        "clinicalStatus": {"coding": [{"system": CONDITION_CLINICAL, "code": "active"}]},
+        "verificationStatus": {"coding": [{"system": CONDITION_VERIFICATION, "code": "provisional"}]},
+    }
+    created = httpx.post(
+        f"{live_server.url}/sandboxes/{sandbox}/fhir/Condition",
+        json=angina,
+        headers={"Authorization": f"Bearer {token}", "Content-Type": "application/fhir+json"},
+    )
+    assert created.status_code == 201, created.text
+    expect(checklist_item(page, "on-the-list")).to_have_class(re.compile(r"\bpass\b"), timeout=20_000)
+    expect(checklist_item(page, "statuses")).to_have_class(re.compile(r"\bpass\b"))
