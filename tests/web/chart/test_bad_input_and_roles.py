@@ -164,3 +164,13 @@ def test_unknown_patients_sections_and_forms_are_404(
         "/static/secrets.txt",
     ):
         assert client.get(path).status_code == 404, path
+
+
+def test_the_sites_own_stylesheet_and_script_are_served(client: TestClient) -> None:
+    css = client.get("/static/chart.css")
+    assert css.status_code == 200
+    assert css.headers["content-type"] == "text/css; charset=utf-8"
+    assert ".task-panel" in css.text
+    js = client.get("/static/chart.js")
+    assert js.headers["content-type"] == "text/javascript; charset=utf-8"
+    assert "task-panel" in js.text
