@@ -94,7 +94,8 @@ class ChartReader:
             raise PatientNotFound(patient_id) from None
 
     def search(self, rtype: str, *query: tuple[str, str], count: int = 100) -> list[dict[str, Any]]:
-        result = self.fhir.search(self.conn, self.view, rtype, [*query, ("_count", str(count))])
+        # The chart never shows a total: _total=none spares the search engine a count of the matches.
+        result = self.fhir.search(self.conn, self.view, rtype, [*query, ("_count", str(count)), ("_total", "none")])
         return [resource_of(s) for s in result.matches]
 
     def for_patient(self, rtype: str, *query: tuple[str, str], count: int = 100) -> list[dict[str, Any]]:
@@ -153,7 +154,8 @@ class ChartReader:
             if r["clinical_status"] in ("active", "recurrence", "relapse")
         ]
 
-    def medications(self) -> dict[str, list[dict[str, Any]]]:
+    def medications(self, *, statements: bool = True) -> dict[str, list[dict[str, Any]]]:
+        """Orders, and (unless ``statements`` is False) what the patient reports taking."""
         orders = [
             {
                 "id": m["id"],
@@ -173,7 +175,7 @@ class ChartReader:
                 "asserted": when(m.get("dateAsserted")),
                 "note": "; ".join(str(n.get("text", "")) for n in m.get("note") or []),
             }
-            for m in self.for_patient("MedicationStatement")
+            for m in (self.for_patient("MedicationStatement") if statements else [])
         ]
         orders.sort(key=lambda r: (r["status"] != "active", r["medication"].lower()))
         return {"orders": orders, "statements": statements}
@@ -196,17 +198,12 @@ class ChartReader:
 
     def vitals(self, count: int = 200) -> dict[str, Any]:
         """The flowsheet: one column per charting time (newest first), one row per vital sign."""
-        observations = self.for_patient(
-            "Observation", ("category", f"{OBS_CATEGORY}|vital-signs"), ("_sort", "-date"), count=count
-        )
-        observations += self.for_patient("Observation", ("code", f"{LOINC}|72514-3"), ("_sort", "-date"), count=20)
+        # One search by the flowsheet's own codes (the pain score is a survey, not a vital-signs Observation).
+        codes = ",".join(f"{LOINC}|{code}" for code in _VITAL_BY_CODE)
+        observations = self.for_patient("Observation", ("code", codes), ("_sort", "-date"), count=count)
         cells: dict[str, dict[str, str]] = {}
         series: dict[str, list[tuple[str, float]]] = {}
-        seen: set[str] = set()
         for o in observations:
-            if o["id"] in seen:
-                continue
-            seen.add(o["id"])
             key = next((_VITAL_BY_CODE[c] for _, c in codes_of(o.get("code")) if c in _VITAL_BY_CODE), None)
             moment = str(o.get("effectiveDateTime") or o.get("issued") or "")
             if key is None or not moment:
@@ -382,7 +379,7 @@ class ChartReader:
 
 def practitioner_roles(conn: Connection, fhir: Interactions, view: View) -> list[tuple[str, str]]:
     """(reference, label) of every PractitionerRole: the clinician and the specialty."""
-    found = fhir.search(conn, view, "PractitionerRole", [("_count", "200")]).matches
+    found = fhir.search(conn, view, "PractitionerRole", [("_count", "200"), ("_total", "none")]).matches
     choices = []
     for stored in found:
         role = resource_of(stored)
@@ -392,13 +389,15 @@ def practitioner_roles(conn: Connection, fhir: Interactions, view: View) -> list
 
 
 def payors(conn: Connection, fhir: Interactions, view: View) -> list[tuple[str, str]]:
-    found = fhir.search(conn, view, "Organization", [("type", PAYER_TYPE), ("_count", "100")]).matches
+    found = fhir.search(
+        conn, view, "Organization", [("type", PAYER_TYPE), ("_count", "100"), ("_total", "none")]
+    ).matches
     return sorted(((f"Organization/{o.id}", str(resource_of(o).get("name", o.id))) for o in found), key=lambda c: c[1])
 
 
 def find_patients(conn: Connection, fhir: Interactions, view: View, text: str, count: int = 50) -> list[dict[str, Any]]:
     """Patients whose name (or MRN, when ``text`` has a digit) matches; the first ``count`` by family name."""
-    query = [("_sort", "family"), ("_count", str(count))]
+    query = [("_sort", "family"), ("_count", str(count)), ("_total", "none")]
     text = text.strip()[:100]
     if text:
         query.append(("identifier" if any(ch.isdigit() for ch in text) else "name", text))

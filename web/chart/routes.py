@@ -267,7 +267,7 @@ def _reader(request: Request, conn: Any, view: View, patient_id: str) -> ChartRe
 def _section_data(reader: ChartReader, section: str) -> dict[str, Any]:
     if section == "summary":
         vitals = reader.vitals(count=40)
-        meds = reader.medications()
+        meds = reader.medications(statements=False)
         return {
             "problems": [p for p in reader.problems() if p["clinical_status"] == "active"],
             "medications": [m for m in meds["orders"] if m["status"] == "active"],
@@ -335,7 +335,7 @@ def _choices(request: Request, conn: Any, view: View, form: Form, reader: ChartR
     if "active_orders" in wanted and reader is not None:
         found["active_orders"] = tuple(
             (f"MedicationRequest/{m['id']}", m["medication"])
-            for m in reader.medications()["orders"]
+            for m in reader.medications(statements=False)["orders"]
             if m["status"] == "active"
         )
     return found
