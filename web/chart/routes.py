@@ -184,8 +184,8 @@ async def start_task(request: Request, session: WebSession = Depends(csrf_protec
             attempt = engine.start(sandbox_id, session.user.id, ref, cohort_id=member.cohort_id)
         except (UnknownTask, TaskFailure) as exc:
             raise WebError(400, "Cannot start the task", str(exc)) from None
-        _, task = engine.library.find(ref)
-        return _with_task(f"/chart/{sandbox_id}/patients/{attempt.context['patient'].split('/')[1]}", ref)
+        patient_id = attempt.context["patient"].split("/", 1)[1]
+        return _with_task(f"/chart/{sandbox_id}/patients/{patient_id}", f"{attempt.pack_id}/{attempt.task_id}")
 
     return redirect(await run_in_threadpool(start))
 
