@@ -26,6 +26,7 @@ from web.chart.display import (
     concept_text,
     concepts_text,
     human_name,
+    number_text,
     quantity_text,
     reference_text,
     status_code,
@@ -216,14 +217,14 @@ class ChartReader:
                     for _, code in codes_of(c.get("code"))
                 }
                 systolic, diastolic = parts.get("8480-6"), parts.get("8462-4")
-                column[key] = f"{_num(systolic)}/{_num(diastolic)}"
+                column[key] = f"{number_text(systolic)}/{number_text(diastolic)}"
                 if isinstance(systolic, int | float):
                     series.setdefault("bp", []).append((moment, float(systolic)))
                 if isinstance(diastolic, int | float):
                     series.setdefault("bp-diastolic", []).append((moment, float(diastolic)))
                 continue
             value = o.get("valueQuantity", {}).get("value") if "valueQuantity" in o else o.get("valueInteger")
-            column[key] = quantity_text(o["valueQuantity"]) if "valueQuantity" in o else _num(value)
+            column[key] = quantity_text(o["valueQuantity"]) if "valueQuantity" in o else number_text(value)
             if isinstance(value, int | float):
                 series.setdefault(key, []).append((moment, float(value)))
         times = sorted(cells, reverse=True)
@@ -420,12 +421,6 @@ def find_patients(conn: Connection, fhir: Interactions, view: View, text: str, c
 # ---- helpers -------------------------------------------------------------------------------------------
 
 
-def _num(value: Any) -> str:
-    if isinstance(value, float) and value.is_integer():
-        return str(int(value))
-    return "" if value is None else str(value)
-
-
 def _dosage_text(dosage: dict[str, Any]) -> str:
     if dosage.get("text"):
         return str(dosage["text"])
@@ -435,7 +430,8 @@ def _dosage_text(dosage: dict[str, Any]) -> str:
     parts.append(concept_text(dosage.get("route")))
     repeat = (dosage.get("timing") or {}).get("repeat") or {}
     if repeat.get("frequency"):
-        parts.append(f"{repeat['frequency']}x per {_num(repeat.get('period', 1))} {repeat.get('periodUnit', '')}")
+        period = number_text(repeat.get("period", 1))
+        parts.append(f"{repeat['frequency']}x per {period} {repeat.get('periodUnit', '')}")
     bounds = repeat.get("boundsDuration")
     if bounds:
         parts.append(f"for {quantity_text(bounds)}")
@@ -458,10 +454,10 @@ def _range_text(low: float | None, high: float | None) -> str:
     if low is None and high is None:
         return ""
     if low is None:
-        return f"≤ {_num(high)}"
+        return f"≤ {number_text(high)}"
     if high is None:
-        return f"≥ {_num(low)}"
-    return f"{_num(low)}–{_num(high)}"
+        return f"≥ {number_text(low)}"
+    return f"{number_text(low)}–{number_text(high)}"
 
 
 def _interpretation(o: dict[str, Any]) -> str:

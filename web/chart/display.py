@@ -43,6 +43,9 @@ def quantity_text(quantity: Any) -> str:
 
 
 def number_text(value: Any) -> str:
+    """A number as charted: ``72`` rather than ``72.0``; nothing for no value."""
+    if value is None:
+        return ""
     if isinstance(value, float) and value.is_integer():
         return str(int(value))
     return str(value)
