@@ -28,6 +28,7 @@ import pytest
 import uvicorn
 from argon2 import PasswordHasher
 from fastapi import FastAPI
+from playwright import sync_api as playwright_api
 
 from sandbox.accounts import passwords
 from sandbox.app import create_app
@@ -35,8 +36,6 @@ from sandbox.config import Settings
 from sandbox.demo import Demo, create_demo
 from sandbox.store.database import Database
 from tasks.live import start_live_checks
-
-playwright_api = pytest.importorskip("playwright.sync_api")
 
 CHROMIUM_ARGS = [
     "--headless",
