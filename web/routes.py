@@ -21,6 +21,7 @@ from sandbox.store.schema import layers
 from sandbox.urls import fhir_base
 from web import csrf
 from web.console import router as console_router
+from web.chart.routes import router as chart_router
 from web.pages import WebRoute, page, redirect, secure
 from web.signin import (
     SESSION_COOKIE,
@@ -49,6 +50,7 @@ def install(app: FastAPI) -> None:
     app.state.web = WebAuth()
     app.include_router(router)
     app.include_router(console_router)  # the trainer console (/trainer...) and the vendor console (/vendor...)
+    app.include_router(chart_router)  # the trainee's EHR: assignments, chart, entry forms, task panel
 
     @app.exception_handler(SignInRequired)
     async def sign_in_required(request: Request, exc: SignInRequired) -> Response:

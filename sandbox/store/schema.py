@@ -441,3 +441,20 @@ smart_keys = Table(
     Column("private_jwk", Text, nullable=False),  # JSON; a sandbox's key, not a production secret store
     Column("created_at", String(32), nullable=False),
 )
+
+
+# A trainee's answer to the one question asked after a task (web/chart): one per attempt, replaced if answered
+# again.  Trainers read these next to the attempts (``tasks/feedback.py``).
+task_feedback = Table(
+    "task_feedback",
+    metadata,
+    Column("sandbox_id", String(64), primary_key=True),
+    Column("trainee_id", String(64), primary_key=True),
+    Column("pack_id", String(64), primary_key=True),
+    Column("task_id", String(64), primary_key=True),
+    Column("attempt", Integer, primary_key=True),
+    Column("rating", Integer, nullable=False),  # 1 (not useful) .. 5 (very useful)
+    Column("comment", Text, nullable=True),
+    Column("created_at", String(32), nullable=False),
+    Index("ix_task_feedback_pack", "pack_id", "task_id"),
+)

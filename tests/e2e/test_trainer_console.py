@@ -60,19 +60,19 @@ def chart_vitals_over_fhir(server: LiveServer, sandbox_id: str, token: str, cont
 
 
 @pytest.fixture
-def trainer(live_server: LiveServer) -> str:
-    with live_server.db.write() as conn:
+def trainer(fresh_server: LiveServer) -> str:
+    with fresh_server.db.write() as conn:
         return create_user(conn, "Tess Trainer", "tess@example.org", "trainer", password=PASSWORD).id
 
 
 def test_a_trainer_creates_a_cohort_follows_progress_and_resets_a_sandbox(
-    live_server: LiveServer, trainer: str, page: Any, artifacts: Path, tmp_path: Path
+    fresh_server: LiveServer, trainer: str, page: Any, artifacts: Path, tmp_path: Path
 ) -> None:
-    baseline = load_case_baseline(live_server.db, live_server.app.state.fhir, "Training cases", baseline_id="cases")
-    sign_in(page, live_server, "tess@example.org")
+    baseline = load_case_baseline(fresh_server.db, fresh_server.app.state.fhir, "Training cases", baseline_id="cases")
+    sign_in(page, fresh_server, "tess@example.org")
 
     # Create a cohort from the baseline and a pack, with a roster file.
-    page.goto(f"{live_server.url}/trainer")
+    page.goto(f"{fresh_server.url}/trainer")
     page.get_by_label("Name", exact=True).fill("Ward 7 nurses")
     page.get_by_label("Baseline").select_option(baseline)
     page.get_by_label("Task pack").select_option("core-clinical")
@@ -85,18 +85,18 @@ def test_a_trainer_creates_a_cohort_follows_progress_and_resets_a_sandbox(
     assert page.locator("#members").get_by_text("nia@example.org").is_visible()
     shoot(page, artifacts, "trainer-cohort")
 
-    with live_server.db.read() as conn:
+    with fresh_server.db.read() as conn:
         cohort = list_cohorts(conn, trainer)[0]
         nia, olu = sorted(cohort.members, key=lambda m: m.user.email)
     assert cohort.packs == ("core-clinical",)
 
     # Nia charts the vitals through the FHIR API in her sandbox; the task engine grades them.
-    with live_server.db.write() as conn:
+    with fresh_server.db.write() as conn:
         set_password(conn, nia.user.id, PASSWORD)
         _, token = issue_token(conn, nia.user.id, "chart app")
-    engine = task_engine(live_server.app)
+    engine = task_engine(fresh_server.app)
     attempt = engine.start(nia.sandbox_id, nia.user.id, VITALS, cohort_id=cohort.id)
-    observations = chart_vitals_over_fhir(live_server, nia.sandbox_id, token, attempt.context)
+    observations = chart_vitals_over_fhir(fresh_server, nia.sandbox_id, token, attempt.context)
     assert engine.submit(nia.sandbox_id, nia.user.id, VITALS).passed
 
     # The matrix shows it, in words as well as colour.
@@ -119,39 +119,39 @@ def test_a_trainer_creates_a_cohort_follows_progress_and_resets_a_sandbox(
     shoot(page, artifacts, "trainer-attempt")
 
     # Reset Nia's sandbox from the cohort page.
-    page.goto(f"{live_server.url}/trainer/cohorts/{cohort.id}")
+    page.goto(f"{fresh_server.url}/trainer/cohorts/{cohort.id}")
     page.get_by_role("button", name="Reset the sandbox of Nia Nurse").click()
     page.get_by_text("The trainee's sandbox is back at its baseline.").wait_for()
     shoot(page, artifacts, "trainer-after-reset")
 
     # Back at the baseline: her observations are gone from the FHIR API, the baseline's patient is still there.
     headers = {"Authorization": f"Bearer {token}"}
-    with httpx.Client(base_url=f"{live_server.url}/sandboxes/{nia.sandbox_id}/fhir", headers=headers) as fhir:
+    with httpx.Client(base_url=f"{fresh_server.url}/sandboxes/{nia.sandbox_id}/fhir", headers=headers) as fhir:
         for rid in observations:
             assert fhir.get(f"/Observation/{rid}").status_code == 404
         assert fhir.get(f"/Patient/{attempt.context['patient'].split('/')[1]}").status_code == 200
-    with live_server.db.read() as conn:
+    with fresh_server.db.read() as conn:
         assert get_layer(conn, nia.sandbox_id, "sandbox", sizes=True).own_resources == 0
         assert resolve_view(conn, nia.sandbox_id).layers == (nia.sandbox_id, baseline)
     # The record of the attempt stays in the matrix.
-    page.goto(f"{live_server.url}/trainer/cohorts/{cohort.id}/progress")
+    page.goto(f"{fresh_server.url}/trainer/cohorts/{cohort.id}/progress")
     assert page.locator(f'tr[data-user="{nia.user.id}"] td[data-task="{VITALS}"]').get_attribute("data-status") == (
         "passed"
     )
 
 
 def test_a_trainee_opening_the_trainer_console_gets_403(
-    live_server: LiveServer, trainer: str, page: Any, artifacts: Path
+    fresh_server: LiveServer, trainer: str, page: Any, artifacts: Path
 ) -> None:
-    baseline = small_case_baseline(live_server.app)
-    with live_server.db.write() as conn:
+    baseline = small_case_baseline(fresh_server.app)
+    with fresh_server.db.write() as conn:
         cohort = create_cohort(conn, "Ward 9", trainer, baseline_id=baseline, roster=[RosterLine("Pat", "pat@x.org")])
         pat = find_by_email(conn, "pat@x.org")
         assert pat is not None
         set_password(conn, pat.id, PASSWORD)
-    sign_in(page, live_server, "pat@x.org")
+    sign_in(page, fresh_server, "pat@x.org")
     for path in ("/trainer", f"/trainer/cohorts/{cohort.id}/progress"):
-        answer = page.goto(f"{live_server.url}{path}")
+        answer = page.goto(f"{fresh_server.url}{path}")
         assert answer is not None and answer.status == 403
         assert page.get_by_role("heading", name="Not allowed").is_visible()
         assert "Ward 9" not in page.content()
@@ -159,10 +159,10 @@ def test_a_trainee_opening_the_trainer_console_gets_403(
 
 
 def test_a_vendor_sees_their_fhir_calls_and_resets_their_sandbox(
-    live_server: LiveServer, trainer: str, page: Any, artifacts: Path
+    fresh_server: LiveServer, trainer: str, page: Any, artifacts: Path
 ) -> None:
-    baseline = small_case_baseline(live_server.app)
-    with live_server.db.write() as conn:
+    baseline = small_case_baseline(fresh_server.app)
+    with fresh_server.db.write() as conn:
         vendor = create_user(conn, "Vera Vendor", "vera@acme.example", "vendor", password=PASSWORD)
         cohort = create_cohort(
             conn,
@@ -173,12 +173,12 @@ def test_a_vendor_sees_their_fhir_calls_and_resets_their_sandbox(
         )
         sandbox_id = get_cohort(conn, cohort.id).members[0].sandbox_id
         _, token = issue_token(conn, vendor.id, "app")
-    base = f"{live_server.url}/sandboxes/{sandbox_id}/fhir"
+    base = f"{fresh_server.url}/sandboxes/{sandbox_id}/fhir"
     with httpx.Client(base_url=base, headers={"Authorization": f"Bearer {token}"}) as fhir:
         assert fhir.get("/Patient?name=Okafor").status_code == 200
         assert fhir.put("/Patient/chest-pain-cardiology", json={"resourceType": "Patient"}).status_code == 400
-    sign_in(page, live_server, "vera@acme.example")
-    page.goto(f"{live_server.url}/vendor")
+    sign_in(page, fresh_server, "vera@acme.example")
+    page.goto(f"{fresh_server.url}/vendor")
     assert page.locator(".fhir-base").inner_text() == base
     rows = page.locator(".request-log tbody tr")
     assert rows.count() == 2

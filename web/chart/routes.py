@@ -1,0 +1,626 @@
+"""The trainee's EHR pages: assignments, patient search, the chart's sections, entry forms, the task panel.
+
+Every page needs a signed-in trainee, trainer or admin (others get the 403 page), and a sandbox the person
+may open (``assignments.may_open``).  Forms post back to their own URL: a good entry is written through
+``Interactions`` in one transaction, attributed to the signed-in user (``user:<id>`` via ``web-ui``), the
+sandbox's active task attempts are re-checked, and the browser is sent to the chart section that shows the
+entry (post/redirect/get); a bad one is shown again with an error beside each field, and nothing is written.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import UTC, date, datetime
+from functools import cache
+from importlib import resources
+from typing import Any
+from urllib.parse import urlencode
+
+from fastapi import APIRouter, Depends, Request
+from starlette.concurrency import run_in_threadpool
+from starlette.responses import Response
+
+from sandbox.accounts.sessions import WebSession
+from sandbox.fhir.outcome import FhirError
+from sandbox.store.layers import View
+from sandbox.store.repository import Actor
+from tasks.engine import ACTIVE, Attempt, TaskEngine, TaskFailure
+from tasks.feedback import MAX_COMMENT, QUESTION, RATINGS, record_feedback
+from tasks.library import Library, UnknownTask
+from tasks.model import Hint, Pack, Task
+from web.chart import chart_data
+from web.chart.assignments import CHART_ROLES, assignments_for, may_open, memberships
+from web.chart.chart_data import VITAL_ROWS, ChartReader, PatientNotFound
+from web.chart.forms import FORMS, Choices, Context, Form, FormErrors, Write, read_form
+from web.chart.value_sets import value_set
+from web.chart.vitals_plot import trend_svg
+from web.pages import WebRoute, page, redirect
+from web.signin import WebError, csrf_protected, require_role
+
+router = APIRouter(route_class=WebRoute, include_in_schema=False)
+
+WEB_ROUTE = "web-ui"
+SECTIONS: tuple[tuple[str, str, tuple[str, ...]], ...] = (  # id, title, the forms that add to it
+    ("summary", "Summary", ()),
+    ("problems", "Problems", ("problem",)),
+    ("medications", "Medications", ("med-order", "medrec", "discontinue")),
+    ("allergies", "Allergies", ("allergy",)),
+    ("vitals", "Vitals", ("vitals",)),
+    ("results", "Results", ()),
+    ("notes", "Notes", ("note",)),
+    ("orders", "Orders", ("lab-order", "imaging-order")),
+    ("referrals", "Referrals", ("referral",)),
+    ("encounters", "Encounters", ("appointment",)),
+    ("immunizations", "Immunizations", ("immunization",)),
+)
+SECTION_IDS = {s[0] for s in SECTIONS}
+# The site's own files in web/static: a plain name with one of these endings, nothing else.
+_STATIC_NAME = re.compile(r"^[a-z0-9][a-z0-9-]*\.(css|js)$")
+_STATIC_TYPES = {"css": "text/css; charset=utf-8", "js": "text/javascript; charset=utf-8"}
+
+chart_user = require_role(*CHART_ROLES)
+trainee_only = require_role("trainee")
+
+
+@cache
+def builtin_library() -> Library:
+    return Library.builtin()
+
+
+def task_engine(request: Request) -> TaskEngine:
+    """The app's task engine (``app.state.tasks``), made on first use over the built-in packs."""
+    engine = getattr(request.app.state, "tasks", None)
+    if engine is None:
+        engine = TaskEngine(request.app.state.db, request.app.state.fhir, builtin_library())
+        request.app.state.tasks = engine
+    return engine
+
+
+def actor_of(session: WebSession) -> Actor:
+    return Actor(f"user:{session.user.id}", WEB_ROUTE)
+
+
+def today() -> date:
+    return datetime.now(UTC).date()
+
+
+# ---- static files: the project's own stylesheet and script ----------------------------------------------
+
+
+@router.get("/static/{name}")
+def static_file(name: str) -> Response:
+    """``web/static/NAME`` (the project's own CSS and JS; any other engineer's pages may add theirs there)."""
+    found = _STATIC_NAME.match(name)
+    file = resources.files("web").joinpath("static", name)
+    if found is None or not file.is_file():
+        raise WebError(404, "Not found", "There is no such file.")
+    return Response(file.read_bytes(), media_type=_STATIC_TYPES[found.group(1)])
+
+
+# ---- access --------------------------------------------------------------------------------------------
+
+
+def _view(request: Request, session: WebSession, sandbox_id: str) -> View:
+    with request.app.state.db.read() as conn:
+        allowed = may_open(conn, session.user, sandbox_id)
+    if not allowed:
+        raise WebError(403, "Not your sandbox", "You can open charts only in the sandboxes of your own cohorts.")
+    try:
+        return request.app.state.views.get(sandbox_id)
+    except FhirError:
+        raise WebError(404, "No such sandbox", f"There is no sandbox '{sandbox_id}'.") from None
+
+
+# ---- the task panel --------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Panel:
+    ref: str
+    pack: Pack
+    task: Task
+    attempt: Attempt | None
+    hints: list[Hint]
+
+    @property
+    def active(self) -> bool:
+        return self.attempt is not None and self.attempt.status == ACTIVE
+
+    @property
+    def more_hints(self) -> bool:
+        return self.active and len(self.hints) < len(self.task.hints)
+
+    @property
+    def passed_checks(self) -> int:
+        return sum(1 for r in self.attempt.results if r.status == "pass") if self.attempt else 0
+
+
+def _panel(request: Request, session: WebSession, sandbox_id: str, ref: str | None) -> Panel | None:
+    if not ref or session.user.role != "trainee":
+        return None
+    engine = task_engine(request)
+    try:
+        pack, task = engine.library.find(ref)
+    except UnknownTask:
+        return None
+    attempt = engine.latest(sandbox_id, session.user.id, f"{pack.id}/{task.id}")
+    hints = list(task.hints[: attempt.hints_used]) if attempt else []
+    return Panel(f"{pack.id}/{task.id}", pack, task, attempt, hints)
+
+
+def _with_task(path: str, task: str | None, **extra: str) -> str:
+    params = {k: v for k, v in {"task": task or "", **extra}.items() if v}
+    return path + ("?" + urlencode(params) if params else "")
+
+
+# ---- assignments ---------------------------------------------------------------------------------------
+
+
+@router.get("/assignments")
+def assignments_page(request: Request, session: WebSession = Depends(trainee_only)) -> Response:
+    engine = task_engine(request)
+    with request.app.state.db.read() as conn:
+        found = assignments_for(conn, engine, request.app.state.fhir, session.user)
+    return page(
+        "chart/assignments.html",
+        {"user": session.user, "csrf_token": session.csrf_token, "assignments": found},
+    )
+
+
+@router.post("/assignments/start")
+async def start_task(request: Request, session: WebSession = Depends(csrf_protected)) -> Response:
+    _require_trainee(session)
+    form = await request.form()
+    sandbox_id, ref = str(form.get("sandbox", "")), str(form.get("task", ""))
+
+    def start() -> str:
+        with request.app.state.db.read() as conn:
+            member = next((m for m in memberships(conn, session.user) if m.sandbox_id == sandbox_id), None)
+        if member is None:
+            raise WebError(403, "Not your sandbox", "You can start tasks only in the sandboxes of your own cohorts.")
+        engine = task_engine(request)
+        try:
+            attempt = engine.start(sandbox_id, session.user.id, ref, cohort_id=member.cohort_id)
+        except (UnknownTask, TaskFailure) as exc:
+            raise WebError(400, "Cannot start the task", str(exc)) from None
+        patient_id = attempt.context["patient"].split("/", 1)[1]
+        return _with_task(f"/chart/{sandbox_id}/patients/{patient_id}", f"{attempt.pack_id}/{attempt.task_id}")
+
+    return redirect(await run_in_threadpool(start))
+
+
+def _require_trainee(session: WebSession) -> None:
+    if session.user.role != "trainee":
+        raise WebError(403, "Not allowed", f"This is for a trainee, not a {session.user.role}.")
+
+
+# ---- patients ------------------------------------------------------------------------------------------
+
+
+@router.get("/chart/{sandbox_id}/patients")
+def patient_list(
+    request: Request, sandbox_id: str, q: str = "", task: str | None = None, session: WebSession = Depends(chart_user)
+) -> Response:
+    view = _view(request, session, sandbox_id)
+    fhir = request.app.state.fhir
+    with request.app.state.db.read() as conn:
+        try:
+            patients = chart_data.find_patients(conn, fhir, view, q)
+        except FhirError:
+            patients = []
+    context = _base(request, session, sandbox_id, task) | {"patients": patients, "q": q[:100]}
+    return page("chart/patients.html", context)
+
+
+def _base(request: Request, session: WebSession, sandbox_id: str, task: str | None) -> dict[str, Any]:
+    return {
+        "user": session.user,
+        "csrf_token": session.csrf_token,
+        "sandbox_id": sandbox_id,
+        "task": task or "",
+        "panel": _panel(request, session, sandbox_id, task),
+        "with_task": _with_task,
+        "saved": request.query_params.get("saved", "")[:100],
+        "back": request.url.path,
+    }
+
+
+# ---- the chart -------------------------------------------------------------------------------------------
+
+
+@router.get("/chart/{sandbox_id}/patients/{patient_id}")
+@router.get("/chart/{sandbox_id}/patients/{patient_id}/{section}")
+def chart_page(
+    request: Request,
+    sandbox_id: str,
+    patient_id: str,
+    section: str = "summary",
+    task: str | None = None,
+    session: WebSession = Depends(chart_user),
+) -> Response:
+    if section not in SECTION_IDS:
+        raise WebError(404, "Not found", f"The chart has no section '{section}'.")
+    view = _view(request, session, sandbox_id)
+    with request.app.state.db.read() as conn:
+        reader = _reader(request, conn, view, patient_id)
+        data = _section_data(reader, section)
+        banner = reader.banner()
+    context = _base(request, session, sandbox_id, task) | {
+        "banner": banner,
+        "patient_id": patient_id,
+        "section": section,
+        "sections": SECTIONS,
+        "forms": FORMS,
+        "data": data,
+    }
+    return page("chart/chart.html", context)
+
+
+def _reader(request: Request, conn: Any, view: View, patient_id: str) -> ChartReader:
+    try:
+        return ChartReader(conn, request.app.state.fhir, view, patient_id, today())
+    except PatientNotFound:
+        raise WebError(404, "No such patient", f"There is no patient '{patient_id}' in this sandbox.") from None
+
+
+def _section_data(reader: ChartReader, section: str) -> dict[str, Any]:
+    if section == "summary":
+        vitals = reader.vitals(count=40)
+        meds = reader.medications(statements=False)
+        return {
+            "problems": [p for p in reader.problems() if p["clinical_status"] == "active"],
+            "medications": [m for m in meds["orders"] if m["status"] == "active"],
+            "vitals": {
+                "times": vitals["times"][:1],
+                "rows": [{**r, "values": r["values"][:1]} for r in vitals["rows"]],
+            },
+            "results": reader.results(count=8),
+            "appointments": reader.appointments(),
+            "coverage": reader.coverage(),
+        }
+    if section == "problems":
+        return {"problems": reader.problems()}
+    if section == "medications":
+        return reader.medications()
+    if section == "allergies":
+        return {"allergies": reader.allergies()}
+    if section == "vitals":
+        vitals = reader.vitals()
+        plots = []
+        for key, label, _, unit in VITAL_ROWS:
+            points = vitals["series"].get(key)
+            if points:
+                second = vitals["series"].get("bp-diastolic") if key == "bp" else None
+                plots.append({"label": label, "svg": trend_svg(label, points, unit, second)})
+        return {
+            "times": vitals["times"][:12],
+            "rows": [{**r, "values": r["values"][:12]} for r in vitals["rows"]],
+            "plots": plots,
+        }
+    if section == "results":
+        return {"results": reader.results()}
+    if section == "notes":
+        return {"notes": reader.notes()}
+    if section in ("orders", "referrals"):
+        return reader.service_requests()
+    if section == "encounters":
+        return {"encounters": reader.encounters(), "appointments": reader.appointments()}
+    return {"immunizations": reader.immunizations()}
+
+
+# ---- entry forms -------------------------------------------------------------------------------------------
+
+
+def _form(form_id: str) -> Form:
+    form = FORMS.get(form_id)
+    if form is None or not form.patient:
+        raise WebError(404, "Not found", f"There is no form '{form_id}'.")
+    return form
+
+
+def _choices(request: Request, conn: Any, view: View, form: Form, reader: ChartReader | None) -> dict[str, Choices]:
+    """The dynamic lists the form's fields pick from, read from the chart and the sandbox's directory."""
+    fhir = request.app.state.fhir
+    wanted = {f.source for f in form.fields if f.kind == "choice"}
+    found: dict[str, Choices] = {}
+    if "encounters" in wanted and reader is not None:
+        found["encounters"] = tuple(reader.encounter_choices())
+    if "reasons" in wanted and reader is not None:
+        found["reasons"] = tuple(reader.conditions_for_reason())
+    if "performers" in wanted:
+        found["performers"] = tuple(chart_data.practitioner_roles(conn, fhir, view))
+    if "payors" in wanted:
+        found["payors"] = tuple(chart_data.payors(conn, fhir, view))
+    if "active_orders" in wanted and reader is not None:
+        found["active_orders"] = tuple(
+            (f"MedicationRequest/{m['id']}", m["medication"])
+            for m in reader.medications(statements=False)["orders"]
+            if m["status"] == "active"
+        )
+    return found
+
+
+def _defaults(form: Form, choices: dict[str, Choices], request: Request) -> dict[str, str]:
+    values = {f.name: f.default for f in form.fields}
+    for f in form.fields:
+        if f.name in request.query_params:  # a link may preselect (e.g. the order to discontinue)
+            values[f.name] = request.query_params[f.name][:200]
+    # An entry belongs to the visit in progress unless the user says otherwise: preselect it.
+    encounters = choices.get("encounters", ())
+    if "encounter" in values and encounters and encounters[0][1].endswith("in-progress") and not values["encounter"]:
+        values["encounter"] = encounters[0][0]
+    if "occurrence" in values and not values["occurrence"]:
+        values["occurrence"] = today().isoformat()
+    return values
+
+
+def _form_page(
+    request: Request,
+    session: WebSession,
+    sandbox_id: str,
+    task: str | None,
+    form: Form,
+    values: dict[str, str],
+    errors: dict[str, str],
+    choices: dict[str, Choices],
+    banner: Any,
+    patient_id: str | None,
+    status: int = 200,
+    problem: str = "",
+) -> Response:
+    pickers = {f.value_set: value_set(f.value_set).concepts for f in form.fields if f.kind == "code"}
+    picked = {}  # what the code in a picker means, shown beside it
+    for f in form.fields:
+        if f.kind == "code" and values.get(f.name, "").split():
+            concept = value_set(f.value_set).find(values[f.name].split()[0])
+            picked[f.name] = concept.display if concept else ""
+    context = _base(request, session, sandbox_id, task) | {
+        "form": form,
+        "values": values,
+        "errors": errors,
+        "choices": choices,
+        "pickers": pickers,
+        "picked": picked,
+        "banner": banner,
+        "patient_id": patient_id or "",
+        "section": form.section,
+        "sections": SECTIONS,
+        "problem": problem,
+        "action": request.url.path,
+    }
+    return page("chart/form.html", context, status)
+
+
+@router.get("/chart/{sandbox_id}/patients/{patient_id}/forms/{form_id}")
+def form_page(
+    request: Request,
+    sandbox_id: str,
+    patient_id: str,
+    form_id: str,
+    task: str | None = None,
+    session: WebSession = Depends(chart_user),
+) -> Response:
+    form = _form(form_id)
+    view = _view(request, session, sandbox_id)
+    with request.app.state.db.read() as conn:
+        reader = _reader(request, conn, view, patient_id)
+        choices = _choices(request, conn, view, form, reader)
+        banner = reader.banner()
+    values = _defaults(form, choices, request)
+    return _form_page(request, session, sandbox_id, task, form, values, {}, choices, banner, patient_id)
+
+
+@router.post("/chart/{sandbox_id}/patients/{patient_id}/forms/{form_id}")
+async def save_form(
+    request: Request, sandbox_id: str, patient_id: str, form_id: str, session: WebSession = Depends(csrf_protected)
+) -> Response:
+    form = _form(form_id)
+    posted = {k: v for k, v in (await request.form()).items() if isinstance(v, str)}
+    return await run_in_threadpool(_save, request, session, sandbox_id, patient_id, form, posted)
+
+
+@router.get("/chart/{sandbox_id}/register")
+def register_page(
+    request: Request, sandbox_id: str, task: str | None = None, session: WebSession = Depends(chart_user)
+) -> Response:
+    form = FORMS["register"]
+    view = _view(request, session, sandbox_id)
+    with request.app.state.db.read() as conn:
+        choices = _choices(request, conn, view, form, None)
+    values = _defaults(form, choices, request)
+    return _form_page(request, session, sandbox_id, task, form, values, {}, choices, None, None)
+
+
+@router.post("/chart/{sandbox_id}/register")
+async def register(request: Request, sandbox_id: str, session: WebSession = Depends(csrf_protected)) -> Response:
+    posted = {k: v for k, v in (await request.form()).items() if isinstance(v, str)}
+    return await run_in_threadpool(_save, request, session, sandbox_id, None, FORMS["register"], posted)
+
+
+def _save(
+    request: Request,
+    session: WebSession,
+    sandbox_id: str,
+    patient_id: str | None,
+    form: Form,
+    posted: dict[str, str],
+) -> Response:
+    if session.user.role not in CHART_ROLES:
+        raise WebError(
+            403, "Not allowed", f"The chart is for trainees, trainers and admins, not a {session.user.role}."
+        )
+    task = posted.get("task") or None
+    view = _view(request, session, sandbox_id)
+    db, fhir = request.app.state.db, request.app.state.fhir
+    with db.read() as conn:
+        reader = _reader(request, conn, view, patient_id) if patient_id else None
+        choices = _choices(request, conn, view, form, reader)
+        banner = reader.banner() if reader else None
+    values, errors = read_form(form, posted, choices)
+    shown = {f.name: posted.get(f.name, "")[:20_000] for f in form.fields}
+
+    def again(errors: dict[str, str], problem: str = "") -> Response:
+        return _form_page(
+            request, session, sandbox_id, task, form, shown, errors, choices, banner, patient_id, 422, problem
+        )
+
+    if errors:
+        return again(errors)
+    try:
+        with db.write() as conn:
+            ctx = Context(
+                patient_ref=f"Patient/{patient_id}" if patient_id else "",
+                now=datetime.now(UTC),
+                read=lambda rtype, rid: chart_data.resource_of(fhir.read(conn, view, rtype, rid)),
+                search=lambda rtype, query: [
+                    chart_data.resource_of(s) for s in fhir.search(conn, view, rtype, query).matches
+                ],
+                labels={source: dict(options) for source, options in choices.items()},
+            )
+            writes = form.build(values, ctx)
+            _apply(fhir, conn, view, writes, actor_of(session))
+    except FormErrors as exc:
+        return again(exc.errors)
+    except FhirError as exc:
+        return again({}, "The entry was not saved: " + "; ".join(i.diagnostics for i in exc.issues)[:500])
+    _recheck(request, sandbox_id)
+    if patient_id is None:
+        patient_id = next(w.id for w in writes if w.resource_type == "Patient")
+    return redirect(_with_task(f"/chart/{sandbox_id}/patients/{patient_id}/{form.section}", task, saved=form.title))
+
+
+def _apply(fhir: Any, conn: Any, view: View, writes: list[Write], actor: Actor) -> None:
+    for w in writes:
+        if w.update:
+            fhir.update(conn, view, w.resource_type, w.id, {**w.resource, "id": w.id}, actor, method="PUT")
+        else:
+            fhir.create(conn, view, w.resource, actor, rid=w.id)
+
+
+def _recheck(request: Request, sandbox_id: str) -> None:
+    """The live checklist: every active attempt in the sandbox judged again now that its data changed."""
+    with request.app.state.db.write() as conn:
+        task_engine(request).recheck_sandbox(conn, sandbox_id)
+
+
+# ---- task actions ------------------------------------------------------------------------------------------
+
+
+async def _task_form(request: Request, session: WebSession) -> tuple[str, str]:
+    _require_trainee(session)
+    form = await request.form()
+    return str(form.get("task", "")), str(form.get("back", ""))
+
+
+def _back(sandbox_id: str, back: str, task: str) -> str:
+    prefix = f"/chart/{sandbox_id}/"
+    path = back if back.startswith(prefix) and "?" not in back and "//" not in back else prefix + "patients"
+    return _with_task(path, task)
+
+
+def _task_action(request: Request, session: WebSession, sandbox_id: str, ref: str, action: str) -> Attempt | None:
+    _view(request, session, sandbox_id)
+    engine = task_engine(request)
+    try:
+        if action == "check":
+            return engine.check(sandbox_id, session.user.id, ref)
+        if action == "hint":
+            engine.hint(sandbox_id, session.user.id, ref)
+            return None
+        if action == "submit":
+            return engine.submit(sandbox_id, session.user.id, ref)
+        return engine.retry(sandbox_id, session.user.id, ref)
+    except (UnknownTask, TaskFailure) as exc:
+        raise WebError(400, "Cannot do that", str(exc)) from None
+
+
+@router.post("/chart/{sandbox_id}/task/{action}")
+async def task_action(
+    request: Request, sandbox_id: str, action: str, session: WebSession = Depends(csrf_protected)
+) -> Response:
+    if action not in ("check", "hint", "submit", "retry"):
+        raise WebError(404, "Not found", f"There is no task action '{action}'.")
+    ref, back = await _task_form(request, session)
+    if action == "retry":
+        request.app.state.views.forget(sandbox_id)  # a retry may reset the sandbox's overlay
+    await run_in_threadpool(_task_action, request, session, sandbox_id, ref, action)
+    if action == "submit":
+        return redirect(_with_task(f"/chart/{sandbox_id}/task/result", ref))
+    return redirect(_back(sandbox_id, back, ref))
+
+
+@router.get("/chart/{sandbox_id}/task/result")
+def task_result(
+    request: Request, sandbox_id: str, task: str = "", session: WebSession = Depends(trainee_only)
+) -> Response:
+    _view(request, session, sandbox_id)
+    return _result_page(request, session, sandbox_id, task, {}, "", 200)
+
+
+def _result_page(
+    request: Request, session: WebSession, sandbox_id: str, task: str, errors: dict[str, str], comment: str, status: int
+) -> Response:
+    panel = _panel(request, session, sandbox_id, task)
+    if panel is None or panel.attempt is None:
+        raise WebError(404, "No attempt", "You have not started this task here.")
+    context = _base(request, session, sandbox_id, task) | {
+        "question": QUESTION,
+        "ratings": RATINGS,
+        "thanks": request.query_params.get("thanks") == "1",
+        "errors": errors,
+        "comment": comment,
+    }
+    return page("chart/result.html", context, status)
+
+
+@router.get("/chart/{sandbox_id}/task/panel")
+def task_panel(
+    request: Request, sandbox_id: str, task: str = "", back: str = "", session: WebSession = Depends(trainee_only)
+) -> Response:
+    """The task panel alone, for the page's script to refresh the checklist when the live worker re-checks."""
+    _view(request, session, sandbox_id)
+    panel = _panel(request, session, sandbox_id, task)
+    if panel is None:
+        raise WebError(404, "No task", "There is no such task.")
+    return page(
+        "chart/panel.html",
+        {"panel": panel, "csrf_token": session.csrf_token, "sandbox_id": sandbox_id, "back": back, "task": task},
+    )
+
+
+@router.post("/chart/{sandbox_id}/feedback")
+async def task_feedback(request: Request, sandbox_id: str, session: WebSession = Depends(csrf_protected)) -> Response:
+    """The one question after a task; a bad answer is shown again with the error beside it, and not stored."""
+    _require_trainee(session)
+    form = await request.form()
+    ref, rating_raw, comment = (str(form.get(k, "")).strip() for k in ("task", "rating", "comment"))
+
+    def save() -> Response:
+        _view(request, session, sandbox_id)
+        panel = _panel(request, session, sandbox_id, ref)
+        if panel is None or panel.attempt is None:
+            raise WebError(404, "No attempt", "You have not started this task here.")
+        errors = {}
+        if rating_raw not in {str(r) for r in RATINGS}:
+            errors["rating"] = "Choose one of the five answers."
+        if len(comment) > MAX_COMMENT:
+            errors["comment"] = f"A comment is at most {MAX_COMMENT:,} characters."
+        if errors:
+            return _result_page(request, session, sandbox_id, ref, errors, comment[:MAX_COMMENT], 422)
+        with request.app.state.db.write() as conn:
+            attempt = panel.attempt
+            assert attempt is not None
+            record_feedback(
+                conn,
+                sandbox_id,
+                session.user.id,
+                panel.pack.id,
+                panel.task.id,
+                attempt.attempt,
+                int(rating_raw),
+                comment,
+            )
+        return redirect(_with_task(f"/chart/{sandbox_id}/task/result", ref, thanks="1"))
+
+    return await run_in_threadpool(save)
