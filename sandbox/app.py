@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -14,6 +15,8 @@ from starlette.responses import JSONResponse, Response
 
 from sandbox.admin.routes import router as admin_router
 from sandbox.auth import Authenticator
+from sandbox.bulk.routes import router as bulk_router
+from sandbox.bulk.worker import ExportWorker
 from sandbox.config import Settings, load_or_create_admin_token
 from sandbox.fhir.bundle_routes import router as bundle_router
 from sandbox.fhir.capability import router as capability_router
@@ -59,7 +62,9 @@ def create_app(settings: Settings, *, db: Database | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         await app.state.hl7v2.start()  # the MLLP listener and outbound worker, if `serve` configured them
+        app.state.bulk.start()  # bulk $export jobs run in the background of whichever worker takes them
         yield
+        await asyncio.to_thread(app.state.bulk.stop)
         await app.state.hl7v2.stop()
         db.dispose()
 
@@ -73,11 +78,13 @@ def create_app(settings: Settings, *, db: Database | None = None) -> FastAPI:
     app.state.views = Views(db)
     app.state.authenticate = Authenticator(admin_token, db)
     app.state.hl7v2 = Hl7v2Service(db, app.state.fhir)
+    app.state.bulk = ExportWorker(db, repo)
 
     app.include_router(bundle_router, prefix="/fhir")
     app.include_router(bundle_router, prefix="/sandboxes/{sandbox_id}/fhir")
-    # /metadata and $operations before the generic routes, whose /{rtype}/{rid} would take them.
-    for router in (capability_router, operations_router):
+    # /metadata and $operations before the generic routes, whose /{rtype}/{rid} would take them;
+    # $export before the other operations, whose catch-all answers unknown $names.
+    for router in (capability_router, bulk_router, operations_router):
         app.include_router(router, prefix="/fhir")
         app.include_router(router, prefix="/sandboxes/{sandbox_id}/fhir")
     app.include_router(fhir_router, prefix="/fhir")
