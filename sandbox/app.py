@@ -34,6 +34,7 @@ from sandbox.store.database import Database
 from sandbox.store.layers import DEFAULT_SANDBOX
 from sandbox.store.repository import Repository
 from sandbox.store.schema import layers
+from sandbox.subscriptions.delivery import SubscriptionWorker
 from web.routes import install as install_web
 
 log = logging.getLogger("ehr_sandbox")
@@ -63,7 +64,9 @@ def create_app(settings: Settings, *, db: Database | None = None) -> FastAPI:
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         await app.state.hl7v2.start()  # the MLLP listener and outbound worker, if `serve` configured them
         app.state.bulk.start()  # bulk $export jobs run in the background of whichever worker takes them
+        await asyncio.to_thread(app.state.subscriptions.start)  # rest-hook notifications from the outbox
         yield
+        await asyncio.to_thread(app.state.subscriptions.stop)
         await asyncio.to_thread(app.state.bulk.stop)
         await app.state.hl7v2.stop()
         db.dispose()
@@ -79,6 +82,7 @@ def create_app(settings: Settings, *, db: Database | None = None) -> FastAPI:
     app.state.authenticate = Authenticator(admin_token, db)
     app.state.hl7v2 = Hl7v2Service(db, app.state.fhir)
     app.state.bulk = ExportWorker(db, repo)
+    app.state.subscriptions = SubscriptionWorker(db, app.state.fhir)
 
     app.include_router(bundle_router, prefix="/fhir")
     app.include_router(bundle_router, prefix="/sandboxes/{sandbox_id}/fhir")
