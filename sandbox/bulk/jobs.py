@@ -22,6 +22,7 @@ from sqlalchemy import Connection, and_, delete, insert, or_, select, update
 from sandbox.store.database import Database
 from sandbox.store.schema import bulk_export_files, bulk_export_jobs, bulk_export_parts
 
+RETENTION = timedelta(hours=24)  # a finished job and its files are deleted this long after it finished
 LEASE = timedelta(minutes=5)  # renewed at every stored part; a dead worker's job is taken over after this
 MAX_ATTEMPTS = 3  # runs that crashed (not a bad request) before the job is marked failed
 _FMT = "%Y-%m-%dT%H:%M:%S.%f"
@@ -50,6 +51,7 @@ class Job:
     requires_token: bool
     status: str  # queued, running, completed, failed
     transaction_time: str | None
+    finished_at: str | None
     progress: str | None
     error: str | None
     attempts: int
@@ -141,6 +143,26 @@ def cancel(conn: Connection, sandbox_id: str, job_id: str) -> bool:
         conn.execute(delete(table).where(table.c.layer_id == sandbox_id, table.c.job_id == job_id))
     j = bulk_export_jobs.c
     return conn.execute(delete(bulk_export_jobs).where(j.layer_id == sandbox_id, j.id == job_id)).rowcount == 1
+
+
+def expires(job: Job) -> datetime | None:
+    """When a finished job and its files go (``purge_expired``): the status response's ``Expires``."""
+    if job.finished_at is None:
+        return None
+    return datetime.strptime(job.finished_at, _FMT).replace(tzinfo=UTC) + RETENTION
+
+
+def purge_expired(db: Database, *, retention: timedelta = RETENTION) -> int:
+    """Delete jobs that finished more than ``retention`` ago, with their files; returns how many."""
+    j = bulk_export_jobs.c
+    cutoff = _later(-retention)
+    old = and_(j.status.in_(("completed", "failed")), j.finished_at < cutoff)
+    with db.read(snapshot=False) as conn:  # idle polls must not take SQLite's write lock
+        found = conn.execute(select(j.layer_id, j.id).where(old).limit(100)).all()
+    if not found:
+        return 0
+    with db.write() as conn:
+        return sum(cancel(conn, row.layer_id, row.id) for row in found)
 
 
 # ---- the worker's side ------------------------------------------------------------------------------------
@@ -266,6 +288,7 @@ def _job(row: Any) -> Job:
         requires_token=bool(row.requires_token),
         status=row.status,
         transaction_time=row.transaction_time,
+        finished_at=row.finished_at,
         progress=row.progress,
         error=row.error,
         attempts=row.attempts,

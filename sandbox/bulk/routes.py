@@ -17,6 +17,7 @@ off (``requiresAccessToken``), and only in the sandbox it was started in.
 from __future__ import annotations
 
 import re
+from email.utils import format_datetime
 from typing import Any
 from urllib.parse import urlencode
 
@@ -220,7 +221,9 @@ def export_status(job_id: str, ctx: FhirContext = Depends(fhir_context)) -> Resp
         "output": [entry(f) for f in outputs if f.resource_type != "OperationOutcome"],
         "error": [entry(f) for f in outputs if f.resource_type == "OperationOutcome"],
     }
-    return JSONResponse(manifest)
+    expires = jobs.expires(job)
+    headers = {"Expires": format_datetime(expires, usegmt=True)} if expires else None
+    return JSONResponse(manifest, headers=headers)
 
 
 @router.delete("/bulk-export/{job_id}")

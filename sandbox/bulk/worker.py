@@ -14,7 +14,11 @@ _log = logging.getLogger("ehr_sandbox.bulk")
 
 
 def run_due(db: Database, repo: Repository, worker_id: str) -> int:
-    """Run every job that is due (queued, or abandoned by a worker whose lease lapsed); returns how many ran."""
+    """Run every job that is due (queued, or abandoned by a worker whose lease lapsed); returns how many ran.
+
+    Jobs finished longer ago than ``jobs.RETENTION`` are deleted first, files and all.
+    """
+    jobs.purge_expired(db)
     ran = 0
     while jobs.has_due(db):
         job = jobs.claim(db, worker_id)

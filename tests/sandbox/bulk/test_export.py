@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import json
 import time
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
+from email.utils import parsedate_to_datetime
 from typing import Any
 
 import pytest
@@ -260,6 +261,21 @@ def test_writes_after_the_transaction_time_wait_for_the_next_export(app, db):
         outputs = jobs.files(conn, DEFAULT_SANDBOX, job.id)
         parts = conn.execute(select(func.count()).select_from(bulk_export_parts)).scalar_one()
     assert [(f.resource_type, f.count) for f in outputs] == [("Patient", 1)] and parts == 1
+
+
+def test_finished_exports_expire_with_their_files(client, app, db, chart):
+    location = kick_off(client, "/fhir/$export?_type=Patient")
+    manifest(client, location)
+    expires = parsedate_to_datetime(client.get(location).headers["Expires"])
+    assert timedelta(hours=23) < expires - datetime.now(UTC) <= jobs.RETENTION
+    run_due(db, app.state.repo, "w")
+    assert client.get(location).status_code == 200  # not yet
+    with db.write() as conn:
+        conn.execute(update(bulk_export_jobs).values(finished_at="2000-01-01T00:00:00.000000"))
+    run_due(db, app.state.repo, "w")
+    assert client.get(location).status_code == 404
+    with db.read() as conn:
+        assert conn.execute(select(func.count()).select_from(bulk_export_parts)).scalar_one() == 0
 
 
 # ---- credentials and isolation ------------------------------------------------------------------------------
