@@ -17,13 +17,14 @@ import logging
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
-from sqlalchemy import Connection, and_, bindparam, select
+from sqlalchemy import ColumnElement, Connection, and_, bindparam, or_, select
 
 from sandbox.bulk import jobs
 from sandbox.bulk.jobs import Job, OutputFile
 from sandbox.fhir.compartment import compartment_members
+from sandbox.fhir.criteria import criteria_plan
 from sandbox.fhir.outcome import FhirError, Issue, operation_outcome
-from sandbox.fhir.search_sql import visible
+from sandbox.fhir.search_sql import plan_conditions, visible
 from sandbox.fhir.validation import dump_json, parse_json
 from sandbox.store.database import Database
 from sandbox.store.layers import UnknownSandbox, View, resolve_view
@@ -103,9 +104,10 @@ def _export(db: Database, repo: Repository, job: Job, output: _Output) -> list[I
             view = resolve_view(conn, job.sandbox_id)
         except UnknownSandbox:
             raise jobs.Cancelled(job.id) from None
+        condition = _type_filters(view, job.type_filters)
         if job.level == "system":
             rows: Iterator[tuple[str, str, bytes]] = visible_contents(
-                conn, view, types=job.types, since=job.since, until=job.transaction_time
+                conn, view, types=job.types, since=job.since, until=job.transaction_time, condition=condition
             )
             for rtype, _rid, content in rows:
                 output.add(rtype, ndjson_line(content))
@@ -126,8 +128,22 @@ def _export(db: Database, repo: Repository, job: Job, output: _Output) -> list[I
                 if ("Patient", pid) not in known:
                     issues.append(Issue("not-found", f"Patient/{pid} is not known; it is left out", "warning"))
             patients = [p for p in patients if ("Patient", p) in known]
-        _compartments(conn, view, job, patients, output)
+        _compartments(conn, view, job, patients, condition, output)
         return issues
+
+
+def _type_filters(view: View, searches: tuple[str, ...] | None) -> ColumnElement[bool] | None:
+    """``_typeFilter``: a resource of a filtered type must match one of its type's searches (the search
+    engine's own conditions, on ``resources``); types without a filter pass as they are."""
+    if not searches:
+        return None
+    r = resources
+    plans: dict[str, list[ColumnElement[bool]]] = {}
+    for search in searches:
+        rtype, plan = criteria_plan(search)
+        plans.setdefault(rtype, []).append(and_(*plan_conditions(view, plan, r)))
+    matching = [condition for conditions in plans.values() for condition in conditions]
+    return or_(r.c.resource_type.not_in(list(plans)), *matching)
 
 
 def _group_members(conn: Connection, repo: Repository, view: View, group_id: str) -> tuple[list[str], list[Issue]]:
@@ -157,7 +173,14 @@ def _group_members(conn: Connection, repo: Repository, view: View, group_id: str
     return members, issues
 
 
-def _compartments(conn: Connection, view: View, job: Job, patients: list[str] | None, output: _Output) -> None:
+def _compartments(
+    conn: Connection,
+    view: View,
+    job: Job,
+    patients: list[str] | None,
+    condition: ColumnElement[bool] | None,
+    output: _Output,
+) -> None:
     """The compartments of ``patients`` (None: of every patient the sandbox sees), each resource once."""
     types = frozenset(job.types) if job.types else None
     if patients is None:
@@ -175,6 +198,8 @@ def _compartments(conn: Connection, view: View, job: Job, patients: list[str] | 
     where = [visible(view, None, r), r.c.last_updated <= job.transaction_time]
     if job.since is not None:
         where.append(r.c.last_updated > job.since)
+    if condition is not None:
+        where.append(condition)
     query = (
         select(r.c.resource_type, r.c.id, r.c.content)
         .select_from(

@@ -44,6 +44,7 @@ class Job:
     group_id: str | None
     patients: tuple[str, ...] | None  # the `patient` parameter's ids
     types: tuple[str, ...] | None
+    type_filters: tuple[str, ...] | None  # _typeFilter searches, Type?query
     since: str | None  # index form
     output_format: str
     request_url: str
@@ -79,6 +80,7 @@ def create(
     types: list[str] | None,
     since: str | None,
     output_format: str,
+    type_filters: list[str] | None = None,
     request_url: str,
     actor: str,
     requires_token: bool,
@@ -92,6 +94,7 @@ def create(
             group_id=group_id,
             patients=json.dumps(patients) if patients is not None else None,
             types=",".join(types) if types else None,
+            type_filters=json.dumps(type_filters) if type_filters else None,
             since=since,
             output_format=output_format,
             request_url=request_url,
@@ -281,6 +284,7 @@ def _job(row: Any) -> Job:
         group_id=row.group_id,
         patients=tuple(json.loads(row.patients)) if row.patients else None,
         types=tuple(row.types.split(",")) if row.types else None,
+        type_filters=tuple(json.loads(row.type_filters)) if row.type_filters else None,
         since=row.since,
         output_format=row.output_format,
         request_url=row.request_url,

@@ -27,6 +27,7 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 
 from sandbox.bulk import jobs
 from sandbox.fhir.context import FhirContext, fhir_context
+from sandbox.fhir.criteria import split_criteria
 from sandbox.fhir.interactions import check_id
 from sandbox.fhir.outcome import FhirError, Issue, operation_outcome
 from sandbox.fhir.resource_types import is_resource_type
@@ -42,8 +43,10 @@ NDJSON = "application/fhir+ndjson"
 OUTPUT_FORMATS = {"application/fhir+ndjson", "application/ndjson", "ndjson"}
 RETRY_AFTER = "1"  # seconds: exports of a sandbox take seconds, not hours
 _INSTANT = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?(Z|[+-]\d{2}:\d{2})$")
+# Several searches in one _typeFilter value are separated by commas; a comma inside a search (an OR of values)
+# is not followed by a resource type and "?".
+_FILTER_SEPARATOR = re.compile(r",(?=[A-Z][A-Za-z]*\?)")
 _REJECTED = {
-    "_typeFilter": "_typeFilter is not supported; export whole types with _type and filter the files",
     "_elements": "_elements is not supported; every exported resource is complete",
     "includeAssociatedData": "includeAssociatedData is not supported",
 }
@@ -131,6 +134,7 @@ def _options(query: list[tuple[str, str]], level: str, method: str) -> dict[str,
     since: str | None = None
     types: list[str] = []
     patients: list[str] = []
+    filters: list[tuple[str, str]] = []
     compartment = set(patient_compartment()) | {"Patient"}
     for name, raw in query:
         if name == "_outputFormat":
@@ -151,6 +155,14 @@ def _options(query: list[tuple[str, str]], level: str, method: str) -> dict[str,
                     )
                 if rtype not in types:
                     types.append(rtype)
+        elif name == "_typeFilter":
+            for search in _FILTER_SEPARATOR.split(raw):
+                rtype = _type_filter(search)
+                if level != "system" and rtype not in compartment:
+                    raise FhirError.of(
+                        400, "not-supported", f"_typeFilter '{search}': {rtype} is not in the Patient compartment"
+                    )
+                filters.append((rtype, search.strip()))
         elif name == "patient":
             if level == "system" or method != "POST":
                 raise FhirError.of(
@@ -164,12 +176,24 @@ def _options(query: list[tuple[str, str]], level: str, method: str) -> dict[str,
             raise FhirError.of(400, "not-supported", _REJECTED[name])
         elif name != "_format":
             raise FhirError.of(400, "not-supported", f"$export has no parameter '{name}'")
+    left_out = sorted({rtype for rtype, _ in filters if types and rtype not in types})
+    if left_out:
+        raise FhirError.of(400, "invalid", f"_typeFilter searches {', '.join(left_out)}, which _type leaves out")
     return {
         "output_format": output_format,
         "since": since,
         "types": types or None,
         "patients": patients or None,
+        "type_filters": [search for _, search in filters] or None,
     }
+
+
+def _type_filter(search: str) -> str:
+    """The type a ``_typeFilter`` search is on; a 400 unless the search planner accepts it, strictly."""
+    try:
+        return split_criteria(search)[0]
+    except FhirError as error:
+        raise FhirError.of(400, "invalid", f"_typeFilter '{search}': {error.issues[0].diagnostics}") from None
 
 
 def _since(raw: str) -> str:

@@ -23,7 +23,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Connection, Table, delete, false, func, insert, literal, select, true, update
+from sqlalchemy import ColumnElement, Connection, Table, delete, false, func, insert, literal, select, true, update
 
 from sandbox.fhir.search_sql import visible
 from sandbox.fhir.validation import dump_json, parse_json
@@ -350,14 +350,18 @@ def visible_contents(
     types: tuple[str, ...] | None = None,
     since: str | None = None,
     until: str | None = None,
+    condition: ColumnElement[bool] | None = None,
 ) -> Iterator[tuple[str, str, bytes]]:
     """(type, id, stored JSON) of every resource the view sees, by type then id.
 
     ``types`` keeps those types; ``since``/``until`` (index form) keep resources last changed after ``since``
-    and at or before ``until`` (what a bulk export's ``_since`` and transaction time ask for).
+    and at or before ``until`` (what a bulk export's ``_since`` and transaction time ask for); ``condition``
+    (on ``resources``) narrows further, as a bulk export's ``_typeFilter`` searches do.
     """
     r = resources
     where = [visible(view, types, r)]
+    if condition is not None:
+        where.append(condition)
     if since is not None:
         where.append(r.c.last_updated > since)
     if until is not None:

@@ -347,6 +347,7 @@ bulk_export_jobs = Table(
     Column("group_id", String(64), nullable=True),
     Column("patients", Text, nullable=True),  # JSON list of Patient ids from the `patient` parameter
     Column("types", Text, nullable=True),  # comma-separated _type, None: every type
+    Column("type_filters", Text, nullable=True),  # JSON list of _typeFilter searches (Type?query)
     Column("since", String(32), nullable=True),  # index form
     Column("output_format", String(64), nullable=False),
     Column("request_url", Text, nullable=False),

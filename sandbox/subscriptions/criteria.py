@@ -9,25 +9,13 @@ delivered, with an empty body or a JSON payload.
 from __future__ import annotations
 
 from typing import Any
-from urllib.parse import parse_qsl, urlsplit
+from urllib.parse import urlsplit
 
+from sandbox.fhir.criteria import split_criteria
 from sandbox.fhir.outcome import FhirError, Issue
-from sandbox.fhir.resource_types import is_resource_type
-from sandbox.fhir.search_params import registry
-from sandbox.fhir.search_plan import parse
 
 PAYLOADS = ("application/fhir+json", "application/json")
 LIVE = ("requested", "active")  # statuses a delivering channel must be valid for
-
-
-def split_criteria(criteria: str) -> tuple[str, list[tuple[str, str]]]:
-    """``Type?a=1&b=2`` -> (``Type``, [(a, 1), (b, 2)]), checked by the search planner; FhirError if not valid."""
-    rtype, _, query = criteria.strip().partition("?")
-    if not is_resource_type(rtype):
-        raise FhirError.of(400, "invalid", f"'{rtype}' is not a resource type; criteria look like Observation?code=...")
-    pairs = parse_qsl(query, keep_blank_values=True)
-    parse(registry(), rtype, pairs, strict=True)
-    return rtype, pairs
 
 
 def check_subscription(resource: dict[str, Any]) -> list[Issue]:

@@ -29,6 +29,7 @@ from typing import Any
 import httpx
 from sqlalchemy import Connection, Row, and_, insert, or_, select, update
 
+from sandbox.fhir.criteria import split_criteria
 from sandbox.fhir.interactions import Interactions
 from sandbox.fhir.outcome import FhirError
 from sandbox.fhir.validation import parse_json
@@ -38,7 +39,6 @@ from sandbox.store.database import Database
 from sandbox.store.layers import UnknownSandbox, View, resolve_view
 from sandbox.store.repository import Actor
 from sandbox.store.schema import subscription_notifications
-from sandbox.subscriptions.criteria import split_criteria
 
 _log = logging.getLogger("ehr_sandbox.subscriptions")
 

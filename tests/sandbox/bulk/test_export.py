@@ -7,6 +7,7 @@ import time
 from datetime import UTC, datetime, timedelta
 from email.utils import parsedate_to_datetime
 from typing import Any
+from urllib.parse import urlencode
 
 import pytest
 from fastapi.testclient import TestClient
@@ -132,6 +133,16 @@ def test_type_and_since_narrow_the_export(client, chart):
     assert ids(contents(client, doc)) == {"Patient/p2"}
     doc = manifest(client, kick_off(client, "/fhir/$export?_type=Observation&_outputFormat=ndjson"))
     assert ids(contents(client, doc)) == {"Observation/p1-pulse", "Observation/p2-pulse"}
+
+
+def test_type_filter_narrows_types_by_searches(client, chart):
+    query = urlencode({"_typeFilter": "Observation?_id=p1-pulse,Patient?name=p2&gender:missing=true"})
+    doc = manifest(client, kick_off(client, f"/fhir/$export?{query}"))
+    # Filtered types keep what one of their searches matches; the others come whole.
+    assert ids(contents(client, doc)) == {"Observation/p1-pulse", "Patient/p2", "Practitioner/dr", "Group/g1"}
+    query = urlencode([("_type", "Observation"), ("_typeFilter", "Observation?_id=p2-pulse")])
+    doc = manifest(client, kick_off(client, f"/fhir/Patient/$export?{query}"))
+    assert ids(contents(client, doc)) == {"Observation/p2-pulse"}
 
 
 def test_patient_level_export_is_the_patients_compartments(client, chart):
@@ -343,7 +354,10 @@ def test_kick_off_without_prefer_respond_async_is_refused(client, db, chart):
         ("/fhir/$export?_since=yesterday", "_since"),
         ("/fhir/$export?_since=2024-01-01", "_since"),  # a date, not an instant
         ("/fhir/$export?_outputFormat=text/csv", "text/csv"),
-        ("/fhir/$export?_typeFilter=Observation%3Fstatus%3Dfinal", "_typeFilter"),
+        ("/fhir/$export?_typeFilter=Observation%3Fcolour%3Dred", "colour"),
+        ("/fhir/$export?_typeFilter=Unicorn%3Fhorn%3D1", "Unicorn"),
+        ("/fhir/$export?_type=Patient&_typeFilter=Observation%3Fstatus%3Dfinal", "leaves out"),
+        ("/fhir/Patient/$export?_typeFilter=Practitioner%3Fname%3Dwho", "compartment"),
         ("/fhir/$export?_elements=id", "_elements"),
         ("/fhir/$export?colour=blue", "colour"),
         ("/fhir/Patient/$export?_type=Practitioner", "compartment"),
