@@ -8,14 +8,12 @@ from sandbox.fhir.search_params import patient_compartment
 from sandbox.store.layers import View
 from sandbox.store.schema import resources, sp_reference
 
-Patients = BindParameter | Select
 
-
-def compartment_members(view: View, types: frozenset[str] | None, patients: Patients) -> Select | None:
+def compartment_members(view: View, types: frozenset[str] | None, patients: BindParameter) -> Select | None:
     """(layer_id, resource_type, id) of the patients and of every resource their compartments' index rows name.
 
     ``patients``: a bind parameter holding one Patient id (``$everything``), or a list of them when it is
-    ``expanding`` (a Group's members), or a query selecting Patient ids (every patient of a sandbox).
+    ``expanding`` (bulk export).
     One branch per type, so each uses the value-first index of ``sp_reference``;
     ``union`` (not ``union all``) because a resource may name the patient twice
     (as subject and as performer).  The layer comes along so that a caller joining
@@ -44,7 +42,5 @@ def compartment_members(view: View, types: frozenset[str] | None, patients: Pati
     return union(*branches) if branches else None  # type: ignore[return-value]
 
 
-def _is(column: ColumnElement, patients: Patients) -> ColumnElement[bool]:
-    if isinstance(patients, BindParameter) and not patients.expanding:
-        return column == patients
-    return column.in_(patients)
+def _is(column: ColumnElement, patients: BindParameter) -> ColumnElement[bool]:
+    return column.in_(patients) if patients.expanding else column == patients
