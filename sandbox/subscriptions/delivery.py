@@ -66,7 +66,7 @@ class Watch:
     id: str
     resource_type: str
     query: list[tuple[str, str]]
-    after_seq: int  # events at or before this one predate the subscription's activation
+    after_seq: int  # events at or before this one predate the Subscription (written in the same batch)
 
 
 # ---- step 1: outbox events -> notifications --------------------------------------------------------------
@@ -93,13 +93,13 @@ def queue_events(db: Database, fhir: Interactions, *, batch: int = 200) -> int:
 
 
 def _handle(conn: Connection, fhir: Interactions, view: View, events: list[Row[Any]]) -> None:
-    activated: dict[str, int] = {}
+    written: dict[str, int] = {}  # Subscriptions written in this batch: only later events concern them
     for event in events:
         if event.resource_type != "Subscription" or event.actor == ACTOR.id or event.action == "delete":
             continue
-        if _activate(conn, fhir, view, event.resource_id):
-            activated[event.resource_id] = event.seq
-    watches = _watches(conn, fhir, view, activated)
+        written[event.resource_id] = event.seq
+        _activate(conn, fhir, view, event.resource_id)
+    watches = _watches(conn, fhir, view, written)
     if not watches:
         return
     for event in events:
@@ -126,14 +126,14 @@ def _handle(conn: Connection, fhir: Interactions, view: View, events: list[Row[A
                 )
 
 
-def _activate(conn: Connection, fhir: Interactions, view: View, sid: str) -> bool:
+def _activate(conn: Connection, fhir: Interactions, view: View, sid: str) -> None:
     """``requested`` -> ``active`` (criteria and channel were checked when it was written)."""
     stored = fhir.repo.current(conn, view, "Subscription", sid)
     if stored is None or stored.deleted or stored.content is None:
-        return False
+        return
     resource = parse_json(stored.content)
     if resource.get("status") != "requested":
-        return False
+        return
     resource["status"] = "active"
     resource.pop("error", None)
     try:
@@ -141,11 +141,9 @@ def _activate(conn: Connection, fhir: Interactions, view: View, sid: str) -> boo
             fhir.update(conn, view, "Subscription", sid, resource, ACTOR, if_match=stored.version_id)
     except FhirError as error:  # the client changed it again meanwhile: that write's event comes next
         _log.info("Subscription/%s not activated: %s", sid, error)
-        return False
-    return True
 
 
-def _watches(conn: Connection, fhir: Interactions, view: View, activated: dict[str, int]) -> list[Watch]:
+def _watches(conn: Connection, fhir: Interactions, view: View, written: dict[str, int]) -> list[Watch]:
     query = [("status", "active"), ("type", "rest-hook"), ("_count", str(fhir.max_count))]
     found = []
     for stored in fhir.search(conn, view, "Subscription", query).matches:
@@ -154,7 +152,7 @@ def _watches(conn: Connection, fhir: Interactions, view: View, activated: dict[s
             rtype, pairs = split_criteria(str(resource.get("criteria", "")))
         except FhirError:
             continue  # checked on write; a registry change since could make old criteria unreadable
-        found.append(Watch(stored.id, rtype, pairs, activated.get(stored.id, 0)))
+        found.append(Watch(stored.id, rtype, pairs, written.get(stored.id, 0)))
     return found
 
 
@@ -230,13 +228,14 @@ def _send(
 ) -> None:
     attempts = note.attempts + 1
     values: dict[str, Any] = {"attempts": attempts, "claimed_by": None, "lease_until": None}
+    subscription = written = None
     with db.read() as conn:
         try:
             view = resolve_view(conn, note.layer_id)
+            subscription = fhir.repo.current(conn, view, "Subscription", note.subscription_id)
+            written = fhir.repo.version(conn, view, note.resource_type, note.resource_id, note.version_id)
         except UnknownSandbox:
-            return
-        subscription = fhir.repo.current(conn, view, "Subscription", note.subscription_id)
-        written = fhir.repo.version(conn, view, note.resource_type, note.resource_id, note.version_id)
+            pass  # deleted since: its rows go with it, and this update finds nothing
     resource = parse_json(subscription.content) if subscription and subscription.content else None
     if resource is None or resource.get("status") != "active":
         values.update(status="skipped", error="the Subscription is no longer active")
