@@ -19,7 +19,6 @@ from __future__ import annotations
 import re
 from email.utils import format_datetime
 from typing import Any
-from urllib.parse import urlencode
 
 from fastapi import APIRouter, Depends, Request
 from starlette.concurrency import run_in_threadpool
@@ -80,7 +79,8 @@ async def _kick_off(request: Request, ctx: FhirContext, level: str, group_id: st
     if request.method == "POST":
         query += _post_parameters(await _body(request))
     options = _options(query, level, request.method)
-    request_url = ctx.base + path + (f"?{urlencode(query)}" if query else "")
+    # The kick-off URL as the client sent it: a POST's Parameters are not part of it (as the spec says).
+    request_url = ctx.base + path + (f"?{request.url.query}" if request.url.query else "")
 
     def start() -> str:
         with ctx.db.write() as conn:

@@ -142,6 +142,7 @@ def test_type_filter_narrows_types_by_searches(client, chart):
     assert ids(contents(client, doc)) == {"Observation/p1-pulse", "Patient/p2", "Practitioner/dr", "Group/g1"}
     query = urlencode([("_type", "Observation"), ("_typeFilter", "Observation?_id=p2-pulse")])
     doc = manifest(client, kick_off(client, f"/fhir/Patient/$export?{query}"))
+    assert doc["request"] == f"http://testserver/fhir/Patient/$export?{query}"
     assert ids(contents(client, doc)) == {"Observation/p2-pulse"}
 
 
@@ -165,6 +166,7 @@ def test_patient_level_post_with_patient_parameter(client, chart):
     r = client.post("/fhir/Patient/$export", json=body, headers=ASYNC)
     assert r.status_code == 202, r.text
     doc = manifest(client, r.headers["Content-Location"])
+    assert doc["request"] == "http://testserver/fhir/Patient/$export"  # a POST's parameters are not in it
     assert ids(contents(client, doc)) == {"Observation/p2-pulse"}
     [error] = doc["error"]
     outcome = json.loads(client.get(error["url"]).text.splitlines()[0])
