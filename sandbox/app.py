@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -19,6 +20,8 @@ from sandbox.auth.authorize import router as authorize_router
 from sandbox.auth.endpoints import SmartState, well_known
 from sandbox.auth.endpoints import router as oauth_router
 from sandbox.auth.keys import SigningKeys
+from sandbox.bulk.routes import router as bulk_router
+from sandbox.bulk.worker import ExportWorker
 from sandbox.config import Settings, load_or_create_admin_token
 from sandbox.fhir.bundle_routes import router as bundle_router
 from sandbox.fhir.capability import router as capability_router
@@ -37,6 +40,7 @@ from sandbox.store.database import Database
 from sandbox.store.layers import DEFAULT_SANDBOX
 from sandbox.store.repository import Repository
 from sandbox.store.schema import layers
+from sandbox.subscriptions.delivery import SubscriptionWorker
 from web.routes import install as install_web
 
 log = logging.getLogger("ehr_sandbox")
@@ -66,7 +70,11 @@ def create_app(settings: Settings, *, db: Database | None = None) -> FastAPI:
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         await app.state.hl7v2.start()  # the MLLP listener and outbound worker, if `serve` configured them
         app.state.request_log.start()
+        app.state.bulk.start()  # bulk $export jobs run in the background of whichever worker takes them
+        await asyncio.to_thread(app.state.subscriptions.start)  # rest-hook notifications from the outbox
         yield
+        await asyncio.to_thread(app.state.subscriptions.stop)
+        await asyncio.to_thread(app.state.bulk.stop)
         app.state.request_log.stop()
         await app.state.hl7v2.stop()
         db.dispose()
@@ -83,6 +91,8 @@ def create_app(settings: Settings, *, db: Database | None = None) -> FastAPI:
     app.state.authenticate = Authenticator(admin_token, db, clock=lambda: smart.policy.clock())
     app.state.hl7v2 = Hl7v2Service(db, app.state.fhir)
     app.state.request_log = RequestLog(db)
+    app.state.bulk = ExportWorker(db, repo)
+    app.state.subscriptions = SubscriptionWorker(db, app.state.fhir)
     app.add_middleware(RecordFhirRequests, log=app.state.request_log)  # the vendor console's log of FHIR calls
 
     app.include_router(bundle_router, prefix="/fhir")
@@ -94,8 +104,9 @@ def create_app(settings: Settings, *, db: Database | None = None) -> FastAPI:
     for prefix in ("/auth", "/sandboxes/{sandbox_id}/auth"):
         app.include_router(authorize_router, prefix=prefix)
         app.include_router(oauth_router, prefix=prefix)
-    # /metadata and $operations before the generic routes, whose /{rtype}/{rid} would take them.
-    for router in (capability_router, operations_router):
+    # /metadata and $operations before the generic routes, whose /{rtype}/{rid} would take them;
+    # $export before the other operations, whose catch-all answers unknown $names.
+    for router in (capability_router, bulk_router, operations_router):
         app.include_router(router, prefix="/fhir")
         app.include_router(router, prefix="/sandboxes/{sandbox_id}/fhir")
     app.include_router(fhir_router, prefix="/fhir")

@@ -137,7 +137,7 @@ def build(mounted: set[tuple[str, str]], registry: Registry, version: str) -> di
         operations = [
             {"name": op.name, "definition": op.definition}
             for op in OPERATIONS
-            if op.resource_types is None or rtype in op.resource_types
+            if "system" not in op.levels and (op.resource_types is None or rtype in op.resource_types)
         ]
         if operations:
             entry["operation"] = operations
@@ -155,6 +155,9 @@ def build(mounted: set[tuple[str, str]], registry: Registry, version: str) -> di
         "resource": resources,
         "interaction": [{"code": code} for code in system_interactions],
     }
+    system_operations = [{"name": op.name, "definition": op.definition} for op in OPERATIONS if "system" in op.levels]
+    if system_operations:
+        rest["operation"] = system_operations
     if "search-system" in system_interactions:
         rest["searchParam"] = [_search_param(p) for p in supported_params(registry, None)]
     now = instant_now()[0]

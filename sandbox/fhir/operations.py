@@ -13,11 +13,12 @@ from functools import lru_cache
 from typing import Any
 
 from fastapi import APIRouter, Depends, Request
-from sqlalchemy import Connection, Integer, Select, String, and_, bindparam, case, func, or_, select, tuple_, union
+from sqlalchemy import Connection, Integer, Select, String, and_, bindparam, case, func, or_, select, tuple_
 from starlette.concurrency import run_in_threadpool
 from starlette.convertors import Convertor, register_url_convertor
 from starlette.responses import Response
 
+from sandbox.fhir.compartment import compartment_members
 from sandbox.fhir.context import FhirContext, fhir_context
 from sandbox.fhir.interactions import check_id
 from sandbox.fhir.outcome import FhirError, Issue, operation_outcome
@@ -26,26 +27,26 @@ from sandbox.fhir.responses import fhir_response, prefer_strict, searchset
 from sandbox.fhir.routes import _body, _type
 from sandbox.fhir.search import SearchResult, resolve_includes
 from sandbox.fhir.search_cursor import Cursor, decode
-from sandbox.fhir.search_params import patient_compartment
 from sandbox.fhir.search_plan import Include
 from sandbox.fhir.search_sql import visible
 from sandbox.fhir.validation import parse_json, validate
 from sandbox.fhir.values import date_range
 from sandbox.store.layers import View
 from sandbox.store.repository import Stored
-from sandbox.store.schema import resources, sp_reference
+from sandbox.store.schema import resources
 
 router = APIRouter()
 
 _SPEC = "http://hl7.org/fhir/OperationDefinition/"
+_BULK = "http://hl7.org/fhir/uv/bulkdata/OperationDefinition/"
 
 
 @dataclass(frozen=True)
 class Operation:
     name: str  # without the "$"
     definition: str
-    resource_types: tuple[str, ...] | None  # None: every resource type
-    levels: tuple[str, ...]  # "type" and/or "instance"
+    resource_types: tuple[str, ...] | None  # None: every resource type; () for a system-level operation
+    levels: tuple[str, ...]  # "system", "type" and/or "instance"
 
 
 OPERATIONS: tuple[Operation, ...] = (
@@ -54,6 +55,10 @@ OPERATIONS: tuple[Operation, ...] = (
     Operation("meta", _SPEC + "Resource-meta", None, ("instance",)),
     Operation("meta-add", _SPEC + "Resource-meta-add", None, ("instance",)),
     Operation("meta-delete", _SPEC + "Resource-meta-delete", None, ("instance",)),
+    # FHIR Bulk Data Access 2.0.0, served by ``sandbox/bulk/routes.py``.
+    Operation("export", _BULK + "export", (), ("system",)),
+    Operation("export", _BULK + "patient-export", ("Patient",), ("type",)),
+    Operation("export", _BULK + "group-export", ("Group",), ("instance",)),
 )
 # Resources that $everything brings along when the patient's records refer to them.
 EVERYTHING_REFERENCED = ("Practitioner", "Organization", "Location", "Medication")
@@ -223,7 +228,7 @@ def _compartment_statements(view: View, types: frozenset[str] | None) -> tuple[S
     statements take the patient, ``_since``, the cursor and the limit as bind
     parameters and stay in SQLAlchemy's compiled cache.
     """
-    members = _compartment_members(view, types)
+    members = compartment_members(view, types, bindparam("pid"))
     if members is None:
         return None
     m = members.subquery("members")
@@ -247,37 +252,6 @@ def _compartment_statements(view: View, types: frozenset[str] | None) -> tuple[S
         page.where(tuple_(*order) > position).order_by(*order),
         page.where(tuple_(*order) < position).order_by(*[o.desc() for o in order]),
     )
-
-
-def _compartment_members(view: View, types: frozenset[str] | None) -> Select | None:
-    """(layer_id, resource_type, id) of the patient and of every resource its compartment's index rows name.
-
-    One branch per type, so each uses the value-first index of ``sp_reference``;
-    ``union`` (not ``union all``) because a resource may name the patient twice
-    (as subject and as performer).  The patient's id is the bind parameter ``pid``.
-    """
-    ref = sp_reference
-    r = resources
-    pid = bindparam("pid")
-    branches: list[Select] = []
-    if types is None or "Patient" in types:
-        branches.append(
-            select(r.c.layer_id, r.c.resource_type, r.c.id).where(
-                r.c.layer_id.in_(view.layers), r.c.resource_type == "Patient", r.c.id == pid
-            )
-        )
-    branches.extend(
-        select(ref.c.layer_id, ref.c.resource_type, ref.c.resource_id.label("id")).where(
-            ref.c.layer_id.in_(view.layers),
-            ref.c.resource_type == rtype,
-            ref.c.param.in_(params),
-            ref.c.target_id == pid,
-            ref.c.target_type == "Patient",
-        )
-        for rtype, params in sorted(patient_compartment().items())
-        if types is None or rtype in types
-    )
-    return union(*branches) if branches else None  # type: ignore[return-value]
 
 
 # ---- $validate -------------------------------------------------------------------------------------
@@ -488,14 +462,18 @@ def _pruned_meta(old: dict[str, Any], change: dict[str, Any]) -> dict[str, Any]:
 
 def _not_supported(operation: str, where: str) -> FhirError:
     name = operation.removeprefix("$")
-    known = next((op for op in OPERATIONS if op.name == name), None)
-    if known is None:
+    known = [op for op in OPERATIONS if op.name == name]
+    if not known:
         return FhirError.of(404, "not-supported", f"Operation {operation} is not supported by this server")
-    scope = ", ".join(known.resource_types or ("any resource type",))
-    levels = " and ".join(known.levels)
-    return FhirError.of(
-        400, "not-supported", f"{operation} is not supported {where}; it is served at {levels} level on {scope}"
-    )
+    served = "; ".join(_served_at(op) for op in known)
+    return FhirError.of(400, "not-supported", f"{operation} is not supported {where}; it is served {served}")
+
+
+def _served_at(op: Operation) -> str:
+    if op.resource_types == ():
+        return "at system level"
+    scope = ", ".join(op.resource_types or ("any resource type",))
+    return f"at {' and '.join(op.levels)} level on {scope}"
 
 
 _ALL_METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE"]

@@ -47,6 +47,7 @@ from sandbox.fhir.search_values import (
     cursor_names,
     date_form,
     layer_name,
+    plan_shape_and_values,
     restriction_types,
     view_values,
 )
@@ -161,7 +162,11 @@ def _member_of(
     )
 
 
-def plan_conditions(view: View, plan: SearchPlan, b: Binds, r: FromClause = resources) -> list[ColumnElement[bool]]:
+def plan_conditions(
+    view: View, plan: SearchPlan, b: Binds | None = None, r: FromClause = resources
+) -> list[ColumnElement[bool]]:
+    """The plan's conditions on ``r``; without ``b``, for a statement of its own that carries its values."""
+    b = b or Binds(plan_shape_and_values(view, plan)[1])
     conditions: list[ColumnElement[bool]] = [visible(view, plan.resource_type or plan.types, r, b)]
     if plan.ids is not None:
         conditions.append(r.c.id.in_(b("ids")))

@@ -18,6 +18,7 @@ from pydantic import ValidationError
 from sandbox.fhir.bindings import check_required_bindings
 from sandbox.fhir.outcome import FhirError, Issue
 from sandbox.fhir.resource_types import is_resource_type, model_class
+from sandbox.subscriptions.criteria import check_subscription
 
 
 def parse_json(body: bytes) -> Any:
@@ -64,6 +65,8 @@ def validate(resource: Any, expected_type: str | None = None) -> dict[str, Any]:
     except ValidationError as exc:
         issues.extend(_pydantic_issues(exc, rtype))
     issues.extend(check_required_bindings(resource))
+    if rtype == "Subscription" and not issues:
+        issues.extend(check_subscription(resource))  # its criteria must be a search this server can run
     if issues:
         raise FhirError(422, issues)
     return resource

@@ -23,7 +23,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Connection, Table, delete, false, func, insert, literal, select, true, update
+from sqlalchemy import ColumnElement, Connection, Table, delete, false, func, insert, literal, select, true, update
 
 from sandbox.fhir.search_sql import visible
 from sandbox.fhir.validation import dump_json, parse_json
@@ -343,12 +343,32 @@ def layer_view(conn: Connection, layer_id: str) -> View:
     return resolve_view(conn, layer_id) if row.kind == "sandbox" else View(layer_id, (layer_id,))
 
 
-def visible_contents(conn: Connection, view: View) -> Iterator[tuple[str, str, bytes]]:
-    """(type, id, stored JSON) of every resource the view sees, by type then id."""
+def visible_contents(
+    conn: Connection,
+    view: View,
+    *,
+    types: tuple[str, ...] | None = None,
+    since: str | None = None,
+    until: str | None = None,
+    condition: ColumnElement[bool] | None = None,
+) -> Iterator[tuple[str, str, bytes]]:
+    """(type, id, stored JSON) of every resource the view sees, by type then id.
+
+    ``types`` keeps those types; ``since``/``until`` (index form) keep resources last changed after ``since``
+    and at or before ``until`` (what a bulk export's ``_since`` and transaction time ask for); ``condition``
+    (on ``resources``) narrows further, as a bulk export's ``_typeFilter`` searches do.
+    """
     r = resources
+    where = [visible(view, types, r)]
+    if condition is not None:
+        where.append(condition)
+    if since is not None:
+        where.append(r.c.last_updated > since)
+    if until is not None:
+        where.append(r.c.last_updated <= until)
     query = (
         select(r.c.resource_type, r.c.id, r.c.content)
-        .where(visible(view, None, r))
+        .where(*where)
         .order_by(r.c.resource_type, r.c.id)
         .execution_options(yield_per=500)
     )
@@ -359,8 +379,13 @@ def visible_contents(conn: Connection, view: View) -> Iterator[tuple[str, str, b
 def export_ndjson(conn: Connection, view: View) -> Iterator[bytes]:
     """One resource per line, as stored."""
     for _rtype, _rid, content in visible_contents(conn, view):
-        # Stored bodies are compact JSON already; re-dump only if one ever holds a raw newline.
-        yield (content if b"\n" not in content else dump_json(parse_json(content))) + b"\n"
+        yield ndjson_line(content)
+
+
+def ndjson_line(content: bytes) -> bytes:
+    """A stored resource as one NDJSON line."""
+    # Stored bodies are compact JSON already; re-dump only if one ever holds a raw newline.
+    return (content if b"\n" not in content else dump_json(parse_json(content))) + b"\n"
 
 
 def export_bundle(conn: Connection, view: View, base: str) -> dict[str, Any]:

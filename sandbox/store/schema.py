@@ -458,3 +458,88 @@ task_feedback = Table(
     Column("created_at", String(32), nullable=False),
     Index("ix_task_feedback_pack", "pack_id", "task_id"),
 )
+
+
+# ---- bulk data export: jobs and their NDJSON output ------------------------------------------------------
+
+# One row per $export kick-off.  ``layer_id`` is the sandbox the export reads (its overlay layer's id), so a
+# reset or a deleted sandbox takes its exports with it.  Any worker answers status and serves files: the job's
+# state and its output live here, not in a worker's memory or disk.  Jobs are claimed with a lease like
+# outbound HL7 v2 messages, so a worker that dies mid-export lets another start the job again.
+bulk_export_jobs = Table(
+    "bulk_export_jobs",
+    metadata,
+    Column("layer_id", String(64), primary_key=True),
+    Column("id", String(64), primary_key=True),
+    Column("level", String(16), nullable=False),  # system, patient, group
+    Column("group_id", String(64), nullable=True),
+    Column("patients", Text, nullable=True),  # JSON list of Patient ids from the `patient` parameter
+    Column("types", Text, nullable=True),  # comma-separated _type, None: every type
+    Column("type_filters", Text, nullable=True),  # JSON list of _typeFilter searches (Type?query)
+    Column("since", String(32), nullable=True),  # index form
+    Column("output_format", String(64), nullable=False),
+    Column("request_url", Text, nullable=False),
+    Column("actor", String(200), nullable=False),  # who kicked off: status and files answer them only
+    Column("requires_token", Boolean, nullable=False),
+    Column("status", String(16), nullable=False),  # queued, running, completed, failed
+    Column("transaction_time", String(32), nullable=True),  # index form, set when the run starts
+    Column("progress", String(200), nullable=True),
+    Column("error", Text, nullable=True),  # why a failed job failed
+    Column("attempts", Integer, nullable=False, default=0),
+    Column("claimed_by", String(64), nullable=True),
+    Column("lease_until", String(32), nullable=True),
+    Column("created_at", String(32), nullable=False),
+    Column("finished_at", String(32), nullable=True),
+    Index("ix_bulk_export_jobs_due", "status", "lease_until"),
+)
+
+# The output files of an export: one per resource type (``OperationOutcome`` files are the manifest's errors).
+bulk_export_files = Table(
+    "bulk_export_files",
+    metadata,
+    Column("layer_id", String(64), primary_key=True),
+    Column("job_id", String(64), primary_key=True),
+    Column("file_no", Integer, primary_key=True),
+    Column("resource_type", String(64), nullable=False),
+    Column("count", Integer, nullable=False),
+)
+
+# A file's content in parts of a few hundred lines: written as the export goes, streamed in order when served,
+# so neither side holds a whole file in memory.
+bulk_export_parts = Table(
+    "bulk_export_parts",
+    metadata,
+    Column("layer_id", String(64), primary_key=True),
+    Column("job_id", String(64), primary_key=True),
+    Column("file_no", Integer, primary_key=True),
+    Column("part_no", Integer, primary_key=True),
+    Column("content", LargeBinary, nullable=False),
+)
+
+# ---- subscriptions: notifications queued for rest-hook channels -------------------------------------------
+
+# One row per (subscription, matching write): queued by the outbox consumer in the same transaction that moves
+# its cursor, then sent with a lease and retried with backoff, like outbound HL7 v2 messages.  Keyed by the
+# sandbox's layer, so a reset drops the queue along with the Subscription resources it served.
+subscription_notifications = Table(
+    "subscription_notifications",
+    metadata,
+    Column("layer_id", String(64), primary_key=True),
+    Column("id", String(64), primary_key=True),
+    Column("subscription_id", String(64), nullable=False),
+    Column("event_seq", Integer, nullable=False),  # the outbox event that matched
+    Column("resource_type", String(64), nullable=False),
+    Column("resource_id", String(64), nullable=False),
+    Column("version_id", Integer, nullable=False),
+    Column("status", String(16), nullable=False),  # pending, delivered, failed, skipped
+    Column("attempts", Integer, nullable=False, default=0),
+    Column("next_attempt_at", String(32), nullable=True),
+    Column("claimed_by", String(64), nullable=True),
+    Column("lease_until", String(32), nullable=True),
+    Column("http_status", Integer, nullable=True),
+    Column("error", Text, nullable=True),
+    Column("created_at", String(32), nullable=False),
+    Column("delivered_at", String(32), nullable=True),
+    Index("ix_subscription_notifications_due", "status", "next_attempt_at"),
+    Index("ix_subscription_notifications_sub", "layer_id", "subscription_id", "created_at"),
+)

@@ -172,10 +172,11 @@ def test_revincludes_list_the_references_that_can_point_at_a_type(statement):
 def test_operations_are_listed_where_they_are_served(client, statement):
     patient_ops = {o["name"]: o["definition"] for o in _resource(statement, "Patient")["operation"]}
     assert patient_ops["everything"] == "http://hl7.org/fhir/OperationDefinition/Patient-everything"
-    assert set(patient_ops) == {"everything", "validate", "meta", "meta-add", "meta-delete"}
+    assert set(patient_ops) == {"everything", "validate", "meta", "meta-add", "meta-delete", "export"}
+    assert patient_ops["export"] == "http://hl7.org/fhir/uv/bulkdata/OperationDefinition/patient-export"
     assert "everything" not in {o["name"] for o in _resource(statement, "Observation")["operation"]}
     client.put("/fhir/Patient/p1", json={"resourceType": "Patient", "id": "p1"})
-    for name in patient_ops:
+    for name in patient_ops.keys() - {"export"}:  # instance-level; Patient/$export is type-level (tests/sandbox/bulk)
         r = client.post(f"/fhir/Patient/p1/${name}", json={"resourceType": "Patient", "id": "p1"})
         assert r.json()["issue"][0]["code"] != "not-supported" if r.status_code >= 400 else True, (name, r.text)
 
