@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from sqlalchemy import insert, select
+from sqlalchemy.exc import IntegrityError
+from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import JSONResponse, Response
 
@@ -27,6 +30,8 @@ from sandbox.fhir.search_params import registry
 from sandbox.fhir.values import instant_now
 from sandbox.hl7v2.routes import router as hl7v2_router
 from sandbox.hl7v2.service import Hl7v2Service
+from sandbox.metrics import exposition
+from sandbox.observed import ObservedRequests
 from sandbox.store.database import Database
 from sandbox.store.layers import DEFAULT_SANDBOX
 from sandbox.store.repository import Repository
@@ -37,17 +42,20 @@ log = logging.getLogger("ehr_sandbox")
 
 
 def ensure_default_sandbox(db: Database) -> None:
-    with db.write() as conn:
-        if conn.execute(select(layers.c.id).where(layers.c.id == DEFAULT_SANDBOX)).first() is None:
-            conn.execute(
-                insert(layers).values(
-                    id=DEFAULT_SANDBOX,
-                    kind="sandbox",
-                    name="Default sandbox",
-                    baseline_id=None,
-                    created_at=instant_now()[1],
+    try:
+        with db.write() as conn:
+            if conn.execute(select(layers.c.id).where(layers.c.id == DEFAULT_SANDBOX)).first() is None:
+                conn.execute(
+                    insert(layers).values(
+                        id=DEFAULT_SANDBOX,
+                        kind="sandbox",
+                        name="Default sandbox",
+                        baseline_id=None,
+                        created_at=instant_now()[1],
+                    )
                 )
-            )
+    except IntegrityError:
+        pass  # another server starting at the same time made it first
 
 
 def create_app(settings: Settings, *, db: Database | None = None) -> FastAPI:
@@ -88,10 +96,38 @@ def create_app(settings: Settings, *, db: Database | None = None) -> FastAPI:
 
     @app.get("/healthz", include_in_schema=False)
     async def healthz() -> Response:
+        """Liveness: the process answers (restart it if not).  Touches nothing else."""
         return JSONResponse({"status": "ok"})
+
+    @app.get("/readyz", include_in_schema=False)
+    async def readyz() -> Response:
+        """Readiness: the database answers too (send traffic here if so)."""
+        try:
+            await run_in_threadpool(db.ping)
+        except Exception as exc:  # whatever the driver raises, the answer is "not ready", with why
+            log.warning("readiness check failed: %s", exc)
+            return JSONResponse({"status": "unavailable", "database": type(exc).__name__}, 503)
+        return JSONResponse({"status": "ready", "database": "ok"})
+
+    @app.get("/metrics", include_in_schema=False)
+    async def metrics() -> Response:
+        body, content_type = await run_in_threadpool(exposition, db)
+        return Response(body, media_type=content_type)
+
+    # Outermost, so that its request id is on every log line and its timing covers the error handlers too.
+    app.add_middleware(ObservedRequests, access_log_enabled=settings.log_format == "json" and settings.access_log)
 
     _install_error_handlers(app)
     return app
+
+
+def app_from_env() -> FastAPI:
+    """The app of one ``serve --workers N`` process: the parent put its settings in the environment."""
+    from sandbox.logs import configure
+
+    settings = Settings.from_env()
+    configure(settings.log_format, os.environ.get("EHR_SANDBOX_LOG_LEVEL", "info"))
+    return create_app(settings)
 
 
 def _is_fhir(request: Request) -> bool:
