@@ -30,6 +30,7 @@ from sandbox.fhir.search_params import registry
 from sandbox.fhir.values import instant_now
 from sandbox.hl7v2.routes import router as hl7v2_router
 from sandbox.hl7v2.service import Hl7v2Service
+from sandbox.logs import REQUEST_ID
 from sandbox.metrics import exposition
 from sandbox.observed import ObservedRequests
 from sandbox.store.database import Database
@@ -161,4 +162,6 @@ def _install_error_handlers(app: FastAPI) -> None:
     async def unexpected(request: Request, exc: Exception) -> Response:
         log.exception("unhandled error on %s %s", request.method, request.url.path)
         issue = Issue("exception", "Internal server error; the request changed nothing")
-        return fhir_response({"resourceType": "OperationOutcome", "issue": [issue.to_json()]}, 500)
+        request_id = REQUEST_ID.get()
+        headers = {"X-Request-ID": request_id} if request_id else None
+        return fhir_response({"resourceType": "OperationOutcome", "issue": [issue.to_json()]}, 500, headers)

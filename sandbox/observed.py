@@ -42,6 +42,11 @@ class ObservedRequests:
 
         try:
             await self.app(scope, receive, send_with_id)
+        except BaseException:
+            # The 500 handler runs outside every middleware (Starlette's ServerErrorMiddleware), in this same
+            # task: leave the id set so that its log line and response carry it.  The task ends with the request.
+            token = None
+            raise
         finally:
             elapsed = time.perf_counter() - started
             route = _route_template(scope)
@@ -62,7 +67,8 @@ class ObservedRequests:
                         "duration_ms": round(elapsed * 1000, 3),
                     },
                 )
-            REQUEST_ID.reset(token)
+            if token is not None:
+                REQUEST_ID.reset(token)
 
 
 def _header(scope: Scope, name: bytes) -> str | None:
@@ -73,10 +79,25 @@ def _header(scope: Scope, name: bytes) -> str | None:
 
 
 def _route_template(scope: Scope) -> str:
-    """The matched route's path template; ``unmatched`` for a 404 on no route (one series, not one per URL)."""
+    """The matched route's full path template (``/sandboxes/{sandbox_id}/fhir/{rtype}/{rid}``); ``unmatched``
+    for a 404 on no route: one series per route, never one per URL.
+
+    The route object knows its own template but not the prefix it was included under, so the prefix is
+    the request path's leading segments with each path parameter's value put back as ``{name}``.
+    """
     route: Any = scope.get("route")
-    path = getattr(route, "path_format", None) or getattr(route, "path", None)
-    if path is None:
+    template = getattr(route, "path_format", None) or getattr(route, "path", None)
+    if template is None:
         return "unmatched"
-    root = scope.get("root_path", "")
-    return f"{root}{path}" if root and not path.startswith(root) else path
+    path: str = scope["path"]
+    own = template.strip("/").split("/") if template.strip("/") else []
+    segments = path.strip("/").split("/") if path.strip("/") else []
+    if len(segments) < len(own) or "{path" in template:
+        return template
+    prefix = segments[: len(segments) - len(own)]
+    if not prefix:
+        return template
+    params = {
+        v: k for k, v in scope.get("path_params", {}).items() if isinstance(v, str) and f"{{{k}}}" not in template
+    }
+    return "/" + "/".join(f"{{{params[s]}}}" if s in params else s for s in prefix) + template
