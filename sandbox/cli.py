@@ -93,6 +93,9 @@ def _serve(args: argparse.Namespace) -> None:
             log_level=args.log_level,
             access_log=uvicorn_access,
             log_config=log_config,
+            # A child imports the FHIR models and builds the app before it answers the supervisor's ping: on a
+            # busy host that took longer than uvicorn's 5 s default, and the supervisor kept restarting it.
+            timeout_worker_healthcheck=60,
         )
         return
     app.state.hl7v2.configure(host=settings.host, mllp_port=mllp_port, deliver=in_process_worker)
