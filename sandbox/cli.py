@@ -154,6 +154,7 @@ def _worker(args: argparse.Namespace) -> None:
         raise CliError(f"--interval must be a positive number of seconds, not {args.interval}")
 
     def started() -> None:
+        _serve_metrics(args.metrics_port, settings)
         print(f"ehr-sandbox outbox worker on {_redact(settings.database_url)} (HL7 v2 delivery, task re-checks)")
         sys.stdout.flush()
 
@@ -174,10 +175,21 @@ def _mllp(args: argparse.Namespace) -> None:
     host = args.host or settings.host
 
     def started() -> None:
+        _serve_metrics(args.metrics_port, settings)
         print(f"ehr-sandbox HL7 v2 MLLP listener on {host}:{port} (MSH-6 = sandbox id)")
         sys.stdout.flush()
 
     run_mllp_listener(settings, host=host, port=port, started=started)
+
+
+def _serve_metrics(port: int | None, settings: Settings) -> None:
+    """prometheus_client's own HTTP server, on a thread: a process without HTTP shows its MLLP counts (and
+    answers a health check)."""
+    if port is None:
+        return
+    from prometheus_client import start_http_server
+
+    start_http_server(port, addr=settings.host)
 
 
 def _log_format(args: argparse.Namespace, settings: Settings) -> str:
@@ -235,12 +247,24 @@ def build_parser() -> argparse.ArgumentParser:
     worker.add_argument("--interval", type=float, default=0.5, help="seconds between polls when idle (default 0.5)")
     worker.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
     worker.add_argument("--log-format", default=None, choices=LOG_FORMATS, help="($EHR_SANDBOX_LOG_FORMAT)")
+    worker.add_argument(
+        "--metrics-port",
+        type=int,
+        default=None,
+        help="serve Prometheus metrics over HTTP on this port (off by default)",
+    )
     worker.set_defaults(func=_worker)
     mllp = sub.add_parser("mllp", help="run the HL7 v2 MLLP listener without HTTP")
     mllp.add_argument("--host", default=None, help="bind address (default 127.0.0.1, or $EHR_SANDBOX_HOST)")
     mllp.add_argument("--port", type=int, default=None, help="MLLP port (default 2575, or $EHR_SANDBOX_MLLP_PORT)")
     mllp.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
     mllp.add_argument("--log-format", default=None, choices=LOG_FORMATS, help="($EHR_SANDBOX_LOG_FORMAT)")
+    mllp.add_argument(
+        "--metrics-port",
+        type=int,
+        default=None,
+        help="serve Prometheus metrics over HTTP on this port (off by default)",
+    )
     mllp.set_defaults(func=_mllp)
     from sandbox.cli_admin import add_admin_commands  # imports CliError from here: must come after it exists
 
