@@ -9,7 +9,7 @@ from collections.abc import Iterator
 import pytest
 import uvicorn
 
-from tests.production.topology import free_port
+from bench.processes import free_port
 from tests.sandbox.hl7v2.conftest import mllp_app, mllp_port  # noqa: F401
 
 

@@ -17,6 +17,7 @@ import httpx
 import pytest
 from sqlalchemy import func, select
 
+from bench.processes import ADMIN_TOKEN, MllpPeer, Server, Worker, fresh_schema, wait_for
 from sandbox.accounts.cohorts import add_member, create_cohort
 from sandbox.accounts.tokens import issue_token
 from sandbox.accounts.users import create_user
@@ -30,7 +31,6 @@ from tasks.engine import TaskEngine
 from tasks.library import Library
 from tasks.live import CONSUMER
 from tests.conftest import PG_URL
-from tests.production.topology import ADMIN_TOKEN, MllpPeer, Server, Worker, fresh_schema, wait_for
 
 pytestmark = pytest.mark.postgres
 

@@ -1,5 +1,5 @@
-"""The production topology without Docker: ``ehr-sandbox serve`` and ``ehr-sandbox worker`` processes on one
-PostgreSQL schema of their own, on free ports, started and stopped by the tests."""
+"""Processes of the production shape for tests and benches: `ehr-sandbox serve` and `ehr-sandbox worker` on
+free ports and one database (a PostgreSQL schema of their own), and a receiving HL7 v2 system on a socket."""
 
 from __future__ import annotations
 
@@ -74,6 +74,8 @@ class Process:
         return self.proc.poll() is None
 
     def stop(self) -> None:
+        if self._log.closed:
+            return
         if self.alive():
             self.proc.send_signal(signal.SIGTERM)
             try:
@@ -84,8 +86,10 @@ class Process:
         self._log.close()
 
     def kill(self) -> None:
+        """SIGKILL: no shutdown of any kind, as when a host dies."""
         self.proc.kill()
         self.proc.wait()
+        self._log.close()
 
 
 class Server(Process):
