@@ -414,6 +414,8 @@ async def delete_cohort(cohort_id: str, request: Request) -> Response:
 async def add_members(cohort_id: str, request: Request) -> dict[str, Any]:
     """One member as JSON (``{"user": id-or-email}`` or ``{"name", "email", "role"}``), or a CSV roster (text/csv)."""
     principal = _caller(request, "trainer")
+    # Who may add members is settled before the body is read: a stranger gets 403, not a roster's 400.
+    await _run(request, lambda conn: _check_trains(conn, principal, cohort_id), read_only=True)
     if "text/csv" in request.headers.get("content-type", ""):
         text = (await _body_bytes(request)).decode("utf-8", "replace")
         try:
