@@ -10,7 +10,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from sqlalchemy import insert, select
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import DataError, IntegrityError
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import JSONResponse, Response
@@ -33,6 +33,7 @@ from sandbox.hl7v2.service import Hl7v2Service
 from sandbox.logs import REQUEST_ID
 from sandbox.metrics import exposition
 from sandbox.observed import ObservedRequests
+from sandbox.request_guard import RefuseNul
 from sandbox.store.database import Database
 from sandbox.store.layers import DEFAULT_SANDBOX
 from sandbox.store.repository import Repository
@@ -115,6 +116,7 @@ def create_app(settings: Settings, *, db: Database | None = None) -> FastAPI:
         body, content_type = await run_in_threadpool(exposition, db)
         return Response(body, media_type=content_type)
 
+    app.add_middleware(RefuseNul)
     # Outermost, so that its request id is on every log line and its timing covers the error handlers too.
     app.add_middleware(ObservedRequests, access_log_enabled=settings.log_format == "json" and settings.access_log)
 
@@ -157,6 +159,16 @@ def _install_error_handlers(app: FastAPI) -> None:
     async def invalid_request(request: Request, exc: RequestValidationError) -> Response:
         issues = [Issue("invalid", f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}") for e in exc.errors()]
         return fhir_response({"resourceType": "OperationOutcome", "issue": [i.to_json() for i in issues]}, 400)
+
+    @app.exception_handler(DataError)
+    async def unstorable(request: Request, exc: DataError) -> Response:
+        # A value the checks let through but the database refuses (NUL in text, a string past a column's
+        # length on PostgreSQL...): the client's input, not a bug of the server; the transaction rolled back.
+        log.warning("database refused a value on %s %s: %s", request.method, request.url.path, exc.orig)
+        message = "A value in the request cannot be stored (a NUL character, or a value too long); nothing changed"
+        if not _is_fhir(request):
+            return JSONResponse({"detail": message}, 400)
+        return fhir_response({"resourceType": "OperationOutcome", "issue": [Issue("invalid", message).to_json()]}, 400)
 
     @app.exception_handler(Exception)
     async def unexpected(request: Request, exc: Exception) -> Response:

@@ -79,7 +79,19 @@ async def _json_object(request: Request, *, required: bool = True) -> dict[str, 
         raise HTTPException(400, str(exc.issues[0].diagnostics)) from None
     if not isinstance(data, dict):
         raise HTTPException(400, "The request body must be a JSON object")
+    if _holds_nul(data):  # PostgreSQL cannot store it; refused on SQLite too, so both backends answer alike
+        raise HTTPException(400, "NUL characters (\\u0000) are not allowed in the request body")
     return data
+
+
+def _holds_nul(value: Any) -> bool:
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, dict):
+        return any(_holds_nul(k) or _holds_nul(v) for k, v in value.items())
+    if isinstance(value, list):
+        return any(_holds_nul(v) for v in value)
+    return False
 
 
 def _optional_str(data: dict[str, Any], key: str) -> str | None:
