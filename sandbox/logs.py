@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import re
 import sys
-import uuid
 from contextvars import ContextVar
 from datetime import UTC, datetime
 from typing import Any
@@ -26,7 +26,7 @@ def request_id_from(header: str | None) -> str:
     """The client's request id if it is short and plain (it goes into logs), else a new one."""
     if header and _SANE_ID.match(header):
         return header
-    return uuid.uuid4().hex
+    return os.urandom(16).hex()  # as unique as a uuid4, without building one
 
 
 class JsonLines(logging.Formatter):
