@@ -58,7 +58,11 @@ def topology(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Topology]:
     tmp = tmp_path_factory.mktemp("topology")
     with fresh_schema(PG_URL) as url:
         # Both start at once on an empty schema: creating the tables and the default sandbox must not race.
-        servers = [Server(url, tmp / f"serve-{n}", f"serve-{n}", "--no-worker") for n in (1, 2)]
+        # The second is itself two web processes behind one port (serve --workers 2), as in docker-compose.yml.
+        servers = [
+            Server(url, tmp / "serve-1", "serve-1", "--no-worker"),
+            Server(url, tmp / "serve-2", "serve-2", "--no-worker", "--workers", "2"),
+        ]
         workers: list[Worker] = []
         db = Database(url)
         try:
@@ -89,6 +93,18 @@ def test_both_servers_started_together_on_an_empty_schema(topology: Topology) ->
     for server in (topology.a, topology.b):
         assert httpx.get(f"{server.base}/readyz").json() == {"status": "ready", "database": "ok"}
         assert "Traceback" not in server.output()
+
+
+def test_the_multi_process_server_adds_up_its_processes_metrics(topology: Topology) -> None:
+    for _ in range(6):  # spread over both of its web processes
+        assert httpx.get(f"{topology.b.base}/fhir/metadata").status_code == 200
+    metrics = httpx.get(f"{topology.b.base}/metrics").text
+    [line] = [
+        m
+        for m in metrics.splitlines()
+        if m.startswith('ehr_sandbox_http_requests_total{method="GET",route="/fhir/metadata"')
+    ]
+    assert float(line.split()[-1]) >= 6
 
 
 def test_what_one_server_writes_the_other_reads_and_searches_at_once(topology: Topology) -> None:
