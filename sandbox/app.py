@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from sqlalchemy import insert, select
+from sqlalchemy.exc import DataError, IntegrityError
+from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import JSONResponse, Response
 
@@ -36,6 +39,10 @@ from sandbox.fhir.search_params import registry
 from sandbox.fhir.values import instant_now
 from sandbox.hl7v2.routes import router as hl7v2_router
 from sandbox.hl7v2.service import Hl7v2Service
+from sandbox.logs import REQUEST_ID
+from sandbox.metrics import exposition
+from sandbox.observed import ObservedRequests
+from sandbox.request_guard import RefuseNul
 from sandbox.store.database import Database
 from sandbox.store.layers import DEFAULT_SANDBOX
 from sandbox.store.repository import Repository
@@ -47,17 +54,20 @@ log = logging.getLogger("ehr_sandbox")
 
 
 def ensure_default_sandbox(db: Database) -> None:
-    with db.write() as conn:
-        if conn.execute(select(layers.c.id).where(layers.c.id == DEFAULT_SANDBOX)).first() is None:
-            conn.execute(
-                insert(layers).values(
-                    id=DEFAULT_SANDBOX,
-                    kind="sandbox",
-                    name="Default sandbox",
-                    baseline_id=None,
-                    created_at=instant_now()[1],
+    try:
+        with db.write() as conn:
+            if conn.execute(select(layers.c.id).where(layers.c.id == DEFAULT_SANDBOX)).first() is None:
+                conn.execute(
+                    insert(layers).values(
+                        id=DEFAULT_SANDBOX,
+                        kind="sandbox",
+                        name="Default sandbox",
+                        baseline_id=None,
+                        created_at=instant_now()[1],
+                    )
                 )
-            )
+    except IntegrityError:
+        pass  # another server starting at the same time made it first
 
 
 def create_app(settings: Settings, *, db: Database | None = None) -> FastAPI:
@@ -118,10 +128,39 @@ def create_app(settings: Settings, *, db: Database | None = None) -> FastAPI:
 
     @app.get("/healthz", include_in_schema=False)
     async def healthz() -> Response:
+        """Liveness: the process answers (restart it if not).  Touches nothing else."""
         return JSONResponse({"status": "ok"})
+
+    @app.get("/readyz", include_in_schema=False)
+    async def readyz() -> Response:
+        """Readiness: the database answers too (send traffic here if so)."""
+        try:
+            await run_in_threadpool(db.ping)
+        except Exception as exc:  # whatever the driver raises, the answer is "not ready", with why
+            log.warning("readiness check failed: %s", exc)
+            return JSONResponse({"status": "unavailable", "database": type(exc).__name__}, 503)
+        return JSONResponse({"status": "ready", "database": "ok"})
+
+    @app.get("/metrics", include_in_schema=False)
+    async def metrics() -> Response:
+        body, content_type = await run_in_threadpool(exposition, db)
+        return Response(body, media_type=content_type)
+
+    app.add_middleware(RefuseNul)
+    # Outermost, so that its request id is on every log line and its timing covers the error handlers too.
+    app.add_middleware(ObservedRequests, access_log_enabled=settings.log_format == "json" and settings.access_log)
 
     _install_error_handlers(app)
     return app
+
+
+def app_from_env() -> FastAPI:
+    """The app of one ``serve --workers N`` process: the parent put its settings in the environment."""
+    from sandbox.logs import configure
+
+    settings = Settings.from_env()
+    configure(settings.log_format, os.environ.get("EHR_SANDBOX_LOG_LEVEL", "info"))
+    return create_app(settings)
 
 
 def _is_fhir(request: Request) -> bool:
@@ -151,8 +190,20 @@ def _install_error_handlers(app: FastAPI) -> None:
         issues = [Issue("invalid", f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}") for e in exc.errors()]
         return fhir_response({"resourceType": "OperationOutcome", "issue": [i.to_json() for i in issues]}, 400)
 
+    @app.exception_handler(DataError)
+    async def unstorable(request: Request, exc: DataError) -> Response:
+        # A value the checks let through but the database refuses (NUL in text, a string past a column's
+        # length on PostgreSQL...): the client's input, not a bug of the server; the transaction rolled back.
+        log.warning("database refused a value on %s %s: %s", request.method, request.url.path, exc.orig)
+        message = "A value in the request cannot be stored (a NUL character, or a value too long); nothing changed"
+        if not _is_fhir(request):
+            return JSONResponse({"detail": message}, 400)
+        return fhir_response({"resourceType": "OperationOutcome", "issue": [Issue("invalid", message).to_json()]}, 400)
+
     @app.exception_handler(Exception)
     async def unexpected(request: Request, exc: Exception) -> Response:
         log.exception("unhandled error on %s %s", request.method, request.url.path)
         issue = Issue("exception", "Internal server error; the request changed nothing")
-        return fhir_response({"resourceType": "OperationOutcome", "issue": [issue.to_json()]}, 500)
+        request_id = REQUEST_ID.get()
+        headers = {"X-Request-ID": request_id} if request_id else None
+        return fhir_response({"resourceType": "OperationOutcome", "issue": [issue.to_json()]}, 500, headers)

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+import tempfile
 from collections.abc import Sequence
 
 from sandbox.config import Settings, load_or_create_admin_token
 from sandbox.demo import create_demo, needs_demo
+from sandbox.logs import FORMATS as LOG_FORMATS
 
 
 class CliError(Exception):
@@ -17,11 +20,29 @@ class CliError(Exception):
 def _serve(args: argparse.Namespace) -> None:
     import uvicorn
 
-    from sandbox.app import create_app
+    from sandbox.logs import configure as configure_logs
 
-    settings = Settings.from_env().with_overrides(host=args.host, port=args.port, base_url=args.base_url)
+    settings = Settings.from_env().with_overrides(
+        host=args.host, port=args.port, base_url=args.base_url, log_format=args.log_format
+    )
+    settings = settings.with_overrides(access_log=args.access_log)
+    workers = args.workers if args.workers is not None else _int_env("EHR_SANDBOX_WORKERS", 1)
+    if workers < 1:
+        raise CliError(f"--workers must be 1 or more, not {workers}")
+    in_process_worker = args.worker and os.environ.get("EHR_SANDBOX_NO_WORKER", "") in ("", "0", "false")
+    try:
+        log_config = configure_logs(settings.log_format, args.log_level)
+    except ValueError as exc:
+        raise CliError(f"{exc} (--log-format or $EHR_SANDBOX_LOG_FORMAT)") from None
     token, generated = load_or_create_admin_token(settings)
     settings = settings.with_overrides(admin_token=token)
+    if workers > 1:
+        # Children are separate processes that read their settings from the environment (app_from_env);
+        # their metrics meet in one directory so that /metrics on any of them adds up all of them.
+        os.environ.update(_env_for_children(settings, args.log_level))
+        os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", tempfile.mkdtemp(prefix="ehr-sandbox-metrics-"))
+    from sandbox.app import create_app
+
     app = create_app(settings)
     from sandbox.hl7v2.service import mllp_port_from_env
 
@@ -29,18 +50,24 @@ def _serve(args: argparse.Namespace) -> None:
         mllp_port = args.mllp_port if args.mllp_port is not None else mllp_port_from_env()
     except ValueError as exc:
         raise CliError(str(exc)) from None
-    app.state.hl7v2.configure(host=settings.host, mllp_port=mllp_port)
-    from tasks.live import start_live_checks  # task checklists re-checked as sandboxes change
-
-    start_live_checks(app.state.db, app.state.fhir)
-    demo = None
-    if args.demo and needs_demo(app.state.db):
-        demo = create_demo(app.state.db, app.state.fhir, settings.data_dir)
+    db = app.state.db
+    with db.exclusive("demo"):  # servers starting together: one makes the demo, the others see it made
+        demo = None
+        if args.demo and needs_demo(db):
+            demo = create_demo(db, app.state.fhir, settings.data_dir)
     base = settings.public_base
-    print(f"ehr-sandbox serving on {base}")
+    print(f"ehr-sandbox serving on {base}" + (f" ({workers} worker processes)" if workers > 1 else ""))
     print(f"  FHIR R4 (default sandbox, open): {base}/fhir  (metadata: {base}/fhir/metadata)")
     print(f"  Sandboxes:                        {base}/sandboxes/{{id}}/fhir")
-    print(f"  HL7 v2 MLLP (MSH-6 = sandbox id):  {settings.host}:{mllp_port}  (HTTP: {base}/sandboxes/{{id}}/hl7v2)")
+    if workers == 1:
+        print(
+            f"  HL7 v2 MLLP (MSH-6 = sandbox id):  {settings.host}:{mllp_port}  (HTTP: {base}/sandboxes/{{id}}/hl7v2)"
+        )
+    else:
+        print("  HL7 v2 MLLP: not in the web processes with --workers; run `ehr-sandbox mllp` beside them")
+    if not in_process_worker:
+        print("  Outbox (HL7 v2 delivery, task re-checks): not in this process; run `ehr-sandbox worker`")
+    print(f"  Health: {base}/healthz  readiness: {base}/readyz  metrics: {base}/metrics")
     print(f"  Database:                         {_redact(settings.database_url)}")
     if generated:
         print(f"  Admin token (generated, saved in {settings.data_dir / 'admin-token'}): {token}")
@@ -51,7 +78,125 @@ def _serve(args: argparse.Namespace) -> None:
             print(f"    {role:8} {email}  password {password}{where}")
         print(f"  Sign in at {base}/login")
     sys.stdout.flush()
-    uvicorn.run(app, host=settings.host, port=settings.port, log_level=args.log_level, access_log=args.access_log)
+    # uvicorn's access line, unless the JSON log writes its own (with the request id and route template).
+    uvicorn_access = args.access_log and settings.log_format == "text"
+    if workers > 1:
+        if in_process_worker:
+            _start_outbox_consumers(app)  # threads in the supervising process, which serves no requests
+        app.state.db.dispose()
+        uvicorn.run(
+            "sandbox.app:app_from_env",
+            factory=True,
+            workers=workers,
+            host=settings.host,
+            port=settings.port,
+            log_level=args.log_level,
+            access_log=uvicorn_access,
+            log_config=log_config,
+            # A child imports the FHIR models and builds the app before it answers the supervisor's ping: on a
+            # busy host that took longer than uvicorn's 5 s default, and the supervisor kept restarting it.
+            timeout_worker_healthcheck=60,
+        )
+        return
+    app.state.hl7v2.configure(host=settings.host, mllp_port=mllp_port, deliver=in_process_worker)
+    if in_process_worker:
+        from tasks.live import start_live_checks  # task checklists re-checked as sandboxes change
+
+        start_live_checks(app.state.db, app.state.fhir)
+    uvicorn.run(
+        app,
+        host=settings.host,
+        port=settings.port,
+        log_level=args.log_level,
+        access_log=uvicorn_access,
+        log_config=log_config,
+    )
+
+
+def _start_outbox_consumers(app: object) -> None:
+    import asyncio
+
+    from sandbox.worker import OutboxConsumers
+
+    state = app.state  # type: ignore[attr-defined]
+    asyncio.run(OutboxConsumers(state.db, state.fhir).start())  # starts daemon threads, then returns
+
+
+def _env_for_children(settings: Settings, log_level: str) -> dict[str, str]:
+    return {
+        "EHR_SANDBOX_DATABASE_URL": settings.database_url,
+        "EHR_SANDBOX_DATA_DIR": str(settings.data_dir),
+        "EHR_SANDBOX_HOST": settings.host,
+        "EHR_SANDBOX_PORT": str(settings.port),
+        "EHR_SANDBOX_BASE_URL": settings.public_base,
+        "EHR_SANDBOX_ADMIN_TOKEN": settings.admin_token or "",
+        "EHR_SANDBOX_LOG_FORMAT": settings.log_format,
+        "EHR_SANDBOX_LOG_LEVEL": log_level,
+    }
+
+
+def _int_env(name: str, default: int) -> int:
+    raw = os.environ.get(name)
+    if raw is None or raw == "":
+        return default
+    if not raw.isdigit():
+        raise CliError(f"{name} must be a whole number, not '{raw}'")
+    return int(raw)
+
+
+def _worker(args: argparse.Namespace) -> None:
+    from sandbox.logs import configure as configure_logs
+    from sandbox.worker import run_outbox_worker
+
+    settings = Settings.from_env()
+    configure_logs(_log_format(args, settings), args.log_level)
+    if args.interval <= 0:
+        raise CliError(f"--interval must be a positive number of seconds, not {args.interval}")
+
+    def started() -> None:
+        _serve_metrics(args.metrics_port, settings)
+        print(f"ehr-sandbox outbox worker on {_redact(settings.database_url)} (HL7 v2 delivery, task re-checks)")
+        sys.stdout.flush()
+
+    run_outbox_worker(settings, interval=args.interval, started=started)
+
+
+def _mllp(args: argparse.Namespace) -> None:
+    from sandbox.hl7v2.service import mllp_port_from_env
+    from sandbox.logs import configure as configure_logs
+    from sandbox.worker import run_mllp_listener
+
+    settings = Settings.from_env()
+    configure_logs(_log_format(args, settings), args.log_level)
+    try:
+        port = args.port if args.port is not None else mllp_port_from_env()
+    except ValueError as exc:
+        raise CliError(str(exc)) from None
+    host = args.host or settings.host
+
+    def started() -> None:
+        _serve_metrics(args.metrics_port, settings)
+        print(f"ehr-sandbox HL7 v2 MLLP listener on {host}:{port} (MSH-6 = sandbox id)")
+        sys.stdout.flush()
+
+    run_mllp_listener(settings, host=host, port=port, started=started)
+
+
+def _serve_metrics(port: int | None, settings: Settings) -> None:
+    """prometheus_client's own HTTP server, on a thread: a process without HTTP shows its MLLP counts (and
+    answers a health check)."""
+    if port is None:
+        return
+    from prometheus_client import start_http_server
+
+    start_http_server(port, addr=settings.host)
+
+
+def _log_format(args: argparse.Namespace, settings: Settings) -> str:
+    chosen = args.log_format or settings.log_format
+    if chosen not in LOG_FORMATS:
+        raise CliError(f"the log format must be one of {', '.join(LOG_FORMATS)}, not '{chosen}'")
+    return chosen
 
 
 def _redact(url: str) -> str:
@@ -74,12 +219,53 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
     serve.add_argument("--no-access-log", dest="access_log", action="store_false")
     serve.add_argument(
+        "--log-format", default=None, choices=LOG_FORMATS, help="text, or json lines ($EHR_SANDBOX_LOG_FORMAT)"
+    )
+    serve.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        help="web processes on the port (default 1, or $EHR_SANDBOX_WORKERS); more than one serves HTTP only",
+    )
+    serve.add_argument(
+        "--no-worker",
+        dest="worker",
+        action="store_false",
+        help="do not run the outbox consumers (HL7 v2 delivery, task re-checks) here; run `ehr-sandbox worker` "
+        "($EHR_SANDBOX_NO_WORKER=1)",
+    )
+    serve.add_argument(
         "--no-demo",
         dest="demo",
         action="store_false",
         help="on first start, do not set up the demo cohort (training-case baseline, a trainer, two trainees)",
     )
     serve.set_defaults(func=_serve)
+    worker = sub.add_parser(
+        "worker", help="run the outbox consumers (HL7 v2 outbound delivery, task re-checks) without HTTP"
+    )
+    worker.add_argument("--interval", type=float, default=0.5, help="seconds between polls when idle (default 0.5)")
+    worker.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
+    worker.add_argument("--log-format", default=None, choices=LOG_FORMATS, help="($EHR_SANDBOX_LOG_FORMAT)")
+    worker.add_argument(
+        "--metrics-port",
+        type=int,
+        default=None,
+        help="serve Prometheus metrics over HTTP on this port (off by default)",
+    )
+    worker.set_defaults(func=_worker)
+    mllp = sub.add_parser("mllp", help="run the HL7 v2 MLLP listener without HTTP")
+    mllp.add_argument("--host", default=None, help="bind address (default 127.0.0.1, or $EHR_SANDBOX_HOST)")
+    mllp.add_argument("--port", type=int, default=None, help="MLLP port (default 2575, or $EHR_SANDBOX_MLLP_PORT)")
+    mllp.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
+    mllp.add_argument("--log-format", default=None, choices=LOG_FORMATS, help="($EHR_SANDBOX_LOG_FORMAT)")
+    mllp.add_argument(
+        "--metrics-port",
+        type=int,
+        default=None,
+        help="serve Prometheus metrics over HTTP on this port (off by default)",
+    )
+    mllp.set_defaults(func=_mllp)
     from sandbox.cli_admin import add_admin_commands  # imports CliError from here: must come after it exists
 
     add_admin_commands(sub)

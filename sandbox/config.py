@@ -30,6 +30,8 @@ class Settings:
     default_page_size: int = 20
     max_page_size: int = 1000
     data_dir: Path = field(default_factory=default_data_dir)
+    log_format: str = "text"  # or "json": one JSON object per line, with the request id
+    access_log: bool = True
 
     @property
     def public_base(self) -> str:
@@ -51,6 +53,7 @@ class Settings:
             admin_token=env.get("EHR_SANDBOX_ADMIN_TOKEN") or None,
             max_body_bytes=int(env.get("EHR_SANDBOX_MAX_BODY_BYTES", str(16 * 1024 * 1024))),
             data_dir=data_dir,
+            log_format=env.get("EHR_SANDBOX_LOG_FORMAT", "text"),
         )
 
 

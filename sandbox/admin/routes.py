@@ -79,7 +79,19 @@ async def _json_object(request: Request, *, required: bool = True) -> dict[str, 
         raise HTTPException(400, str(exc.issues[0].diagnostics)) from None
     if not isinstance(data, dict):
         raise HTTPException(400, "The request body must be a JSON object")
+    if _holds_nul(data):  # PostgreSQL cannot store it; refused on SQLite too, so both backends answer alike
+        raise HTTPException(400, "NUL characters (\\u0000) are not allowed in the request body")
     return data
+
+
+def _holds_nul(value: Any) -> bool:
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, dict):
+        return any(_holds_nul(k) or _holds_nul(v) for k, v in value.items())
+    if isinstance(value, list):
+        return any(_holds_nul(v) for v in value)
+    return False
 
 
 def _optional_str(data: dict[str, Any], key: str) -> str | None:
@@ -414,6 +426,8 @@ async def delete_cohort(cohort_id: str, request: Request) -> Response:
 async def add_members(cohort_id: str, request: Request) -> dict[str, Any]:
     """One member as JSON (``{"user": id-or-email}`` or ``{"name", "email", "role"}``), or a CSV roster (text/csv)."""
     principal = _caller(request, "trainer")
+    # Who may add members is settled before the body is read: a stranger gets 403, not a roster's 400.
+    await _run(request, lambda conn: _check_trains(conn, principal, cohort_id), read_only=True)
     if "text/csv" in request.headers.get("content-type", ""):
         text = (await _body_bytes(request)).decode("utf-8", "replace")
         try:

@@ -138,10 +138,10 @@ class Authenticator:
                         "forbidden",
                         f"{principal.user.email} ({principal.role}) may not use sandbox '{sandbox_id}'",
                     )
-                exists = conn.execute(select(layers.c.id).where(layers.c.id == sandbox_id)).first() is not None
-                if not exists:
-                    # Another worker (or the CLI) deleted it: drop the cached View so that the lookup answers 404.
-                    request.app.state.views.forget(sandbox_id)
+                row = conn.execute(select(layers.c.kind, layers.c.baseline_id).where(layers.c.id == sandbox_id)).first()
+                # Another server process (or the CLI) may have deleted the sandbox, or deleted it and made a new
+                # one of that id on another baseline: the cached View must match the row, or go.
+                request.app.state.views.revalidate(sandbox_id, row)
         return Actor(principal.actor_id, "fhir-api")
 
     # ---- the admin API -------------------------------------------------------------------------

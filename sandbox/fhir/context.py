@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from fastapi import Request
+from sqlalchemy import Row
 from starlette.concurrency import run_in_threadpool
 
 from sandbox.fhir.interactions import Interactions
@@ -26,7 +28,13 @@ class FhirContext:
 
 
 class Views:
-    """Sandbox id -> View, cached: a sandbox's baseline never changes after creation."""
+    """Sandbox id -> View, cached: a sandbox's baseline never changes after creation.
+
+    Each server process has its own cache.  Every request to a sandbox other than the default one reads the
+    sandbox's row while checking credentials and ``revalidate``s the entry against it, and every write stamps
+    that row in its own transaction (failing if it is gone), so a View cached before another process deleted
+    the sandbox is neither read through nor written through.
+    """
 
     def __init__(self, db: Database) -> None:
         self.db = db
@@ -48,6 +56,16 @@ class Views:
 
     def forget(self, sandbox_id: str) -> None:
         self._cache.pop(sandbox_id, None)
+
+    def revalidate(self, sandbox_id: str, row: Row[Any] | None) -> None:
+        """Drop the cached View unless ``row`` (the sandbox's ``layers`` row: kind, baseline_id, read by this
+        request anyway) still describes it.  Deletes and re-creates happen in other processes too, whose
+        ``forget`` never reaches this one's cache."""
+        view = self._cache.get(sandbox_id)
+        if view is None:
+            return
+        if row is None or row.kind != "sandbox" or view.layers[1:] != ((row.baseline_id,) if row.baseline_id else ()):
+            self.forget(sandbox_id)
 
 
 async def fhir_context(request: Request) -> FhirContext:

@@ -65,6 +65,7 @@ def validate(resource: Any, expected_type: str | None = None) -> dict[str, Any]:
     except ValidationError as exc:
         issues.extend(_pydantic_issues(exc, rtype))
     issues.extend(check_required_bindings(resource))
+    issues.extend(_nul_characters(resource, rtype))
     if rtype == "Subscription" and not issues:
         issues.extend(check_subscription(resource))  # its criteria must be a search this server can run
     if issues:
@@ -135,3 +136,15 @@ def _empty_and_null(value: Any, path: str) -> list[Issue]:
     elif isinstance(value, str) and not value.strip():
         issues.append(Issue("value", f"Empty string at {path}", expression=path))
     return issues
+
+
+def _nul_characters(value: Any, path: str) -> list[Issue]:
+    """FHIR strings may not hold characters below U+0020 but tab, CR and LF; NUL matters most (PostgreSQL
+    cannot store it in text, so it would fail the index write), and the models let it pass."""
+    if isinstance(value, str):
+        return [Issue("value", f"NUL character in the string at {path}", expression=path)] if "\x00" in value else []
+    if isinstance(value, dict):
+        return [issue for key, item in value.items() for issue in _nul_characters(item, f"{path}.{key}")]
+    if isinstance(value, list):
+        return [issue for n, item in enumerate(value) for issue in _nul_characters(item, f"{path}[{n}]")]
+    return []

@@ -33,6 +33,7 @@ from sandbox.hl7v2 import destinations, log
 from sandbox.hl7v2.er7 import V2Error, parse
 from sandbox.hl7v2.mllp import Client
 from sandbox.hl7v2.outbound import build, message_type_for
+from sandbox.metrics import count_mllp
 from sandbox.store.database import Database
 from sandbox.store.layers import UnknownSandbox, resolve_view
 from sandbox.store.schema import hl7v2_messages, outbox
@@ -177,6 +178,7 @@ def _send(db: Database, worker_id: str, entry: log.LogEntry, *, timeout: float, 
             with Client(target.host, target.port, timeout=timeout) as client:
                 reply = client.send(entry.content).decode("utf-8", "replace")
             code, text = _ack(reply)
+            count_mllp("outbound", entry.content, code)
             delivered = code in ("AA", "CA")
             values.update(status="delivered" if delivered else "error", ack=reply, ack_code=code[:2] or None)
             values["error"] = None if delivered else f"the destination answered {code}: {text}"

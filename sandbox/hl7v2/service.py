@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 from sandbox.fhir.interactions import Interactions
 from sandbox.hl7v2.inbound import Inbound
 from sandbox.hl7v2.mllp import Server
+from sandbox.metrics import count_mllp
 from sandbox.store.database import Database
 
 if TYPE_CHECKING:
@@ -45,6 +46,7 @@ class Hl7v2Service:
 
     async def handle_frame(self, data: bytes) -> bytes | None:
         result = await asyncio.to_thread(self.inbound.handle, data)
+        count_mllp("inbound", data, result.code)
         return result.reply.encode("utf-8") if result.reply is not None else None
 
     async def start(self) -> None:

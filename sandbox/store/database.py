@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from sqlalchemy import Connection, Engine, create_engine, event
+from sqlalchemy import Connection, Engine, create_engine, event, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.pool import QueuePool
 
@@ -63,7 +64,37 @@ class Database:
         self._autocommit = self.engine.execution_options(isolation_level="AUTOCOMMIT")
 
     def create_schema(self) -> None:
-        metadata.create_all(self.engine)
+        """Create the tables that are missing; safe when several processes start together.
+
+        ``create_all`` checks, then creates: two servers starting at once on one PostgreSQL both see a table
+        missing and the second CREATE fails on the catalog's unique index.  One transaction holding a
+        transaction-level advisory lock makes them take turns (DDL is transactional there); on SQLite the
+        write transaction's ``BEGIN IMMEDIATE`` does the same.
+        """
+        with self.write() as conn:
+            if not self.is_sqlite:
+                conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _lock_key("create_schema")})
+            metadata.create_all(conn)
+
+    @contextmanager
+    def exclusive(self, name: str) -> Iterator[None]:
+        """Run a block in one process at a time across every server on this database (PostgreSQL session
+        advisory lock, on a connection of its own so the block may commit as often as it likes).  SQLite
+        serves one process, so there the block simply runs."""
+        if self.is_sqlite:
+            yield
+            return
+        with self._autocommit.connect() as conn:
+            conn.execute(text("SELECT pg_advisory_lock(:key)"), {"key": _lock_key(name)})
+            try:
+                yield
+            finally:
+                conn.execute(text("SELECT pg_advisory_unlock(:key)"), {"key": _lock_key(name)})
+
+    def ping(self) -> None:
+        """One round trip to the database (readiness checks); raises if it cannot be reached."""
+        with self.read(snapshot=False) as conn:
+            conn.execute(text("SELECT 1"))
 
     def drop_schema(self) -> None:
         metadata.drop_all(self.engine)
@@ -119,6 +150,11 @@ class Database:
 
     def layer_exists(self, conn: Connection, layer_id: str) -> bool:
         return conn.execute(layers.select().where(layers.c.id == layer_id)).first() is not None
+
+
+def _lock_key(name: str) -> int:
+    """A stable signed 64-bit advisory lock key for ``name`` (Python's hash() differs per process)."""
+    return int.from_bytes(hashlib.blake2b(f"ehr-sandbox:{name}".encode(), digest_size=8).digest(), "big", signed=True)
 
 
 def _sqlite_on_connect(dbapi_conn, _record) -> None:  # type: ignore[no-untyped-def]

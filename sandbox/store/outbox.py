@@ -4,9 +4,11 @@ The HL7 v2 translator consumes the outbox by marking rows done (``done_at``),
 which only one consumer can do; every other consumer (task re-checks, later
 subscriptions) reads the same rows through a cursor of its own, so each sees
 every event.  ``claim`` runs in the caller's write transaction and holds the
-cursor row until commit (PostgreSQL ``FOR UPDATE``; SQLite writers are already
-serialized), so the consumer's work and the cursor's advance commit together
-and two workers of one consumer never take the same events.
+cursor row until commit (PostgreSQL ``FOR UPDATE SKIP LOCKED``; SQLite writers
+are already serialized), so the consumer's work and the cursor's advance commit
+together and two workers of one consumer never take the same events: while one
+worker holds the cursor, another gets nothing and goes on to other work
+instead of queueing behind it.
 
 On PostgreSQL a sequence hands out ``seq`` at insert, and transactions commit
 in any order: ``seq`` 11 can be visible while 10 is still in flight.  A
@@ -32,6 +34,8 @@ _FMT = "%Y-%m-%dT%H:%M:%S.%f"
 def claim(conn: Connection, consumer: str, *, batch: int = 500, gap_timeout: float = 5.0) -> list[Any]:
     """The next events after the consumer's cursor (outbox rows, oldest first), up to the first unsettled gap."""
     last = _lock_cursor(conn, consumer)
+    if last is None:
+        return []  # another worker has the cursor: its batch is these events
     rows = conn.execute(select(outbox).where(outbox.c.seq > last).order_by(outbox.c.seq).limit(batch)).all()
     settled_before = (datetime.now(UTC).replace(tzinfo=None) - timedelta(seconds=gap_timeout)).strftime(_FMT)
     taken: list[Any] = []
@@ -69,7 +73,8 @@ def position(conn: Connection, consumer: str) -> int | None:
 
 def start_at_end(conn: Connection, consumer: str) -> None:
     """Skip everything already in the outbox (a new consumer need not replay history, e.g. bulk loads)."""
-    _lock_cursor(conn, consumer)
+    if _lock_cursor(conn, consumer) is None:
+        return  # another worker is consuming, so the cursor has a position already
     newest = conn.execute(select(outbox.c.seq).order_by(outbox.c.seq.desc()).limit(1)).scalar() or 0
     conn.execute(
         update(outbox_cursors)
@@ -78,13 +83,16 @@ def start_at_end(conn: Connection, consumer: str) -> None:
     )
 
 
-def _lock_cursor(conn: Connection, consumer: str) -> int:
+def _lock_cursor(conn: Connection, consumer: str) -> int | None:
+    """The cursor's position, its row locked until commit; ``None`` if another worker holds it."""
     query = select(outbox_cursors.c.last_seq).where(outbox_cursors.c.consumer == consumer)
     if conn.dialect.name != "sqlite":
-        query = query.with_for_update()
+        query = query.with_for_update(skip_locked=True)
     last = conn.execute(query).scalar()
     if last is not None:
         return last
+    if position(conn, consumer) is not None:
+        return None  # the row exists, so SKIP LOCKED passed over it: another worker holds it
     # A new consumer starts just before the oldest event kept, not at 0: numbers below it are not a gap to wait on.
     oldest = conn.execute(select(outbox.c.seq).order_by(outbox.c.seq).limit(1)).scalar()
     start = oldest - 1 if oldest else 0
@@ -92,5 +100,5 @@ def _lock_cursor(conn: Connection, consumer: str) -> int:
         with conn.begin_nested():
             conn.execute(insert(outbox_cursors).values(consumer=consumer, last_seq=start, updated_at=instant_now()[1]))
     except IntegrityError:
-        pass  # another worker created it first; lock theirs
-    return conn.execute(query).scalar_one()
+        pass  # another worker created it first; take it if it is free
+    return conn.execute(query).scalar()

@@ -308,7 +308,7 @@ class Repository:
                 created_at=last_updated,
             )
         )
-        conn.execute(update(layers).where(layers.c.id == overlay).values(last_activity=last_updated))
+        _stamp_layer(conn, overlay, last_updated)
         return Stored(rtype, rid, version_id, last_updated, deleted, content, overlay, method, actor.id, actor.route)
 
     def _reindex(
@@ -391,7 +391,7 @@ class Repository:
         for kind, (columns, rows) in index_rows.items():
             _insert_many(conn, INDEX_TABLES[kind], columns, rows)
         _insert_many(conn, outbox, _OUTBOX_COLUMNS, outbox_rows)
-        conn.execute(update(layers).where(layers.c.id == overlay).values(last_activity=last_updated))
+        _stamp_layer(conn, overlay, last_updated)
         return stored
 
     def new_id(self) -> str:
@@ -459,3 +459,10 @@ def _version(row: Any) -> Stored:
 
 def _chunks(items: list[str], size: int) -> list[list[str]]:
     return [items[i : i + size] for i in range(0, len(items), size)]
+
+
+def _stamp_layer(conn: Connection, overlay: str, last_updated: str) -> None:
+    """Mark the layer active; a layer deleted since the caller resolved its View (by another server process,
+    whose cache invalidation never reaches this one) fails the write instead of leaving orphan rows."""
+    if conn.execute(update(layers).where(layers.c.id == overlay).values(last_activity=last_updated)).rowcount != 1:
+        raise FhirError.of(404, "not-found", f"There is no sandbox '{overlay}' (it was deleted)")
