@@ -15,4 +15,9 @@ def public_root(request: Request) -> str:
 
 def fhir_base(request: Request, sandbox_id: str) -> str:
     """A sandbox's FHIR base: ``/fhir`` for the default sandbox, ``/sandboxes/{id}/fhir`` for the others."""
-    return public_root(request) + ("/fhir" if sandbox_id == DEFAULT_SANDBOX else f"/sandboxes/{sandbox_id}/fhir")
+    return fhir_base_at(public_root(request), sandbox_id)
+
+
+def fhir_base_at(root: str, sandbox_id: str) -> str:
+    """``fhir_base`` from a known public root (for work done outside a request, e.g. CDS Hooks calls)."""
+    return root.rstrip("/") + ("/fhir" if sandbox_id == DEFAULT_SANDBOX else f"/sandboxes/{sandbox_id}/fhir")
