@@ -258,6 +258,8 @@ def duplicate_order(request: dict[str, Any]) -> list[dict[str, Any]]:
             continue
         concept = order.get("medicationCodeableConcept") or order.get("code")
         what = _display(concept)
+        if not _names(concept).strip():  # a draft coded without a display: name it as the existing order does
+            what = _display(same[0].get("medicationCodeableConcept") or same[0].get("code"))
         since = same[0].get("authoredOn")
         cards.append(
             {
