@@ -20,6 +20,7 @@ in-process (an ASGI transport) by exactly the same code as a vendor's service ov
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 import uuid
 from collections.abc import Callable
@@ -49,6 +50,7 @@ from sandbox.urls import fhir_base_at
 
 DEFAULT_TIMEOUT = 5.0  # seconds; the spec expects answers in about half a second
 _MAX_RESPONSE = 2 * 1024 * 1024
+_log = logging.getLogger("ehr_sandbox.cdshooks")
 
 
 @dataclass(frozen=True)
@@ -297,31 +299,49 @@ class CdsClient:
         return await self._exchange("POST", registration.builtin, url, root, body)
 
     async def _exchange(self, method: str, builtin: bool, url: str, root: str, body: Any = None) -> Exchanged:
-        """One signed request; never raises: timeouts, refusals and bad answers come back as a status."""
+        """One signed request; never raises: timeouts, refusals and bad answers come back as a status.
+
+        The timeout covers the whole exchange (a service dripping bytes cannot hold the chart), and an
+        answer is read only up to 2 MiB."""
         started = time.perf_counter()
-        transport = httpx.ASGITransport(app=self._local) if builtin else None
+        # A demo service that fails answers 500 like any server would, rather than raising into the chart.
+        transport = httpx.ASGITransport(app=self._local, raise_app_exceptions=False) if builtin else None
+        too_big = False
         try:
             token = await run_in_threadpool(self.signer.sign, issuer=root, audience=url)
             headers = {"Authorization": f"Bearer {token}", "Accept": "application/json"}
-            async with httpx.AsyncClient(transport=transport, timeout=self.timeout, follow_redirects=False) as http:
-                content = orjson.dumps(body) if body is not None else None
-                if content is not None:
-                    headers["Content-Type"] = "application/json"
-                response = await http.request(method, url, headers=headers, content=content)
-                raw = response.content[:_MAX_RESPONSE]
-        except httpx.TimeoutException:
+            content = orjson.dumps(body) if body is not None else None
+            if content is not None:
+                headers["Content-Type"] = "application/json"
+            async with (
+                asyncio.timeout(self.timeout),
+                httpx.AsyncClient(transport=transport, timeout=self.timeout, follow_redirects=False) as http,
+                http.stream(method, url, headers=headers, content=content) as response,
+            ):
+                raw = bytearray()
+                async for chunk in response.aiter_bytes():
+                    raw += chunk
+                    if len(raw) > _MAX_RESPONSE:
+                        too_big = True
+                        break
+        except (httpx.TimeoutException, TimeoutError):
             return Exchanged(url, log.TIMEOUT, _ms(started), error=f"No answer within {self.timeout:g} s")
         except (httpx.HTTPError, OSError, ValueError) as exc:
             return Exchanged(url, log.UNREACHABLE, _ms(started), error=f"{type(exc).__name__}: {exc}")
-        text = raw.decode("utf-8", "replace")
-        ex = Exchanged(url, log.OK, _ms(started), response.status_code, text)
+        except Exception as exc:  # whatever else goes wrong with one service must not take the chart down
+            _log.exception("CDS Hooks exchange with %s", url)
+            return Exchanged(url, log.ERROR, _ms(started), error=f"{type(exc).__name__}: {exc}")
+        raw = raw[:_MAX_RESPONSE]
+        ex = Exchanged(url, log.OK, _ms(started), response.status_code, raw.decode("utf-8", "replace"))
         if not 200 <= response.status_code < 300:
             ex.status, ex.error = log.HTTP_ERROR, f"HTTP {response.status_code}"
-            return ex
-        try:
-            ex.data = orjson.loads(raw) if raw.strip() else None
-        except orjson.JSONDecodeError:
-            ex.status, ex.error = log.INVALID, "The answer is not JSON"
+        elif too_big:
+            ex.status, ex.error = log.INVALID, f"The answer is larger than {_MAX_RESPONSE // (1024 * 1024)} MiB"
+        else:
+            try:
+                ex.data = orjson.loads(raw) if raw.strip() else None
+            except orjson.JSONDecodeError:
+                ex.status, ex.error = log.INVALID, "The answer is not JSON"
         return ex
 
     # ---- registering services ------------------------------------------------------------------------------

@@ -83,7 +83,7 @@ SERVICES = [
 
 # RxNorm ingredients and products of the penicillin class (penicillin G and V, amoxicillin, ampicillin,
 # amoxicillin-clavulanate, and the products the synthetic data uses), and the names that give one away.
-PENICILLIN_CODES = frozenset({"70618", "7980", "7984", "723", "733", "19711", "308182", "308191", "834061"})
+PENICILLIN_CODES = frozenset({"70618", "7980", "7984", "723", "733", "19711", "308182", "308191"})
 PENICILLIN_NAMES = ("penicillin", "amoxicillin", "ampicillin", "piperacillin", "nafcillin", "oxacillin", "cloxacillin")
 AZITHROMYCIN = {
     "coding": [{"system": RXNORM, "code": "141918", "display": "Azithromycin 250 MG Oral Tablet"}],

@@ -20,6 +20,7 @@ from sandbox.store.schema import cds_calls, cds_decisions
 
 MAX_BODY = 256 * 1024
 OK, HTTP_ERROR, TIMEOUT, UNREACHABLE, INVALID = "ok", "http-error", "timeout", "unreachable", "invalid"
+ERROR = "error"  # something unexpected on our side of one exchange (logged with its traceback)
 ACCEPTED, OVERRIDDEN = "accepted", "overridden"
 
 

@@ -12,6 +12,7 @@ value is what the service would get from the FHIR server.  Following the spec:
 
 from __future__ import annotations
 
+import logging
 import re
 from dataclasses import dataclass, field
 from typing import Any
@@ -26,6 +27,7 @@ from sandbox.fhir.resource_types import is_resource_type
 from sandbox.fhir.responses import searchset
 from sandbox.store.layers import View
 
+_log = logging.getLogger("ehr_sandbox.cdshooks")
 _TOKEN = re.compile(r"\{\{\s*([A-Za-z0-9_.]+)\s*\}\}")
 
 
@@ -63,6 +65,9 @@ def run_prefetch(
             out.skipped[key] = "; ".join(i.diagnostics for i in exc.issues) or str(exc)
         except ValueError as exc:
             out.skipped[key] = str(exc)
+        except Exception as exc:  # a vendor's template must not break the hook call for every service
+            _log.exception("prefetch template %r", template)
+            out.skipped[key] = f"the query failed ({type(exc).__name__})"
     return out
 
 

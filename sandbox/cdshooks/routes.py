@@ -10,7 +10,8 @@ Admin API (JSON, errors ``{"detail"}``), per sandbox:
   ``GET .../cds-log/{call}`` (request, response, cards and the decisions taken on them);
 - ``GET /admin/sandboxes/{id}/cds-decisions``.
 
-Who: an admin; a vendor who is a member of the sandbox; a trainer of the sandbox's cohort may read.
+Who: an admin; a vendor who is a member of the sandbox (the default sandbox: read only); a trainer of the
+sandbox's cohort may read.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from sandbox.cdshooks.demo_services import router as demo_router
 from sandbox.cdshooks.jwt import JWKS_PATH
 from sandbox.store import sandboxes
 from sandbox.store.admin_errors import AdminError
+from sandbox.store.layers import DEFAULT_SANDBOX
 from sandbox.urls import public_root
 
 admin_router = APIRouter()
@@ -57,6 +59,8 @@ async def _member(request: Request, sandbox_id: str, *, write: bool) -> str:
         if user is not None and not principal.is_admin:
             if write and principal.role != "vendor":
                 raise HTTPException(403, f"A {principal.role} may read a sandbox's CDS services, not change them")
+            if write and sandbox_id == DEFAULT_SANDBOX:  # open to everyone: one vendor must not set it for all
+                raise HTTPException(403, "Only an admin may change the default sandbox's CDS services")
             if not can_reach(conn, user, sandbox_id):
                 raise HTTPException(403, f"You are not a member of sandbox '{sandbox_id}'")
         return sandbox_id

@@ -7,13 +7,13 @@ import asyncio
 import socket
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import pytest
 import uvicorn
 from fastapi import FastAPI, Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import JSONResponse, Response, StreamingResponse
 
 from sandbox.cdshooks.hooks import HookUser
 from sandbox.store.sandboxes import create_sandbox
@@ -57,7 +57,8 @@ def cases_app(app: Any) -> Any:
 
 class VendorService:
     """A vendor's CDS service: discovery lists what ``services`` holds; each service answers as ``behaviour``
-    says (``card``, ``garbage``, ``500``, ``slow``, ``bad-suggestion``, ``write-other-patient``)."""
+    says (``card``, ``garbage``, ``500``, ``slow``, ``drip``, ``huge``, ``bad-suggestion``,
+    ``write-other-patient``)."""
 
     def __init__(self) -> None:
         self.received: list[tuple[str, dict[str, str], Any]] = []
@@ -112,6 +113,16 @@ class VendorService:
                 return JSONResponse({"error": "boom"}, 500)
             if behaviour == "slow":
                 await asyncio.sleep(3)
+            if behaviour == "huge":
+                return JSONResponse({"cards": [], "padding": "x" * (3 * 1024 * 1024)})
+            if behaviour == "drip":  # each byte in time, the whole answer not
+
+                async def drip() -> AsyncIterator[bytes]:
+                    for _ in range(40):
+                        await asyncio.sleep(0.1)
+                        yield b" "
+
+                return StreamingResponse(drip(), media_type="application/json")
             card: dict[str, Any] = {
                 "uuid": "card-1",
                 "summary": "Hello from the vendor",

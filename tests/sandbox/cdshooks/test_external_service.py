@@ -66,7 +66,7 @@ def test_the_signing_key_persists_in_the_database(cases_app, settings, db):
     assert first == again and first["keys"][0]["alg"] == "ES384" and "d" not in first["keys"][0]
 
 
-@pytest.mark.parametrize("behaviour", ["garbage", "500", "slow"])
+@pytest.mark.parametrize("behaviour", ["garbage", "500", "slow", "drip", "huge"])
 def test_a_failing_service_is_logged_and_gives_no_cards(cases_app, client, admin_headers, vendor, behaviour):
     register(client, admin_headers, vendor.base + "/cds-services")
     vendor.behaviour["greeter"] = behaviour
@@ -74,7 +74,8 @@ def test_a_failing_service_is_logged_and_gives_no_cards(cases_app, client, admin
     cds.timeout = 0.5
     result = run(cds.patient_view(SANDBOX, ANA, CHEST_PAIN, root=ROOT))
     greeter = next(c for c in result.calls if c.service_id == "greeter")
-    expected = {"garbage": "invalid", "500": "http-error", "slow": "timeout"}[behaviour]
+    expected = {"garbage": "invalid", "500": "http-error", "slow": "timeout", "drip": "timeout", "huge": "invalid"}
+    expected = expected[behaviour]
     assert greeter.status == expected and greeter.cards == []
     assert [c["service"] for c in result.cards] == ["ai-risk-model"]  # the other service still answers
     entries = client.get(f"/admin/sandboxes/{SANDBOX}/cds-log?kind=hook", headers=admin_headers).json()["calls"]
@@ -237,6 +238,9 @@ def test_a_vendor_member_manages_the_sandboxs_services_and_others_may_not(cases_
     assert client.get(path, headers=headers_of(trainer)).status_code == 200
     assert client.post(path, json={"builtin": True}, headers=headers_of(trainer)).status_code == 403
     assert client.get(path).status_code == 401
+    default = "/admin/sandboxes/default/cds-services"
+    assert client.get(default, headers=headers_of(outsider)).status_code == 200
+    assert client.delete(f"{default}/builtin", headers=headers_of(outsider)).status_code == 403
 
 
 def test_the_log_lists_hook_calls_with_their_decisions(cases_app, client, admin_headers):
