@@ -308,7 +308,10 @@ class CdsClient:
         transport = httpx.ASGITransport(app=self._local, raise_app_exceptions=False) if builtin else None
         too_big = False
         try:
-            token = await run_in_threadpool(self.signer.sign, issuer=root, audience=url)
+            if self.signer.loaded:  # signing is a fraction of a millisecond; only loading the key reads the database
+                token = self.signer.sign(issuer=root, audience=url)
+            else:
+                token = await run_in_threadpool(self.signer.sign, issuer=root, audience=url)
             headers = {"Authorization": f"Bearer {token}", "Accept": "application/json"}
             content = orjson.dumps(body) if body is not None else None
             if content is not None:

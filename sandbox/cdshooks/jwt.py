@@ -40,6 +40,10 @@ class SigningKey:
         self._key: ECKey | None = None
         self._lock = threading.Lock()
 
+    @property
+    def loaded(self) -> bool:
+        return self._key is not None
+
     def key(self) -> ECKey:
         if self._key is None:
             with self._lock:
