@@ -219,3 +219,12 @@ def test_a_token_issuer_adds_fhir_authorization_and_the_log_masks_the_token(case
     [entry] = _layer_log(cases_app, kind="hook")
     assert entry.request["fhirAuthorization"]["access_token"] == "...1234"
     assert entry.request["fhirAuthorization"]["subject"] == "ai-risk-model"
+
+
+def test_the_default_sandbox_is_served_at_fhir_and_an_unknown_patient_prefetches_null(app):
+    result = run(app.state.cds.patient_view("default", ANA, "nobody", root=ROOT))
+    assert [(c.service_id, c.status, c.cards) for c in result.calls] == [("ai-risk-model", "ok", [])]
+    with app.state.db.read() as conn:
+        [entry] = log.calls(conn, "default", kind="hook")
+    assert entry.request["fhirServer"] == f"{ROOT}/fhir"
+    assert entry.request["prefetch"] == {"patient": None, "conditions": None, "observations": None}
