@@ -440,9 +440,8 @@ class CdsClient:
                     raise CdsError(422, str(exc)) from None
                 except FhirError as exc:
                     detail = "; ".join(i.diagnostics for i in exc.issues) or str(exc)
-                    raise CdsError(
-                        exc.status if exc.status != 400 else 422, f"The suggestion cannot be applied: {detail}"
-                    ) from None
+                    status = exc.status if exc.status in (409, 412) else 422  # a version conflict stays one
+                    raise CdsError(status, f"The suggestion cannot be applied: {detail}") from None
                 ids = [s.get("uuid", str(n)) for n, s in chosen]
                 decision = log.record_decision(
                     conn,

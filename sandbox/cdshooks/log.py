@@ -205,28 +205,32 @@ def calls(
 
 
 def record_decision(conn: Connection, layer_id: str, call: Call, card: dict[str, Any], **values: Any) -> Decision:
-    decision_id = new_id()
-    now = instant_now()[1]
-    row = {
-        "layer_id": layer_id,
-        "id": decision_id,
-        "call_id": call.id,
-        "card_key": card["key"],
-        "registration_id": call.registration_id or "",
-        "service_id": call.service_id or "",
-        "hook": call.hook or "",
-        "patient_id": call.patient_id,
-        "indicator": card["indicator"],
-        "outcome": values["outcome"],
-        "suggestions": orjson.dumps(values.get("suggestions") or []).decode(),
-        "override_reason": orjson.dumps(values["override_reason"]).decode() if values.get("override_reason") else None,
-        "resources": orjson.dumps(values.get("resources") or []).decode(),
-        "actor": values["actor"],
-        "created_at": now,
-        "feedback": values.get("feedback"),
-    }
+    """Record what ``values["actor"]`` did with a card: ``outcome``, and ``suggestions`` and ``resources``
+    (accepted) or ``override_reason`` (overridden)."""
+    decision = Decision(
+        layer_id=layer_id,
+        id=new_id(),
+        call_id=call.id,
+        card_key=card["key"],
+        registration_id=call.registration_id or "",
+        service_id=call.service_id or "",
+        hook=call.hook or "",
+        patient_id=call.patient_id,
+        indicator=card["indicator"],
+        outcome=values["outcome"],
+        suggestions=values.get("suggestions") or [],
+        override_reason=values.get("override_reason") or None,
+        resources=values.get("resources") or [],
+        actor=values["actor"],
+        created_at=instant_now()[1],
+        feedback=values.get("feedback"),
+    )
+    row = {**decision.__dict__}
+    for name in ("suggestions", "resources"):
+        row[name] = orjson.dumps(row[name]).decode()
+    row["override_reason"] = orjson.dumps(decision.override_reason).decode() if decision.override_reason else None
     conn.execute(insert(cds_decisions).values(**row))
-    return _decision(_Row(row))
+    return decision
 
 
 def set_feedback(conn: Connection, layer_id: str, decision_id: str, feedback: str) -> None:
@@ -266,11 +270,6 @@ def hook_calls_since(
     if patient_id:
         query = query.where(c.patient_id == patient_id)
     return [_call(r) for r in conn.execute(query.order_by(c.created_at)).all()]
-
-
-class _Row:
-    def __init__(self, values: dict[str, Any]) -> None:
-        self.__dict__.update(values)
 
 
 def _call(row: Any) -> Call:

@@ -71,7 +71,7 @@ def test_a_failing_service_is_logged_and_gives_no_cards(cases_app, client, admin
     register(client, admin_headers, vendor.base + "/cds-services")
     vendor.behaviour["greeter"] = behaviour
     cds = cases_app.state.cds
-    cds.timeout = 0.5
+    cds.timeout = 0.5 if behaviour in ("slow", "drip") else 10  # the others must not time out on a busy machine
     result = run(cds.patient_view(SANDBOX, ANA, CHEST_PAIN, root=ROOT))
     greeter = next(c for c in result.calls if c.service_id == "greeter")
     expected = {"garbage": "invalid", "500": "http-error", "slow": "timeout", "drip": "timeout", "huge": "invalid"}
