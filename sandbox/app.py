@@ -25,6 +25,9 @@ from sandbox.auth.endpoints import router as oauth_router
 from sandbox.auth.keys import SigningKeys
 from sandbox.bulk.routes import router as bulk_router
 from sandbox.bulk.worker import ExportWorker
+from sandbox.cdshooks.client import CdsClient
+from sandbox.cdshooks.routes import admin_router as cds_admin_router
+from sandbox.cdshooks.routes import public_router as cds_public_router
 from sandbox.config import Settings, load_or_create_admin_token
 from sandbox.fhir.bundle_routes import router as bundle_router
 from sandbox.fhir.capability import router as capability_router
@@ -104,6 +107,8 @@ def create_app(settings: Settings, *, db: Database | None = None) -> FastAPI:
     app.state.bulk = ExportWorker(db, repo)
     app.state.subscriptions = SubscriptionWorker(db, app.state.fhir)
     app.add_middleware(RecordFhirRequests, log=app.state.request_log)  # the vendor console's log of FHIR calls
+    # CDS Hooks: the lead wires SMART's token issuer in as ``token_issuer`` for fhirAuthorization.
+    app.state.cds = CdsClient(db, app.state.fhir, app.state.views)
 
     app.include_router(bundle_router, prefix="/fhir")
     app.include_router(bundle_router, prefix="/sandboxes/{sandbox_id}/fhir")
@@ -123,6 +128,8 @@ def create_app(settings: Settings, *, db: Database | None = None) -> FastAPI:
     app.include_router(fhir_router, prefix="/sandboxes/{sandbox_id}/fhir")
     app.include_router(admin_router, prefix="/admin")
     app.include_router(smart_admin_router, prefix="/admin")
+    app.include_router(cds_admin_router, prefix="/admin")
+    app.include_router(cds_public_router)  # /cds-hooks/jwks.json and the demo services at /cds-services
     app.include_router(hl7v2_router, prefix="/sandboxes/{sandbox_id}/hl7v2")
     install_web(app)  # the web UI: sign-in sessions and pages
 

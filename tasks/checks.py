@@ -3,7 +3,9 @@
 A check searches the sandbox with the FHIR API's own search engine, keeps what
 this trainee wrote since the task started (``resource_versions`` records the
 actor and time of every version), filters with FHIRPath, follows references to
-what another search finds, and judges the count.  One run caches its searches:
+what another search finds, and judges the count.  A ``cds`` check instead counts
+CDS Hooks cards shown to the trainee, or accepted or overridden by them, from the
+CDS Hooks log of the sandbox.  One run caches its searches:
 the same ``when`` or ``refers`` target is searched once.
 """
 
@@ -15,12 +17,13 @@ from typing import Any
 
 from sqlalchemy import Connection, select
 
+from sandbox.cdshooks import log as cds_log
 from sandbox.fhir.interactions import Interactions
 from sandbox.fhir.outcome import FhirError
 from sandbox.fhir.validation import parse_json
 from sandbox.store.layers import View
 from sandbox.store.schema import resource_versions
-from tasks.model import Check, FhirPath, Search, Task
+from tasks.model import CdsCriteria, Check, FhirPath, Search, Task
 
 PASS, FAIL, NOT_APPLICABLE = "pass", "fail", "not-applicable"
 _PLACEHOLDER = re.compile(r"\{([A-Za-z0-9_.\-]+)\}")
@@ -136,13 +139,17 @@ def _run(check: Check, scope: Scope, earlier: dict[str, CheckResult]) -> CheckRe
     blocked = [name for name in check.after if earlier[name].status != PASS]
     if blocked:
         return _na(check, f"Judged once {', '.join(blocked)} passes", counts=True)
-    searches = [check.search, *(r.target for r in check.refers), *([check.when] if check.when else [])]
+    searches = [*([check.search] if check.search else []), *(r.target for r in check.refers)]
+    searches += [check.when] if check.when else []
     missing = sorted({name for s in searches for name in scope.missing(s)})
     if missing:
         return _na(check, f"Needs {', '.join('{' + m + '}' for m in missing)}, not available yet", counts=True)
     try:
         if check.when is not None and not scope.search(check.when):
             return _na(check, "Does not apply to this patient", counts=False)
+        if check.cds is not None:
+            return _judge_cds(check, check.cds, scope)
+        assert check.search is not None
         found = scope.search(check.search, since_start=check.by_trainee)
     except FhirError as exc:  # a placeholder value the search refuses (e.g. a malformed id)
         return _judged(check, False, f"The search could not run: {exc}")
@@ -169,6 +176,51 @@ def _run(check: Check, scope: Scope, earlier: dict[str, CheckResult]) -> CheckRe
         wanted = f"exactly {check.min_count}"
     near = f" ({len(found)} {check.search.rtype} found, {n} meeting every condition)" if found else ""
     return _judged(check, False, f"Expected {wanted} matching {what}, found {n}{near}")
+
+
+def _judge_cds(check: Check, cds: CdsCriteria, scope: Scope) -> CheckResult:
+    """Count what the trainee did with CDS Hooks cards for the task's patient since the attempt started."""
+    found = cds_matches(scope, cds)
+    n = len(found)
+    what = cds.describe() + " since the task started"
+    if check.kind == "forbid":
+        return _judged(check, n == 0, f"No {what}" if n == 0 else f"Found {n} {what}, which should not happen")
+    ok = n >= check.min_count and (check.max_count is None or n <= check.max_count)
+    return _judged(check, ok, f"Found {n} {what}" if ok else f"Expected at least {check.min_count} {what}, found {n}")
+
+
+def cds_matches(scope: Scope, cds: CdsCriteria) -> list[str]:
+    """The cards (``call/key``) that meet the criteria: shown to this trainee, or decided by them as asked."""
+    patient = scope.values.get("patient", "").removeprefix("Patient/") or None
+    layer = scope.view.overlay
+
+    def service_matches(registration: str | None, service: str | None) -> bool:
+        return any(s == service or s == f"{registration}/{service}" for s in cds.services)
+
+    def indicator_matches(indicator: str) -> bool:
+        return cds.indicator is None or indicator == cds.indicator
+
+    if cds.outcome == "shown":
+        calls = cds_log.hook_calls_since(
+            scope.conn, layer, actor=scope.actor_id, since=scope.started, patient_id=patient
+        )
+        return [
+            f"{c.id}/{card['key']}"
+            for c in calls
+            if service_matches(c.registration_id, c.service_id)
+            for card in c.cards
+            if indicator_matches(card["indicator"])
+        ]
+    decided = cds_log.decisions(scope.conn, layer, actor=scope.actor_id, since=scope.started, patient_id=patient)
+    return [
+        f"{d.call_id}/{d.card_key}"
+        for d in decided
+        if d.outcome == cds.outcome
+        and service_matches(d.registration_id, d.service_id)
+        and indicator_matches(d.indicator)
+        and (cds.reason is None or d.has_reason == cds.reason)
+        and (cds.reason_code is None or ((d.override_reason or {}).get("reason") or {}).get("code") == cds.reason_code)
+    ]
 
 
 def _values(path: FhirPath, resource: dict[str, Any], env: dict[str, Any]) -> list[Any]:

@@ -21,7 +21,20 @@ from sandbox.fhir.outcome import FhirError
 from sandbox.fhir.search_params import registry
 from sandbox.fhir.search_plan import parse as parse_search
 from tasks.located_yaml import LocatedDict, LocatedList, YamlSyntaxError, load_located
-from tasks.model import BUILTIN_PLACEHOLDERS, RETRY_SCOPES, ROLES, Check, FhirPath, Hint, Pack, Refers, Search, Task
+from tasks.model import (
+    BUILTIN_PLACEHOLDERS,
+    CDS_OUTCOMES,
+    RETRY_SCOPES,
+    ROLES,
+    CdsCriteria,
+    Check,
+    FhirPath,
+    Hint,
+    Pack,
+    Refers,
+    Search,
+    Task,
+)
 
 R4 = models["r4"]
 PACKS_DIR = Path(__file__).parent / "packs"
@@ -35,8 +48,12 @@ _TASK_FIELDS = {
 }  # fmt: skip
 _CHECK_FIELDS = {
     "id", "title", "points", "feedback", "search", "forbid", "where", "refers", "by_trainee", "count", "when",
-    "after", "critical", "as",
+    "after", "critical", "as", "cds",
 }  # fmt: skip
+# A check on CDS Hooks cards has ``cds`` instead of ``search`` and none of the fields that judge resources.
+_CDS_CHECK_FIELDS = {"id", "title", "points", "feedback", "cds", "forbid", "count", "when", "after", "critical"}
+_CDS_FIELDS = {"service", "outcome", "indicator", "reason", "reason_code"}
+_INDICATORS = ("info", "warning", "critical")
 
 
 class PackError(ValueError):
@@ -203,21 +220,33 @@ def _check(r: _Reader, raw: Any, line: int, field: str, names: set[str], earlier
     points = r.get(data, "points", field, (int, float))
     if points <= 0:
         raise r.fail(r.line_of(data, "points"), f"{field}.points", "must be above 0")
-    search = _search(r, r.get(data, "search", field, str), r.line_of(data, "search"), f"{field}.search", names)
+    cds = None
+    if "cds" in data:
+        r.mapping(data, line, field, _CDS_CHECK_FIELDS)  # a cds check judges cards, not resources
+        cds = _cds(r, data["cds"], r.line_of(data, "cds"), f"{field}.cds")
+        search = None
+    else:
+        search = _search(r, r.get(data, "search", field, str), r.line_of(data, "search"), f"{field}.search", names)
     where_raw = data.get("where")
     if isinstance(where_raw, str):
         where_raw = [where_raw]
     if where_raw is not None and not (isinstance(where_raw, list) and all(isinstance(w, str) for w in where_raw)):
         raise r.fail(r.line_of(data, "where"), f"{field}.where", "a FHIRPath expression or a list of them")
     where = tuple(
-        _fhirpath(r, w, r.line_of(data, "where"), f"{field}.where", search.rtype, names) for w in where_raw or []
+        _fhirpath(r, w, r.line_of(data, "where"), f"{field}.where", search.rtype, names)  # type: ignore[union-attr]
+        for w in where_raw or []
     )
     refers = []
     for n, item in enumerate(r.get(data, "refers", field, LocatedList, required=False) or []):
         rfield = f"{field}.refers[{n}]"
         ref = r.mapping(item, data["refers"].item_lines[n], rfield, {"path", "target"})
         path = _fhirpath(
-            r, r.get(ref, "path", rfield, str), r.line_of(ref, "path"), f"{rfield}.path", search.rtype, names
+            r,
+            r.get(ref, "path", rfield, str),
+            r.line_of(ref, "path"),
+            f"{rfield}.path",
+            search.rtype,
+            names,  # type: ignore[union-attr]
         )
         target = _search(r, r.get(ref, "target", rfield, str), r.line_of(ref, "target"), f"{rfield}.target", names)
         refers.append(Refers(path, target))
@@ -257,8 +286,41 @@ def _check(r: _Reader, raw: Any, line: int, field: str, names: set[str], earlier
         after=tuple(after),
         critical=r.get(data, "critical", field, bool, required=False) or False,
         name=name,
+        cds=cds,
         line=line,
     )
+
+
+def _cds(r: _Reader, raw: Any, line: int, field: str) -> CdsCriteria:
+    data = r.mapping(raw, line, field, _CDS_FIELDS)
+    service = data.get("service")
+    services = [service] if isinstance(service, str) else service
+    if not isinstance(services, list) or not services or not all(_service_ref(s) for s in services):
+        raise r.fail(
+            r.line_of(data, "service"), f"{field}.service", "a CDS service id (or registration/id), or a list of them"
+        )
+    outcome = r.get(data, "outcome", field, str, required=False) or "shown"
+    if outcome not in CDS_OUTCOMES:
+        raise r.fail(
+            r.line_of(data, "outcome"), f"{field}.outcome", f"'{outcome}' is not one of {', '.join(CDS_OUTCOMES)}"
+        )
+    indicator = r.get(data, "indicator", field, str, required=False)
+    if indicator is not None and indicator not in _INDICATORS:
+        raise r.fail(
+            r.line_of(data, "indicator"), f"{field}.indicator", f"'{indicator}' is not one of {', '.join(_INDICATORS)}"
+        )
+    reason = r.get(data, "reason", field, bool, required=False)
+    reason_code = r.get(data, "reason_code", field, str, required=False)
+    if (reason is not None or reason_code is not None) and outcome != "overridden":
+        key = "reason" if reason is not None else "reason_code"
+        raise r.fail(r.line_of(data, key), f"{field}.{key}", "only an overridden card has a reason")
+    if reason is False and reason_code is not None:
+        raise r.fail(r.line_of(data, "reason_code"), f"{field}.reason_code", "contradicts reason: false")
+    return CdsCriteria(tuple(services), outcome, indicator, reason, reason_code)
+
+
+def _service_ref(value: Any) -> bool:
+    return isinstance(value, str) and 0 < value.count("/") + 1 <= 2 and all(p.strip() for p in value.split("/"))
 
 
 def _search(r: _Reader, text: str, line: int, field: str, names: set[str]) -> Search:

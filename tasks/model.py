@@ -51,6 +51,30 @@ class Refers:
     target: Search
 
 
+CDS_OUTCOMES = ("shown", "accepted", "overridden")
+
+
+@dataclass(frozen=True)
+class CdsCriteria:
+    """What the trainee did with CDS Hooks cards: cards of ``services`` shown to them, or accepted, or
+    overridden (with or without a reason, or with one reason code), since the task started, for its patient."""
+
+    services: tuple[str, ...]  # a service id ("ai-risk-model") or registration/id ("builtin/ai-risk-model")
+    outcome: str = "shown"
+    indicator: str | None = None  # info, warning, critical
+    reason: bool | None = None  # overridden: True with a reason (a coded one or a comment), False without
+    reason_code: str | None = None
+
+    def describe(self) -> str:
+        what = f"{self.indicator + ' ' if self.indicator else ''}card from {' or '.join(self.services)}"
+        if self.outcome == "shown":
+            return f"{what} shown to you"
+        how = {True: " with a reason", False: " without a reason", None: ""}[self.reason]
+        if self.reason_code:
+            how = f" with the reason '{self.reason_code}'"
+        return f"{what} {self.outcome} by you{how}"
+
+
 @dataclass(frozen=True)
 class Check:
     id: str
@@ -58,7 +82,7 @@ class Check:
     points: float
     feedback: str
     kind: str  # "require": something matching must exist; "forbid": nothing matching may exist
-    search: Search
+    search: Search | None  # None for a check on CDS Hooks cards (``cds``)
     where: tuple[FhirPath, ...] = ()
     refers: tuple[Refers, ...] = ()
     by_trainee: bool = True  # only resources this trainee wrote after the task started
@@ -68,6 +92,7 @@ class Check:
     after: tuple[str, ...] = ()  # checks that must pass before this one can be judged
     critical: bool = False  # failing it fails the task whatever the score
     name: str | None = None  # ``as``: later checks may use {name} for the first match ("Type/id")
+    cds: CdsCriteria | None = None  # instead of ``search``: what the trainee did with CDS Hooks cards
     line: int = 0
 
 

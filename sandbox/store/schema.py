@@ -293,6 +293,83 @@ hl7v2_destinations = Table(
     Column("created_at", String(32), nullable=False),
 )
 
+# ---- CDS Hooks: registered services, the signing key, the hook-call log and what users did with cards ---------
+
+# A CDS service registration: one discovery URL and the services it listed.  Keyed by ``sandbox_id``, not
+# ``layer_id``, as HL7 v2 destinations are: a vendor's registration survives a reset of the sandbox's data.
+# The built-in demo services need no row; a row with ``enabled`` false hides them from one sandbox.
+cds_registrations = Table(
+    "cds_registrations",
+    metadata,
+    Column("sandbox_id", String(64), primary_key=True),
+    Column("id", String(64), primary_key=True),
+    Column("discovery_url", Text, nullable=False),
+    Column("enabled", Boolean, nullable=False, default=True),
+    Column("created_at", String(32), nullable=False),
+    Column("refreshed_at", String(32), nullable=True),
+    Column("services", Text, nullable=False),  # JSON: the discovery response's services, as validated
+)
+
+# The key that signs our calls to CDS services (ES384), one row per purpose; global, like users.
+cds_signing_keys = Table(
+    "cds_signing_keys",
+    metadata,
+    Column("purpose", String(32), primary_key=True),
+    Column("kid", String(100), nullable=False),
+    Column("private_jwk", Text, nullable=False),
+    Column("created_at", String(32), nullable=False),
+)
+
+# Every exchange with a CDS service made for a sandbox: discovery, a hook call, feedback.  Keyed by layer like
+# the HL7 v2 message log: a reset of the sandbox clears its history with its data.
+cds_calls = Table(
+    "cds_calls",
+    metadata,
+    Column("layer_id", String(64), primary_key=True),
+    Column("id", String(64), primary_key=True),
+    Column("kind", String(16), nullable=False),  # discovery, hook, feedback
+    Column("hook", String(64), nullable=True),
+    Column("hook_instance", String(64), nullable=True),
+    Column("registration_id", String(64), nullable=True),
+    Column("service_id", String(200), nullable=True),
+    Column("url", Text, nullable=False),
+    Column("actor", String(200), nullable=True),  # the user on whose behalf: "user:<id>"
+    Column("patient_id", String(64), nullable=True),
+    Column("created_at", String(32), nullable=False),
+    Column("duration_ms", Float, nullable=False),
+    Column("status", String(16), nullable=False),  # ok, http-error, timeout, unreachable, invalid
+    Column("http_status", Integer, nullable=True),
+    Column("error", Text, nullable=True),
+    Column("request", Text, nullable=True),  # JSON as sent (the FHIR access token masked)
+    Column("response", Text, nullable=True),  # the body as received (cut at 256 KiB)
+    Column("cards", Text, nullable=True),  # JSON: the valid cards, each with our own ``key``
+    Index("ix_cds_calls_time", "layer_id", "created_at"),
+    Index("ix_cds_calls_patient", "layer_id", "patient_id", "created_at"),
+)
+
+# What a user did with a card: accepted suggestions (and the resources written) or overrode it, with a reason.
+cds_decisions = Table(
+    "cds_decisions",
+    metadata,
+    Column("layer_id", String(64), primary_key=True),
+    Column("id", String(64), primary_key=True),
+    Column("call_id", String(64), nullable=False),
+    Column("card_key", String(64), nullable=False),
+    Column("registration_id", String(64), nullable=False),
+    Column("service_id", String(200), nullable=False),
+    Column("hook", String(64), nullable=False),
+    Column("patient_id", String(64), nullable=True),
+    Column("indicator", String(16), nullable=False),
+    Column("outcome", String(16), nullable=False),  # accepted, overridden
+    Column("suggestions", Text, nullable=True),  # JSON: the accepted suggestions' uuids (or indexes)
+    Column("override_reason", Text, nullable=True),  # JSON: {"reason": Coding?, "userComment"?}
+    Column("resources", Text, nullable=True),  # JSON: what the accepted actions wrote ("Type/id/_history/n")
+    Column("actor", String(200), nullable=False),
+    Column("created_at", String(32), nullable=False),
+    Column("feedback", String(16), nullable=True),  # sent, failed, not-sent (no card uuid)
+    Index("ix_cds_decisions_time", "layer_id", "created_at"),
+)
+
 # ---- outbox consumers: how far each has read -----------------------------------------------------------
 
 # One row per consumer that follows the outbox by position rather than by marking rows done (the HL7 v2

@@ -35,6 +35,10 @@ OPEN = {
     "/sandboxes/{sandbox_id}/fhir/.well-known/smart-configuration": "SMART discovery: where to authorize, no data",
     "/console/console.css": "the consoles' stylesheet",
     "/static/{name}": "the chart's own stylesheet and script",
+    "/cds-hooks/jwks.json": "the public key that verifies our CDS Hooks calls",
+    "/cds-services": "the built-in CDS services' discovery: stateless, they answer from the request alone",
+    "/cds-services/{service_id}": "a built-in CDS service: stateless, no database behind it",
+    "/cds-services/{service_id}/feedback": "a built-in CDS service's feedback endpoint: stateless",
 }
 # OAuth2 endpoints are public by protocol: the client proves itself inside the request (PKCE verifier,
 # client assertion or secret, the user's session on the consent page), and a bad request is a 400 OAuth error.
@@ -158,7 +162,9 @@ def test_another_sandboxs_credentials_reach_nothing_of_this_one(client: TestClie
         assert answers
         # Web pages know nothing of bearer tokens: they send a caller without a session to sign in.
         let_in = [
-            (m, t, s) for m, t, s, loc in answers if not (s in (403, 404) or s in (302, 303) and loc.startswith("/login"))
+            (m, t, s)
+            for m, t, s, loc in answers
+            if not (s in (403, 404) or s in (302, 303) and loc.startswith("/login"))
         ]
         assert let_in == []
     assert writes(db) == before
