@@ -20,6 +20,7 @@ from sandbox.admin.routes import router as admin_router
 from sandbox.auth import Authenticator
 from sandbox.auth.admin_routes import router as smart_admin_router
 from sandbox.auth.authorize import router as authorize_router
+from sandbox.auth.cds_tokens import cds_token_issuer
 from sandbox.auth.endpoints import SmartState, well_known
 from sandbox.auth.endpoints import router as oauth_router
 from sandbox.auth.keys import SigningKeys
@@ -107,8 +108,8 @@ def create_app(settings: Settings, *, db: Database | None = None) -> FastAPI:
     app.state.bulk = ExportWorker(db, repo)
     app.state.subscriptions = SubscriptionWorker(db, app.state.fhir)
     app.add_middleware(RecordFhirRequests, log=app.state.request_log)  # the vendor console's log of FHIR calls
-    # CDS Hooks: the lead wires SMART's token issuer in as ``token_issuer`` for fhirAuthorization.
-    app.state.cds = CdsClient(db, app.state.fhir, app.state.views)
+    # CDS Hooks calls carry a patient-scoped, read-only SMART token for services that read beyond their prefetch.
+    app.state.cds = CdsClient(db, app.state.fhir, app.state.views, token_issuer=cds_token_issuer(db, smart))
 
     app.include_router(bundle_router, prefix="/fhir")
     app.include_router(bundle_router, prefix="/sandboxes/{sandbox_id}/fhir")
