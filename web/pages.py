@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Coroutine
+import re
+from collections.abc import Callable, Coroutine, Sequence
 from typing import Any
+from urllib.parse import urlsplit
 
 from fastapi import Request
 from fastapi.routing import APIRoute
@@ -27,8 +29,32 @@ SECURITY_HEADERS = {
 
 
 def secure(response: Response) -> Response:
+    own_policy = response.headers.get("Content-Security-Policy")
     response.headers.update(SECURITY_HEADERS)
+    if own_policy:  # a page that opens a SMART app widens the policy for that app's origin, on that response only
+        response.headers["Content-Security-Policy"] = own_policy
     return response
+
+
+_ORIGIN = re.compile(r"^https?://[A-Za-z0-9.\-]+(:[0-9]{1,5})?$|^https?://\[[0-9A-Fa-f:.]+\](:[0-9]{1,5})?$")
+
+
+def origin_of(url: str) -> str | None:
+    """``scheme://host[:port]`` of a URL, when it is safe to name in a CSP source list (no spaces, no ``;``)."""
+    parts = urlsplit(url)
+    origin = f"{parts.scheme}://{parts.netloc}"
+    return origin if _ORIGIN.match(origin) else None
+
+
+def csp_allowing(*, frame_src: Sequence[str] = (), form_action: Sequence[str] = ()) -> dict[str, str]:
+    """The pages' Content-Security-Policy with some other origins allowed: as an iframe's source (``frame-src``),
+    or as where a form may send the browser (``form-action`` also governs the redirect that answers a post)."""
+    policy = SECURITY_HEADERS["Content-Security-Policy"]
+    if form_action:
+        policy = policy.replace("form-action 'self'", " ".join(["form-action 'self'", *sorted(set(form_action))]))
+    if frame_src:
+        policy += "; frame-src " + " ".join(sorted(set(frame_src)))
+    return {"Content-Security-Policy": policy}
 
 
 def page(template: str, context: dict[str, Any], status: int = 200, headers: dict[str, str] | None = None) -> Response:

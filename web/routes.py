@@ -20,8 +20,8 @@ from sandbox.store.layers import DEFAULT_SANDBOX
 from sandbox.store.schema import layers
 from sandbox.urls import fhir_base
 from web import csrf
-from web.console import router as console_router
 from web.chart.routes import router as chart_router
+from web.console import router as console_router
 from web.pages import WebRoute, page, redirect, secure
 from web.signin import (
     SESSION_COOKIE,

@@ -274,9 +274,14 @@ def _consent_page(request: Request, auth: AuthRequest, session: WebSession, name
     secure(response)
     # The decision redirects to the app: browsers apply form-action to that redirect too.
     origin = "{0.scheme}://{0.netloc}".format(urlsplit(auth.redirect_uri))
-    response.headers["Content-Security-Policy"] = response.headers["Content-Security-Policy"].replace(
-        "form-action 'self'", f"form-action 'self' {origin}"
+    # The chart shows an app in an iframe (web/chart/app_launch.py); an app that is not auto-approved sends that
+    # frame here, so this page may be framed by the site's own pages, and by no one else.
+    response.headers["Content-Security-Policy"] = (
+        response.headers["Content-Security-Policy"]
+        .replace("form-action 'self'", f"form-action 'self' {origin}")
+        .replace("frame-ancestors 'none'", "frame-ancestors 'self'")
     )
+    response.headers["X-Frame-Options"] = "SAMEORIGIN"
     return response
 
 
@@ -303,7 +308,7 @@ async def decision(request: Request, session: WebSession = Depends(csrf_protecte
                 found = state.fhir.repo.current(conn, view, "Patient", patient) if patient else None
                 if found is None or found.deleted:
                     raise WebError(400, "Pick a patient", "Choose one of the sandbox's patients, then approve.")
-            fhir_user = auth.fhir_user or _practitioner_of(conn, state, sandbox_id, session.user.email)
+            fhir_user = auth.fhir_user or practitioner_of(conn, state, sandbox_id, session.user.email)
             return _redirect(_code(conn, request, auth, _grant(auth, patient, session.user.id, fhir_user)))
 
     try:
@@ -314,7 +319,7 @@ async def decision(request: Request, session: WebSession = Depends(csrf_protecte
         return _error_page(exc.status, exc.title, exc.message)
 
 
-def _practitioner_of(conn: Connection, state: Any, sandbox_id: str, email: str) -> str | None:
+def practitioner_of(conn: Connection, state: Any, sandbox_id: str, email: str) -> str | None:
     """The signed-in user's fhirUser: the sandbox's Practitioner with their email, if there is exactly one."""
     view = resolve_view(conn, sandbox_id)
     found = state.fhir.search(conn, view, "Practitioner", [("email", email), ("_count", "2")]).matches

@@ -22,7 +22,7 @@ from sqlalchemy import Connection, delete, insert, select, update
 from sandbox.auth.scopes import InvalidScope, check_scopes, split_scopes
 from sandbox.fhir.values import instant_now
 from sandbox.store.admin_errors import Conflict, Invalid, NotFound
-from sandbox.store.schema import smart_clients
+from sandbox.store.schema import smart_client_owners, smart_clients
 
 FAULTS = ("expired_token", "invalid_client", "denied_consent")
 _CLIENT_ID = re.compile(r"^[A-Za-z0-9._~:-]{1,200}$")
@@ -114,8 +114,11 @@ def _jwks(value: object) -> dict[str, Any]:
     return value
 
 
-def register_client(conn: Connection, data: dict[str, Any]) -> tuple[Client, str | None]:
-    """Register a client from the admin API's JSON; its record, and a client_secret if one was generated."""
+def register_client(conn: Connection, data: dict[str, Any], *, owner: str | None = None) -> tuple[Client, str | None]:
+    """Register a client from the admin API's JSON; its record, and a client_secret if one was generated.
+
+    ``owner`` is the user who registered it through the vendor console (None for the admin API and the CLI).
+    """
     unknown = sorted(set(data) - _FIELDS)
     if unknown:
         raise Invalid(f"Unknown fields: {', '.join(unknown)}")
@@ -165,6 +168,8 @@ def register_client(conn: Connection, data: dict[str, Any]) -> tuple[Client, str
             created_at=instant_now()[1],
         )
     )
+    if owner is not None:
+        conn.execute(insert(smart_client_owners).values(client_id=client_id, user_id=owner))
     return get_client(conn, client_id), secret
 
 
@@ -196,13 +201,25 @@ def get_client(conn: Connection, client_id: str) -> Client:
     return found
 
 
-def list_clients(conn: Connection) -> list[Client]:
-    return [_client(row) for row in conn.execute(select(smart_clients).order_by(smart_clients.c.client_id))]
+def list_clients(conn: Connection, *, owner: str | None = None) -> list[Client]:
+    """Every client, or with ``owner`` only those that user registered."""
+    query = select(smart_clients).order_by(smart_clients.c.client_id)
+    if owner is not None:
+        query = query.join(smart_client_owners, smart_client_owners.c.client_id == smart_clients.c.client_id).where(
+            smart_client_owners.c.user_id == owner
+        )
+    return [_client(row) for row in conn.execute(query)]
+
+
+def client_owners(conn: Connection) -> dict[str, str]:
+    """client_id -> the user id who registered it, for the clients registered through the vendor console."""
+    return {row.client_id: row.user_id for row in conn.execute(select(smart_client_owners))}
 
 
 def delete_client(conn: Connection, client_id: str) -> None:
     get_client(conn, client_id)
     conn.execute(delete(smart_clients).where(smart_clients.c.client_id == client_id))
+    conn.execute(delete(smart_client_owners).where(smart_client_owners.c.client_id == client_id))
 
 
 def set_faults(conn: Connection, client_id: str, faults: object) -> Client:

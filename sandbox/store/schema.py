@@ -456,6 +456,15 @@ smart_clients = Table(
     Column("created_at", String(32), nullable=False),
 )
 
+# Who registered a client through the vendor console (a table of its own, so databases made before it only gain
+# a table): a vendor sees and changes only the clients it owns; clients registered with the admin token have none.
+smart_client_owners = Table(
+    "smart_client_owners",
+    metadata,
+    Column("client_id", String(200), primary_key=True),
+    Column("user_id", String(64), nullable=False, index=True),
+)
+
 # An EHR launch: the context a "Launch app" button hands to the app as an opaque ``launch`` value.
 smart_launches = Table(
     "smart_launches",

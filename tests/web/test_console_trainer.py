@@ -19,6 +19,7 @@ from sandbox.accounts.users import User
 from sandbox.store.database import Database
 from sandbox.store.layers import resolve_view
 from sandbox.store.schema import cohorts, layers, users
+from tasks.feedback import record_feedback
 from tasks.library import Library
 from tasks.model import Pack
 from tests.tasks.reference_writes import write_as_trainee
@@ -361,6 +362,20 @@ def test_the_drill_down_of_a_failed_attempt_shows_the_feedback(
     assert 'class="check-fail"' in page and "<strong>Fail</strong>" in page
     assert "LOINC 85354-9" in page  # the pack's feedback for the blood pressure check
     assert 'id="no-entries"' in page
+
+
+def test_the_drill_down_shows_the_trainees_answer_to_the_feedback_question(
+    client: TestClient, app: FastAPI, room: Classroom
+) -> None:
+    attempt = do_vitals(app, room.ann_sandbox, room.ann.id, room.cohort_id)
+    sign_in(client, "tom@example.org")
+    url = f"/trainer/cohorts/{room.cohort_id}/trainees/{room.ann.id}/tasks/{VITALS}"
+    assert 'id="no-feedback"' in client.get(url).text
+    with app.state.db.write() as conn:
+        record_feedback(conn, room.ann_sandbox, room.ann.id, *VITALS.split("/"), attempt.attempt, 4, "Like <clinic>")
+    answer = client.get(url).text.split('id="trainee-feedback">')[1].split("</p>")[0]
+    assert "How useful was this task for your work?" in answer
+    assert "<strong>4: Very useful</strong>" in answer and "Like &lt;clinic&gt;" in answer
 
 
 def test_drill_down_bad_input_is_404(client: TestClient, app: FastAPI, room: Classroom) -> None:

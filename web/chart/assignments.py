@@ -1,8 +1,8 @@
 """What a trainee is assigned, and which sandboxes a signed-in person may open a chart in.
 
-A trainee's assignments are the tasks of the server's packs (``tasks.library``) whose training case is a
-patient in one of the trainee's cohort sandboxes: cohorts do not record a pack of their own yet, so every
-task that can be done in the sandbox is offered.  Each comes with the trainee's latest attempt.
+A trainee's assignments are the tasks of the packs assigned to each of the trainee's cohorts (``cohort_packs``;
+every pack of the server's library when the cohort has none assigned) whose training case is a patient in the
+trainee's sandbox, plus any other task the trainee attempted there.  Each comes with the latest attempt.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 from sqlalchemy import Connection, select
 
-from sandbox.accounts.cohorts import can_reach
+from sandbox.accounts.cohorts import can_reach, pack_ids
 from sandbox.accounts.users import User
 from sandbox.fhir.interactions import Interactions
 from sandbox.store.layers import UnknownSandbox, resolve_view
@@ -84,7 +84,10 @@ def assignments_for(conn: Connection, engine: TaskEngine, fhir: Interactions, us
             for a in engine.attempts(conn, sandbox_id=membership.sandbox_id)
             if a.trainee_id == user.id
         }  # ordered by attempt: the last one kept is the latest
+        assigned = set(pack_ids(conn, membership.cohort_id)) or set(engine.library.packs)
         for pack, task in engine.library.tasks():
+            if pack.id not in assigned and (pack.id, task.id) not in attempts:
+                continue
             if task.case not in present:
                 stored = fhir.repo.current(conn, view, "Patient", task.case)
                 present[task.case] = stored is not None and not stored.deleted

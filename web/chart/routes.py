@@ -19,23 +19,26 @@ from urllib.parse import urlencode
 
 from fastapi import APIRouter, Depends, Request
 from starlette.concurrency import run_in_threadpool
-from starlette.responses import Response
+from starlette.responses import RedirectResponse, Response
 
 from sandbox.accounts.sessions import WebSession
 from sandbox.fhir.outcome import FhirError
+from sandbox.store.admin_errors import AdminError
 from sandbox.store.layers import View
 from sandbox.store.repository import Actor
+from sandbox.urls import public_root
 from tasks.engine import ACTIVE, Attempt, TaskEngine, TaskFailure
 from tasks.feedback import MAX_COMMENT, QUESTION, RATINGS, record_feedback
 from tasks.library import Library, UnknownTask
 from tasks.model import Hint, Pack, Task
 from web.chart import chart_data
+from web.chart.app_launch import launch_app, launchable_apps
 from web.chart.assignments import CHART_ROLES, assignments_for, may_open, memberships
 from web.chart.chart_data import VITAL_ROWS, ChartReader, PatientNotFound
 from web.chart.forms import FORMS, Choices, Context, Form, FormErrors, Write, read_form
 from web.chart.value_sets import value_set
 from web.chart.vitals_plot import trend_svg
-from web.pages import WebRoute, page, redirect
+from web.pages import WebRoute, csp_allowing, page, redirect
 from web.signin import WebError, csrf_protected, require_role
 
 router = APIRouter(route_class=WebRoute, include_in_schema=False)
@@ -246,6 +249,7 @@ def chart_page(
         reader = _reader(request, conn, view, patient_id)
         data = _section_data(reader, section)
         banner = reader.banner()
+        apps = launchable_apps(conn)
     context = _base(request, session, sandbox_id, task) | {
         "banner": banner,
         "patient_id": patient_id,
@@ -253,8 +257,56 @@ def chart_page(
         "sections": SECTIONS,
         "forms": FORMS,
         "data": data,
+        "apps": apps,
     }
-    return page("chart/chart.html", context)
+    # A "new tab" launch posts here and is answered with a redirect to the app: form-action must allow it.
+    return page("chart/chart.html", context, headers=csp_allowing(form_action=[a.origin for a in apps]))
+
+
+@router.post("/chart/{sandbox_id}/patients/{patient_id}/launch/{client_id}")
+async def launch_page(
+    request: Request, sandbox_id: str, patient_id: str, client_id: str, session: WebSession = Depends(csrf_protected)
+) -> Response:
+    """Launch a SMART app for this patient: ``mode=tab`` answers a redirect to the app (the form opened a new
+    tab), ``mode=embedded`` (the default) answers the chart page with the app in an iframe under the banner."""
+    chart_user(session)
+    form = await request.form()
+    mode = "tab" if form.get("mode") == "tab" else "embedded"
+    task = str(form.get("task") or "") or None
+    view = _view(request, session, sandbox_id)
+    state = request.app.state
+
+    def work() -> tuple[str, str, dict[str, Any]]:
+        with state.db.write() as conn:
+            banner = _reader(request, conn, view, patient_id).banner()
+            try:
+                url, origin = launch_app(
+                    conn,
+                    state,
+                    session.user,
+                    client_id,
+                    sandbox_id,
+                    patient_id,
+                    root=public_root(request),
+                    policy=state.smart.policy,
+                )
+            except AdminError as exc:
+                raise WebError(exc.status, "Cannot launch the app", exc.message) from None
+            return url, origin, banner
+
+    url, origin, banner = await run_in_threadpool(work)
+    if mode == "tab":
+        return RedirectResponse(url, status_code=303)
+    context = _base(request, session, sandbox_id, task) | {
+        "banner": banner,
+        "patient_id": patient_id,
+        "section": "",
+        "sections": SECTIONS,
+        "client_id": client_id,
+        "app_url": url,
+        "back": f"/chart/{sandbox_id}/patients/{patient_id}",
+    }
+    return page("chart/launch.html", context, headers=csp_allowing(frame_src=[origin]))
 
 
 def _reader(request: Request, conn: Any, view: View, patient_id: str) -> ChartReader:

@@ -1,4 +1,5 @@
-"""The trainer console (cohorts, progress, exports, certificates) and the vendor console (sandboxes, request log).
+"""The trainer console (cohorts, progress, exports, certificates) and the vendor console (sandboxes, request
+log, SMART apps).
 
 ``router`` holds every console page; ``web/routes.py`` includes it.
 """
@@ -7,8 +8,8 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from web.console import assets, cohorts, progress, vendor
+from web.console import assets, cohorts, progress, smart_apps, vendor
 
 router = APIRouter()
-for part in (assets, cohorts, progress, vendor):
+for part in (assets, cohorts, progress, smart_apps, vendor):
     router.include_router(part.router)

@@ -18,6 +18,7 @@ from sandbox.accounts import cohorts as cohort_ops
 from sandbox.accounts.sessions import WebSession
 from sandbox.urls import public_root
 from tasks.engine import Attempt, TaskEngine
+from tasks.feedback import QUESTION, RATINGS, Feedback, list_feedback
 from tasks.reports import FAILED, IN_PROGRESS, NOT_STARTED, PASSED, Cell, CohortReport, cohort_report, to_csv
 from tasks.reports import xapi_statements as report_statements
 from web.console.access import run, task_engine, trained_cohort
@@ -166,6 +167,7 @@ class AttemptView:
     attempts: list[Attempt]  # every attempt at the task, first to last
     shown: Attempt
     entries: list[Entry]
+    feedback: Feedback | None  # the trainee's answer to the one question after this attempt
 
 
 @router.get("/trainer/cohorts/{cohort_id}/trainees/{user_id}/tasks/{pack_id}/{task_id}")
@@ -194,7 +196,12 @@ async def attempt_page(
         shown = found[-1] if attempt is None else next((a for a in found if a.attempt == attempt), None)
         if shown is None:
             raise WebError(404, "Not found", f"There is no attempt {attempt}; there are {len(found)}.")
-        return AttemptView(member, cohort, found, shown, trainee_entries(conn, shown))
+        answers = list_feedback(conn, sandbox_ids=[member.sandbox_id], pack_id=pack_id)
+        feedback = next(
+            (f for f in answers if (f.trainee_id, f.task_id, f.attempt) == (member.user.id, task_id, shown.attempt)),
+            None,
+        )
+        return AttemptView(member, cohort, found, shown, trainee_entries(conn, shown), feedback)
 
     view = await run(request, load, read_only=True)
     try:
@@ -225,6 +232,9 @@ async def attempt_page(
             for r in shown.results
         ],
         "entries": view.entries,
+        "feedback": view.feedback,
+        "question": QUESTION,
+        "ratings": RATINGS,
     }
     return page("console/attempt.html", context)
 

@@ -30,7 +30,7 @@ from web.signin import WebError, csrf_protected, require_role
 router = APIRouter(route_class=WebRoute, include_in_schema=False)
 vendor_only = require_role("vendor")
 
-SECTIONS: list[tuple[str, str]] = [("Sandboxes and request log", "/vendor")]
+SECTIONS: list[tuple[str, str]] = [("Sandboxes and request log", "/vendor"), ("SMART apps", "/vendor/smart-apps")]
 LOG_ROWS = 100
 
 

@@ -1,0 +1,61 @@
+"""The chart's "Launch app" buttons: which SMART apps can be launched, and an EHR launch of one for a patient.
+
+Every registered client with a launch URL is offered.  A launch is made by ``sandbox.auth.launches`` (the same
+function as ``POST /admin/launches``), with the signed-in user's fhirUser when the sandbox has one
+Practitioner with their email; the app is opened at its launch URL with ``launch`` and ``iss``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import Connection
+
+from sandbox.accounts.users import User
+from sandbox.auth import clients as client_ops
+from sandbox.auth.authorize import practitioner_of
+from sandbox.auth.launches import create_launch
+from sandbox.auth.tokens import SmartPolicy
+from sandbox.store.admin_errors import NotFound
+from web.pages import origin_of
+
+
+@dataclass(frozen=True)
+class LaunchableApp:
+    client_id: str
+    origin: str  # where its launch URL is served: allowed by the chart page's CSP
+
+
+def launchable_apps(conn: Connection) -> list[LaunchableApp]:
+    """The apps with a launch URL whose origin can be named in a CSP (every URL registration accepts can)."""
+    found = []
+    for client in client_ops.list_clients(conn):
+        origin = origin_of(client.launch_url) if client.launch_url else None
+        if origin:
+            found.append(LaunchableApp(client.client_id, origin))
+    return found
+
+
+def launch_app(
+    conn: Connection,
+    state: Any,  # app.state: its FHIR interactions find the user's Practitioner
+    user: User,
+    client_id: str,
+    sandbox_id: str,
+    patient_id: str,
+    *,
+    root: str,
+    policy: SmartPolicy | None,
+) -> tuple[str, str]:
+    """A new EHR launch of the app for the patient: ``(the URL to open, its origin)``.  NotFound for an app that
+    is not registered or has no launch URL; Invalid for a patient that is not in the sandbox."""
+    client = client_ops.find_client(conn, client_id)
+    origin = origin_of(client.launch_url) if client and client.launch_url else None
+    if client is None or origin is None:
+        raise NotFound(f"There is no app '{client_id}' with a launch URL")
+    fhir_user = practitioner_of(conn, state, sandbox_id, user.email)
+    launch, iss = create_launch(conn, client_id, sandbox_id, patient_id, user=fhir_user, root=root, policy=policy)
+    url = client_ops.launch_url(client, launch, iss)
+    assert url is not None  # the client has a launch URL
+    return url, origin
