@@ -16,7 +16,6 @@ Without it these tests are skipped, saying why (``.ci/run`` installs it).
 from __future__ import annotations
 
 import os
-import shutil
 import socket
 import threading
 import time
@@ -37,23 +36,6 @@ from sandbox.config import Settings
 from sandbox.demo import Demo, create_demo
 from sandbox.store.database import Database
 from tasks.live import start_live_checks
-
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
-
-
-def chromium_path() -> str | None:
-    configured = os.environ.get("EHR_SANDBOX_CHROMIUM")
-    if configured:
-        return configured
-    return shutil.which("chromium") or shutil.which("chromium-browser")
 
 
 @dataclass
@@ -136,19 +118,6 @@ def fresh_server(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Li
     db = Database(settings.database_url)
     with _serving(settings, db, port) as app:
         yield LiveServer(settings.public_base, app, db)
-
-
-@pytest.fixture(scope="session")
-def browser() -> Iterator[playwright_api.Browser]:
-    executable = chromium_path()
-    if executable is None:
-        pytest.skip("Debian's chromium is not installed (apt-get install -y chromium)")
-    with playwright_api.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=executable, args=CHROMIUM_ARGS, headless=True)
-        try:
-            yield browser
-        finally:
-            browser.close()
 
 
 @pytest.fixture

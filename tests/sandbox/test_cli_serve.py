@@ -94,7 +94,12 @@ def test_first_start_sets_up_the_demo_cohort_once(server, tmp_path):
     cohorts = httpx.get(f"{base}/admin/cohorts", headers=admin).json()
     assert [c["name"] for c in cohorts["cohorts"]] == ["Demo cohort"]
     assert len(cohorts["cohorts"][0]["members"]) == 2
-    assert cohorts["cohorts"][0]["packs"] == ["core-clinical", "orders-and-charting", "registration-and-referrals"]
+    assert cohorts["cohorts"][0]["packs"] == [
+        "cds-and-ai-review",
+        "core-clinical",
+        "orders-and-charting",
+        "registration-and-referrals",
+    ]
     # The trainees' sandboxes stand on the training-case baseline: the chest-pain case is there.
     sandbox = cohorts["cohorts"][0]["members"][0]["sandbox"]
     assert httpx.get(f"{base}/sandboxes/{sandbox}/fhir/Patient/chest-pain-cardiology", headers=admin).status_code == 200

@@ -20,25 +20,7 @@ from tests.sandbox.auth.conftest import Live
 from tests.sandbox.auth.smart import pkce
 from tests.web.test_signin import PASSWORD
 
-sync_api = pytest.importorskip("playwright.sync_api")
 ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
-    with sync_api.sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
-        yield chromium
-        chromium.close()
 
 
 @pytest.fixture
