@@ -8,6 +8,7 @@ from typing import Any
 from starlette.requests import Request
 
 from sandbox.auth.backend_services import ALGORITHMS
+from sandbox.auth.scopes import NON_RESOURCE
 from sandbox.store.layers import DEFAULT_SANDBOX
 from sandbox.urls import fhir_base, public_root
 
@@ -29,15 +30,9 @@ CAPABILITIES = [
     "permission-v2",
     "sso-openid-connect",
 ]
+# The non-resource scopes come from the one list the scope parser grants (``scopes.NON_RESOURCE``).
 SCOPES_SUPPORTED = [
-    "openid",
-    "fhirUser",
-    "profile",
-    "launch",
-    "launch/patient",
-    "launch/encounter",
-    "offline_access",
-    "online_access",
+    *sorted(NON_RESOURCE),
     "patient/*.cruds",
     "user/*.cruds",
     "system/*.cruds",
