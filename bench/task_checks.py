@@ -32,8 +32,8 @@ from dataclasses import replace
 from pathlib import Path
 
 from sqlalchemy import text
-from sqlalchemy.engine import make_url
 
+from bench.stores import fresh_database
 from sandbox.fhir.interactions import Interactions
 from sandbox.fhir.search_params import registry
 from sandbox.store.database import Database
@@ -57,27 +57,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=200, help="checks of one task, for its percentiles")
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory() as tmp:
-        db = _database(args, Path(tmp))
+        db = fresh_database(args.backend, Path(tmp), args.database_url or PG_DEFAULT)
         try:
             print(json.dumps(run(db, args.trainees, args.tasks, args.repeats) | {"backend": args.backend}))
         finally:
             db.dispose()
     return 0
-
-
-def _database(args: argparse.Namespace, tmp: Path) -> Database:
-    if args.backend == "sqlite":
-        db = Database(f"sqlite:///{tmp / 'bench.db'}")
-    else:
-        url = make_url(args.database_url or PG_DEFAULT)
-        admin = Database(str(url.set(database="postgres")))
-        with admin._autocommit.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{url.database}"'))
-            conn.execute(text(f'CREATE DATABASE "{url.database}"'))
-        admin.dispose()
-        db = Database(url.render_as_string(hide_password=False))
-    db.create_schema()
-    return db
 
 
 def _library(count: int) -> Library:

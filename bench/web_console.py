@@ -34,8 +34,8 @@ import orjson
 from argon2 import PasswordHasher
 from fastapi.testclient import TestClient
 from sqlalchemy import insert, text
-from sqlalchemy.engine import make_url
 
+from bench.stores import fresh_database
 from sandbox.accounts import passwords
 from sandbox.accounts.cohorts import create_cohort
 from sandbox.accounts.roster import RosterLine
@@ -64,27 +64,12 @@ def main(argv: list[str] | None = None) -> int:
     # Sign-in is not what is measured: cheap password hashing.
     passwords._hasher = PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1)
     with tempfile.TemporaryDirectory() as tmp:
-        db = _database(args, Path(tmp))
+        db = fresh_database(args.backend, Path(tmp), args.database_url or PG_DEFAULT)
         try:
             print(json.dumps(run(db, Path(tmp), args.trainees, args.repeats) | {"backend": args.backend}))
         finally:
             db.dispose()
     return 0
-
-
-def _database(args: argparse.Namespace, tmp: Path) -> Database:
-    if args.backend == "sqlite":
-        db = Database(f"sqlite:///{tmp / 'bench.db'}")
-    else:
-        url = make_url(args.database_url or PG_DEFAULT)
-        admin = Database(str(url.set(database="postgres")))
-        with admin._autocommit.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{url.database}"'))
-            conn.execute(text(f'CREATE DATABASE "{url.database}"'))
-        admin.dispose()
-        db = Database(url.render_as_string(hide_password=False))
-    db.create_schema()
-    return db
 
 
 def _attempt_rows(library: Library, cohort_id: str, members: list[tuple[str, str]]) -> list[dict[str, object]]:
