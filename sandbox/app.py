@@ -111,6 +111,27 @@ def create_app(settings: Settings, *, db: Database | None = None) -> FastAPI:
     # CDS Hooks calls carry a patient-scoped, read-only SMART token for services that read beyond their prefetch.
     app.state.cds = CdsClient(db, app.state.fhir, app.state.views, token_issuer=cds_token_issuer(db, smart))
 
+    # The probes first: the router tries routes in order, and a load balancer asks these every few seconds.
+    @app.get("/healthz", include_in_schema=False)
+    async def healthz() -> Response:
+        """Liveness: the process answers (restart it if not).  Touches nothing else."""
+        return JSONResponse({"status": "ok"})
+
+    @app.get("/readyz", include_in_schema=False)
+    async def readyz() -> Response:
+        """Readiness: the database answers too (send traffic here if so)."""
+        try:
+            await run_in_threadpool(db.ping)
+        except Exception as exc:  # whatever the driver raises, the answer is "not ready", with why
+            log.warning("readiness check failed: %s", exc)
+            return JSONResponse({"status": "unavailable", "database": type(exc).__name__}, 503)
+        return JSONResponse({"status": "ready", "database": "ok"})
+
+    @app.get("/metrics", include_in_schema=False)
+    async def metrics() -> Response:
+        body, content_type = await run_in_threadpool(exposition, db)
+        return Response(body, media_type=content_type)
+
     app.include_router(bundle_router, prefix="/fhir")
     app.include_router(bundle_router, prefix="/sandboxes/{sandbox_id}/fhir")
     # SMART App Launch: the configuration under each FHIR base (before /{rtype}/{rid} could take it), and the
@@ -133,26 +154,6 @@ def create_app(settings: Settings, *, db: Database | None = None) -> FastAPI:
     app.include_router(cds_public_router)  # /cds-hooks/jwks.json and the demo services at /cds-services
     app.include_router(hl7v2_router, prefix="/sandboxes/{sandbox_id}/hl7v2")
     install_web(app)  # the web UI: sign-in sessions and pages
-
-    @app.get("/healthz", include_in_schema=False)
-    async def healthz() -> Response:
-        """Liveness: the process answers (restart it if not).  Touches nothing else."""
-        return JSONResponse({"status": "ok"})
-
-    @app.get("/readyz", include_in_schema=False)
-    async def readyz() -> Response:
-        """Readiness: the database answers too (send traffic here if so)."""
-        try:
-            await run_in_threadpool(db.ping)
-        except Exception as exc:  # whatever the driver raises, the answer is "not ready", with why
-            log.warning("readiness check failed: %s", exc)
-            return JSONResponse({"status": "unavailable", "database": type(exc).__name__}, 503)
-        return JSONResponse({"status": "ready", "database": "ok"})
-
-    @app.get("/metrics", include_in_schema=False)
-    async def metrics() -> Response:
-        body, content_type = await run_in_threadpool(exposition, db)
-        return Response(body, media_type=content_type)
 
     app.add_middleware(RefuseNul)
     # Outermost, so that its request id is on every log line and its timing covers the error handlers too.

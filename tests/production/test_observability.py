@@ -157,3 +157,11 @@ def test_bad_process_flags_print_one_line_and_fail(args: list[str], message: str
     env = {"EHR_SANDBOX_DATA_DIR": str(tmp_path), "PATH": "/usr/bin:/bin", "PYTHONPATH": ":".join(sys.path)}
     result = subprocess.run([sys.executable, "-m", "sandbox.cli", *args], env=env, capture_output=True, text=True)
     assert result.returncode == 2 and result.stderr.count("\n") == 1 and message in result.stderr
+
+
+def test_the_probes_lead_the_route_table(client: TestClient) -> None:
+    """The router tries routes in order: the probes must not wait behind the hundreds of API and page routes."""
+    paths = [getattr(route, "path", None) for route in client.app.routes]  # an included router has none
+    probes = [paths.index(p) for p in ("/healthz", "/readyz", "/metrics")]
+    first_router = paths.index(None)
+    assert max(probes) < first_router
