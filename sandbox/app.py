@@ -38,6 +38,7 @@ from sandbox.fhir.operations import router as operations_router
 from sandbox.fhir.outcome import FhirError, Issue
 from sandbox.fhir.request_log import RecordFhirRequests, RequestLog
 from sandbox.fhir.responses import fhir_response
+from sandbox.fhir.routes import hot_router as hot_fhir_router
 from sandbox.fhir.routes import router as fhir_router
 from sandbox.fhir.search_params import registry
 from sandbox.fhir.values import instant_now
@@ -132,22 +133,20 @@ def create_app(settings: Settings, *, db: Database | None = None) -> FastAPI:
         body, content_type = await run_in_threadpool(exposition, db)
         return Response(body, media_type=content_type)
 
-    app.include_router(bundle_router, prefix="/fhir")
-    app.include_router(bundle_router, prefix="/sandboxes/{sandbox_id}/fhir")
-    # SMART App Launch: the configuration under each FHIR base (before /{rtype}/{rid} could take it), and the
-    # authorization server's endpoints under /auth and /sandboxes/{id}/auth.
-    app.include_router(well_known, prefix="/fhir")
-    app.include_router(well_known, prefix="/sandboxes/{sandbox_id}/fhir")
+    # The FHIR bases next.  The router tries routes in order, so first the hot routes of both bases (read by
+    # id, type search; typed so that they take nothing else), then each base's routers together.  Within a
+    # base: the SMART configuration, /metadata, $export and the other $operations before the generic
+    # routes, whose /{rtype}/{rid} would take them.
+    bases = ("/fhir", "/sandboxes/{sandbox_id}/fhir")
+    for base in bases:
+        app.include_router(hot_fhir_router, prefix=base)
+    for base in bases:
+        for router in (bundle_router, well_known, capability_router, bulk_router, operations_router, fhir_router):
+            app.include_router(router, prefix=base)
+    # SMART App Launch's authorization server, under /auth and /sandboxes/{id}/auth.
     for prefix in ("/auth", "/sandboxes/{sandbox_id}/auth"):
         app.include_router(authorize_router, prefix=prefix)
         app.include_router(oauth_router, prefix=prefix)
-    # /metadata and $operations before the generic routes, whose /{rtype}/{rid} would take them;
-    # $export before the other operations, whose catch-all answers unknown $names.
-    for router in (capability_router, bulk_router, operations_router):
-        app.include_router(router, prefix="/fhir")
-        app.include_router(router, prefix="/sandboxes/{sandbox_id}/fhir")
-    app.include_router(fhir_router, prefix="/fhir")
-    app.include_router(fhir_router, prefix="/sandboxes/{sandbox_id}/fhir")
     app.include_router(admin_router, prefix="/admin")
     app.include_router(smart_admin_router, prefix="/admin")
     app.include_router(cds_admin_router, prefix="/admin")

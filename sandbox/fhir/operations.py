@@ -15,9 +15,9 @@ from typing import Any
 from fastapi import APIRouter, Depends, Request
 from sqlalchemy import Connection, Integer, Select, String, and_, bindparam, case, func, or_, select, tuple_
 from starlette.concurrency import run_in_threadpool
-from starlette.convertors import Convertor, register_url_convertor
 from starlette.responses import Response
 
+import sandbox.fhir.paths  # noqa: F401  (registers the {operation:fhir_operation} segment)
 from sandbox.fhir.compartment import compartment_members
 from sandbox.fhir.context import FhirContext, fhir_context
 from sandbox.fhir.interactions import check_id
@@ -62,21 +62,6 @@ OPERATIONS: tuple[Operation, ...] = (
 )
 # Resources that $everything brings along when the patient's records refer to them.
 EVERYTHING_REFERENCED = ("Practitioner", "Organization", "Location", "Medication")
-
-
-class _OperationName(Convertor):
-    """A path segment naming an operation: ``$`` and a code."""
-
-    regex = r"\$[A-Za-z][A-Za-z0-9_-]*"
-
-    def convert(self, value: str) -> str:
-        return value
-
-    def to_string(self, value: str) -> str:
-        return value
-
-
-register_url_convertor("fhir_operation", _OperationName())
 
 
 def _parameters(body: bytes) -> list[dict[str, Any]]:

@@ -14,6 +14,7 @@ from fastapi import APIRouter, Depends, Request
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
 
+import sandbox.fhir.paths  # noqa: F401  (registers the typed path segments)
 from sandbox.fhir.context import FhirContext, fhir_context
 from sandbox.fhir.interactions import check_id
 from sandbox.fhir.outcome import FhirError, Issue, not_found
@@ -34,6 +35,12 @@ from sandbox.fhir.values import date_range, instant_now
 from sandbox.store.repository import Stored
 
 router = APIRouter()
+# The two hottest interactions again, at typed paths (sandbox/fhir/paths.py), for the app to try before
+# anything else under a FHIR base: the router tries routes one by one, and a read by id or a type search
+# otherwise passes the $operations, $export and _history routes first.  Typed segments cannot take those
+# routes' URLs; a URL they refuse (an id with a character R4 does not allow) reaches ``router``'s untyped
+# routes as before.
+hot_router = APIRouter(include_in_schema=False)
 
 HISTORY_PARAMS = {"_count", "_offset", "_since", "_at", "_snapshot"}
 
@@ -165,6 +172,7 @@ def search_system(request: Request, ctx: FhirContext = Depends(fhir_context)) ->
     return _search(ctx, request, None, _query(request))
 
 
+@hot_router.get("/{rtype:fhir_type}")
 @router.get("/{rtype}")
 def search_type(rtype: str, request: Request, ctx: FhirContext = Depends(fhir_context)) -> Response:
     return _search(ctx, request, _type(rtype), _query(request))
@@ -200,6 +208,7 @@ def _read_current(ctx: FhirContext, rtype: str, rid: str) -> Stored:
         return ctx.fhir.read(conn, ctx.view, rtype, rid)
 
 
+@hot_router.get("/{rtype:fhir_type}/{rid:fhir_id}")
 @router.get("/{rtype}/{rid}")
 async def read(rtype: str, rid: str, request: Request, ctx: FhirContext = Depends(fhir_context)) -> Response:
     """Read by id, the hottest route: on SQLite the one-row lookup runs inline, cheaper than a thread hop."""
