@@ -38,7 +38,7 @@ from sandbox.fhir.operations import router as operations_router
 from sandbox.fhir.outcome import FhirError, Issue
 from sandbox.fhir.request_log import RecordFhirRequests, RequestLog
 from sandbox.fhir.responses import fhir_response
-from sandbox.fhir.routes import hot_router as hot_fhir_router
+from sandbox.fhir.routes import hot_routes
 from sandbox.fhir.routes import router as fhir_router
 from sandbox.fhir.search_params import registry
 from sandbox.fhir.values import instant_now
@@ -139,7 +139,8 @@ def create_app(settings: Settings, *, db: Database | None = None) -> FastAPI:
     # routes, whose /{rtype}/{rid} would take them.
     bases = ("/fhir", "/sandboxes/{sandbox_id}/fhir")
     for base in bases:
-        app.include_router(hot_fhir_router, prefix=base)
+        for route in hot_routes(base):
+            app.router.routes.append(route)
     for base in bases:
         for router in (bundle_router, well_known, capability_router, bulk_router, operations_router, fhir_router):
             app.include_router(router, prefix=base)
