@@ -188,11 +188,9 @@ class OrderCards:
         return self.signing + self.selected
 
     def with_error(self, choice: Choice, message: str) -> OrderCards:
-        return replace(
-            self,
-            selected=self.selected.with_error(choice.call_id, choice.key, message),
-            signing=self.signing.with_error(choice.call_id, choice.key, message),
-        )
+        if any((c.call_id, c.key) == (choice.call_id, choice.key) for c in self.signing.cards):
+            return replace(self, signing=self.signing.with_error(choice.call_id, choice.key, message))
+        return replace(self, selected=self.selected.with_error(choice.call_id, choice.key, message))
 
 
 @dataclass(frozen=True)

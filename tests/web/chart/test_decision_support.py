@@ -144,6 +144,7 @@ def test_an_amoxicillin_order_for_an_allergic_patient_needs_the_critical_card_de
     refused = post_order(client, url, stopped.text, cds_decide=decide)
     assert refused.status_code == 400
     assert f'id="card-{sign_card["key"]}-error" role="alert">Say why you override a critical alert' in refused.text
+    assert refused.text.count("Say why you override") == 1
     assert decisions(app, ada_sandbox) == [] and writes(app, ada_sandbox) == before
 
     overridden = post_order(
