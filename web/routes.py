@@ -20,6 +20,7 @@ from sandbox.store.layers import DEFAULT_SANDBOX
 from sandbox.store.schema import layers
 from sandbox.urls import fhir_base
 from web import csrf
+from web.chart.cds_routes import router as chart_cds_router
 from web.chart.routes import router as chart_router
 from web.console import router as console_router
 from web.pages import WebRoute, page, redirect, secure
@@ -51,6 +52,7 @@ def install(app: FastAPI) -> None:
     app.include_router(router)
     app.include_router(console_router)  # the trainer console (/trainer...) and the vendor console (/vendor...)
     app.include_router(chart_router)  # the trainee's EHR: assignments, chart, entry forms, task panel
+    app.include_router(chart_cds_router)  # the chart's decision-support cards and draft orders
 
     @app.exception_handler(SignInRequired)
     async def sign_in_required(request: Request, exc: SignInRequired) -> Response:

@@ -272,6 +272,24 @@ def hook_calls_since(
     return [_call(r) for r in conn.execute(query.order_by(c.created_at)).all()]
 
 
+def latest_hook_calls(conn: Connection, layer_id: str, *, actor: str, patient_id: str, hook: str) -> list[Call]:
+    """The calls of the newest firing (``hookInstance``) of a hook for a user and patient: the cards the chart
+    still shows after the page that fired the hook has moved on."""
+    c = cds_calls.c
+    newest = conn.execute(
+        select(c.hook_instance)
+        .where(c.layer_id == layer_id, c.kind == "hook", c.hook == hook, c.actor == actor, c.patient_id == patient_id)
+        .order_by(c.created_at.desc())
+        .limit(1)
+    ).scalar()
+    if newest is None:
+        return []
+    rows = conn.execute(
+        select(cds_calls).where(c.layer_id == layer_id, c.kind == "hook", c.hook_instance == newest).order_by(c.id)
+    ).all()
+    return [_call(r) for r in rows]
+
+
 def _call(row: Any) -> Call:
     return Call(
         row.layer_id,

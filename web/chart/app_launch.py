@@ -2,13 +2,15 @@
 
 Every registered client with a launch URL is offered.  A launch is made by ``sandbox.auth.launches`` (the same
 function as ``POST /admin/launches``), with the signed-in user's fhirUser when the sandbox has one
-Practitioner with their email; the app is opened at its launch URL with ``launch`` and ``iss``.
+Practitioner with their email; the app is opened at its launch URL with ``launch`` and ``iss``.  A CDS card's
+SMART link names an app by its launch URL (``app_for_link``) and is launched the same way.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlsplit
 
 from sqlalchemy import Connection
 
@@ -25,6 +27,7 @@ from web.pages import origin_of
 class LaunchableApp:
     client_id: str
     origin: str  # where its launch URL is served: allowed by the chart page's CSP
+    launch_url: str
 
 
 def launchable_apps(conn: Connection) -> list[LaunchableApp]:
@@ -32,9 +35,21 @@ def launchable_apps(conn: Connection) -> list[LaunchableApp]:
     found = []
     for client in client_ops.list_clients(conn):
         origin = origin_of(client.launch_url) if client.launch_url else None
-        if origin:
-            found.append(LaunchableApp(client.client_id, origin))
+        if origin and client.launch_url:
+            found.append(LaunchableApp(client.client_id, origin, client.launch_url))
     return found
+
+
+def app_for_link(apps: list[LaunchableApp], url: str) -> str | None:
+    """The app a CDS card's SMART link opens: the one whose launch URL is the link's (its query aside, since a
+    service may add its own parameters).  None when no registered app has that launch URL."""
+    wanted = _without_query(url)
+    return next((a.client_id for a in apps if _without_query(a.launch_url) == wanted), None)
+
+
+def _without_query(url: str) -> tuple[str, str, str]:
+    parts = urlsplit(url)
+    return parts.scheme.lower(), parts.netloc.lower(), parts.path or "/"
 
 
 def launch_app(

@@ -418,6 +418,24 @@ def find_patients(conn: Connection, fhir: Interactions, view: View, text: str, c
     return rows
 
 
+def draft_order(resource: dict[str, Any]) -> dict[str, str]:
+    """What the page of a draft order (a MedicationRequest or ServiceRequest waiting to be signed) shows of it."""
+    if resource.get("resourceType") == "MedicationRequest":
+        what = concept_text(resource.get("medicationCodeableConcept"))
+        details = "; ".join(_dosage_text(d) for d in resource.get("dosageInstruction") or [])
+    else:
+        what = concept_text(resource.get("code"))
+        details = ", ".join(filter(None, [concepts_text(resource.get("category")), resource.get("priority", "")]))
+    return {
+        "what": what or "(not named)",
+        "details": details,
+        "intent": str(resource.get("intent", "")),
+        "reason": "; ".join(reference_text(r) for r in resource.get("reasonReference") or [])
+        or concepts_text(resource.get("reasonCode")),
+        "authored": when(resource.get("authoredOn")),
+    }
+
+
 # ---- helpers -------------------------------------------------------------------------------------------
 
 

@@ -83,6 +83,9 @@ class Form:
     build: Callable[[dict[str, Any], Context], list[Write]]
     patient: bool = True  # about a patient (else: registration)
     intro: str = ""
+    # The type of the one order the form makes (MedicationRequest, ServiceRequest), for an order form: decision
+    # support sees that order as a draft (CDS Hooks order-select, order-sign) before it is signed and written.
+    order: str = ""
 
 
 # ---- reading posted values -----------------------------------------------------------------------------
@@ -625,6 +628,7 @@ LAB_ORDER = Form(
     "orders",
     _order_fields("lab-orders", "Test"),
     _order_builder(("108252007", "Laboratory procedure")),
+    order="ServiceRequest",
 )
 IMAGING_ORDER = Form(
     "imaging-order",
@@ -632,6 +636,7 @@ IMAGING_ORDER = Form(
     "orders",
     _order_fields("imaging-orders", "Study"),
     _order_builder(("363679005", "Imaging")),
+    order="ServiceRequest",
 )
 
 # ---- medication order and discontinuation --------------------------------------------------------------
@@ -697,6 +702,7 @@ MED_ORDER = Form(
         Field("instructions", "Instructions for the patient", "text", max_length=500),
     ),
     build_med_order,
+    order="MedicationRequest",
 )
 
 

@@ -10,7 +10,7 @@ entry (post/redirect/get); a bad one is shown again with an error beside each fi
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime
 from functools import cache
 from importlib import resources
@@ -19,9 +19,12 @@ from urllib.parse import urlencode
 
 from fastapi import APIRouter, Depends, Request
 from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import FormData
 from starlette.responses import RedirectResponse, Response
 
 from sandbox.accounts.sessions import WebSession
+from sandbox.cdshooks.client import CdsError
+from sandbox.cdshooks.hooks import ORDER_SELECT, ORDER_SIGN, PATIENT_VIEW
 from sandbox.fhir.outcome import FhirError
 from sandbox.store.admin_errors import AdminError
 from sandbox.store.layers import View
@@ -32,10 +35,19 @@ from tasks.feedback import MAX_COMMENT, QUESTION, RATINGS, record_feedback
 from tasks.library import Library, UnknownTask
 from tasks.model import Hint, Pack, Task
 from web.chart import chart_data
-from web.chart.app_launch import launch_app, launchable_apps
+from web.chart.app_launch import LaunchableApp, launch_app, launchable_apps
 from web.chart.assignments import CHART_ROLES, assignments_for, may_open, memberships
 from web.chart.chart_data import VITAL_ROWS, ChartReader, PatientNotFound
-from web.chart.forms import FORMS, Choices, Context, Form, FormErrors, Write, read_form
+from web.chart.decision_support import (
+    Cards,
+    ChartCds,
+    OrderCards,
+    call_ids,
+    decided_text,
+    parse_choice,
+    touched,
+)
+from web.chart.forms import FORMS, Choices, Context, Form, FormErrors, Write, new_id, read_form
 from web.chart.value_sets import value_set
 from web.chart.vitals_plot import trend_svg
 from web.pages import WebRoute, csp_allowing, page, redirect
@@ -234,7 +246,7 @@ def _base(request: Request, session: WebSession, sandbox_id: str, task: str | No
 
 @router.get("/chart/{sandbox_id}/patients/{patient_id}")
 @router.get("/chart/{sandbox_id}/patients/{patient_id}/{section}")
-def chart_page(
+async def chart_page(
     request: Request,
     sandbox_id: str,
     patient_id: str,
@@ -242,14 +254,54 @@ def chart_page(
     task: str | None = None,
     session: WebSession = Depends(chart_user),
 ) -> Response:
+    """The chart.  Opening it (its own URL, not one of its sections) fires CDS Hooks' patient-view; the sections
+    keep showing the cards of that firing, with what the user did with them."""
     if section not in SECTION_IDS:
         raise WebError(404, "Not found", f"The chart has no section '{section}'.")
+    opening = "section" not in request.path_params
+    chart = await run_in_threadpool(_chart, request, session, sandbox_id, patient_id, section, task, opening)
+    support = chart_cds(request, session, sandbox_id, patient_id)
+    if opening:
+        cards = await support.patient_view(chart.encounter_id)
+        if cards.cards:  # a task may judge the cards shown (the task engine's cds check)
+            await run_in_threadpool(_recheck, request, sandbox_id)
+    else:
+        cards = await support.latest(PATIENT_VIEW)
+    return chart.response(cards)
+
+
+@dataclass(frozen=True)
+class ChartPage:
+    context: dict[str, Any]
+    apps: list[LaunchableApp]
+    encounter_id: str | None  # the visit in progress, when the chart was opened
+
+    def response(self, cards: Cards, status: int = 200) -> Response:
+        # A "new tab" launch posts here and is answered with a redirect to the app: form-action must allow it.
+        return page(
+            "chart/chart.html",
+            self.context | {"cds": cards},
+            status,
+            headers=csp_allowing(form_action=[a.origin for a in self.apps]),
+        )
+
+
+def _chart(
+    request: Request,
+    session: WebSession,
+    sandbox_id: str,
+    patient_id: str,
+    section: str,
+    task: str | None,
+    opening: bool = False,
+) -> ChartPage:
     view = _view(request, session, sandbox_id)
     with request.app.state.db.read() as conn:
         reader = _reader(request, conn, view, patient_id)
         data = _section_data(reader, section)
         banner = reader.banner()
         apps = launchable_apps(conn)
+        visits = reader.encounter_choices() if opening else []
     context = _base(request, session, sandbox_id, task) | {
         "banner": banner,
         "patient_id": patient_id,
@@ -259,8 +311,17 @@ def chart_page(
         "data": data,
         "apps": apps,
     }
-    # A "new tab" launch posts here and is answered with a redirect to the app: form-action must allow it.
-    return page("chart/chart.html", context, headers=csp_allowing(form_action=[a.origin for a in apps]))
+    in_progress = [ref for ref, label in visits if label.endswith("in-progress")]
+    return ChartPage(context, apps, _id_of(in_progress[0]) if in_progress else None)
+
+
+def chart_cds(request: Request, session: WebSession, sandbox_id: str, patient_id: str) -> ChartCds:
+    return ChartCds(request.app.state, sandbox_id, session.user, patient_id, public_root(request))
+
+
+def _id_of(reference: Any) -> str | None:
+    """``Encounter/123`` -> ``123``."""
+    return reference.split("/", 1)[1] if isinstance(reference, str) and "/" in reference else None
 
 
 @router.post("/chart/{sandbox_id}/patients/{patient_id}/launch/{client_id}")
@@ -420,6 +481,7 @@ def _form_page(
     patient_id: str | None,
     status: int = 200,
     problem: str = "",
+    order: OrderCards | None = None,
 ) -> Response:
     pickers = {f.value_set: value_set(f.value_set).concepts for f in form.fields if f.kind == "code"}
     picked = {}  # what the code in a picker means, shown beside it
@@ -440,6 +502,7 @@ def _form_page(
         "sections": SECTIONS,
         "problem": problem,
         "action": request.url.path,
+        "order": order,
     }
     return page("chart/form.html", context, status)
 
@@ -460,7 +523,8 @@ def form_page(
         choices = _choices(request, conn, view, form, reader)
         banner = reader.banner()
     values = _defaults(form, choices, request)
-    return _form_page(request, session, sandbox_id, task, form, values, {}, choices, banner, patient_id)
+    order = OrderCards(new_id()) if form.order else None
+    return _form_page(request, session, sandbox_id, task, form, values, {}, choices, banner, patient_id, order=order)
 
 
 @router.post("/chart/{sandbox_id}/patients/{patient_id}/forms/{form_id}")
@@ -468,7 +532,10 @@ async def save_form(
     request: Request, sandbox_id: str, patient_id: str, form_id: str, session: WebSession = Depends(csrf_protected)
 ) -> Response:
     form = _form(form_id)
-    posted = {k: v for k, v in (await request.form()).items() if isinstance(v, str)}
+    raw = await request.form()
+    posted = {k: v for k, v in raw.items() if isinstance(v, str)}
+    if form.order:
+        return await _save_order(request, session, sandbox_id, patient_id, form, raw, posted)
     return await run_in_threadpool(_save, request, session, sandbox_id, patient_id, form, posted)
 
 
@@ -490,6 +557,84 @@ async def register(request: Request, sandbox_id: str, session: WebSession = Depe
     return await run_in_threadpool(_save, request, session, sandbox_id, None, FORMS["register"], posted)
 
 
+@dataclass(frozen=True)
+class Entry:
+    """A posted form, read: the typed values and their errors, and what the page needs to show it again."""
+
+    view: View
+    values: dict[str, Any]
+    errors: dict[str, str]
+    shown: dict[str, str]  # what was typed, to show again
+    choices: dict[str, Choices]
+    banner: Any
+
+
+def _entry(
+    request: Request, session: WebSession, sandbox_id: str, patient_id: str | None, form: Form, posted: dict[str, str]
+) -> Entry:
+    if session.user.role not in CHART_ROLES:
+        raise WebError(
+            403, "Not allowed", f"The chart is for trainees, trainers and admins, not a {session.user.role}."
+        )
+    view = _view(request, session, sandbox_id)
+    with request.app.state.db.read() as conn:
+        reader = _reader(request, conn, view, patient_id) if patient_id else None
+        choices = _choices(request, conn, view, form, reader)
+        banner = reader.banner() if reader else None
+    values, errors = read_form(form, posted, choices)
+    shown = {f.name: posted.get(f.name, "")[:20_000] for f in form.fields}
+    return Entry(view, values, errors, shown, choices, banner)
+
+
+def _build(request: Request, conn: Any, entry: Entry, form: Form, patient_id: str | None) -> list[Write]:
+    """The form's writes (``FormErrors`` for what needs several fields to judge)."""
+    fhir, view = request.app.state.fhir, entry.view
+    ctx = Context(
+        patient_ref=f"Patient/{patient_id}" if patient_id else "",
+        now=datetime.now(UTC),
+        read=lambda rtype, rid: chart_data.resource_of(fhir.read(conn, view, rtype, rid)),
+        search=lambda rtype, query: [chart_data.resource_of(s) for s in fhir.search(conn, view, rtype, query).matches],
+        labels={source: dict(options) for source, options in entry.choices.items()},
+    )
+    return form.build(entry.values, ctx)
+
+
+def _shown_again(
+    request: Request,
+    session: WebSession,
+    sandbox_id: str,
+    task: str | None,
+    form: Form,
+    entry: Entry,
+    patient_id: str | None,
+    status: int,
+    errors: dict[str, str] | None = None,
+    problem: str = "",
+    order: OrderCards | None = None,
+) -> Response:
+    """The form again after a post, with what was typed, the errors, and the order's decision support."""
+    values, choices, banner = entry.shown, entry.choices, entry.banner
+    return _form_page(
+        request,
+        session,
+        sandbox_id,
+        task,
+        form,
+        values,
+        errors or {},
+        choices,
+        banner,
+        patient_id,
+        status,
+        problem,
+        order,
+    )
+
+
+def _not_saved(exc: FhirError) -> str:
+    return "The entry was not saved: " + "; ".join(i.diagnostics for i in exc.issues)[:500]
+
+
 def _save(
     request: Request,
     session: WebSession,
@@ -498,48 +643,129 @@ def _save(
     form: Form,
     posted: dict[str, str],
 ) -> Response:
-    if session.user.role not in CHART_ROLES:
-        raise WebError(
-            403, "Not allowed", f"The chart is for trainees, trainers and admins, not a {session.user.role}."
-        )
     task = posted.get("task") or None
-    view = _view(request, session, sandbox_id)
-    db, fhir = request.app.state.db, request.app.state.fhir
-    with db.read() as conn:
-        reader = _reader(request, conn, view, patient_id) if patient_id else None
-        choices = _choices(request, conn, view, form, reader)
-        banner = reader.banner() if reader else None
-    values, errors = read_form(form, posted, choices)
-    shown = {f.name: posted.get(f.name, "")[:20_000] for f in form.fields}
+    entry = _entry(request, session, sandbox_id, patient_id, form, posted)
 
     def again(errors: dict[str, str], problem: str = "") -> Response:
-        return _form_page(
-            request, session, sandbox_id, task, form, shown, errors, choices, banner, patient_id, 422, problem
-        )
+        return _shown_again(request, session, sandbox_id, task, form, entry, patient_id, 422, errors, problem)
 
-    if errors:
-        return again(errors)
+    if entry.errors:
+        return again(entry.errors)
     try:
-        with db.write() as conn:
-            ctx = Context(
-                patient_ref=f"Patient/{patient_id}" if patient_id else "",
-                now=datetime.now(UTC),
-                read=lambda rtype, rid: chart_data.resource_of(fhir.read(conn, view, rtype, rid)),
-                search=lambda rtype, query: [
-                    chart_data.resource_of(s) for s in fhir.search(conn, view, rtype, query).matches
-                ],
-                labels={source: dict(options) for source, options in choices.items()},
-            )
-            writes = form.build(values, ctx)
-            _apply(fhir, conn, view, writes, actor_of(session))
+        with request.app.state.db.write() as conn:
+            writes = _build(request, conn, entry, form, patient_id)
+            _apply(request.app.state.fhir, conn, entry.view, writes, actor_of(session))
     except FormErrors as exc:
         return again(exc.errors)
     except FhirError as exc:
-        return again({}, "The entry was not saved: " + "; ".join(i.diagnostics for i in exc.issues)[:500])
+        return again({}, _not_saved(exc))
     _recheck(request, sandbox_id)
     if patient_id is None:
         patient_id = next(w.id for w in writes if w.resource_type == "Patient")
     return redirect(_with_task(f"/chart/{sandbox_id}/patients/{patient_id}/{form.section}", task, saved=form.title))
+
+
+# ---- order forms: decision support before an order is signed -----------------------------------------------
+
+_DRAFT_ID = re.compile(r"^[A-Za-z0-9-]{8,64}$")
+
+
+async def _save_order(
+    request: Request,
+    session: WebSession,
+    sandbox_id: str,
+    patient_id: str,
+    form: Form,
+    raw: FormData,
+    posted: dict[str, str],
+) -> Response:
+    """An order form's post: a decision on one of its cards, "Check order" (order-select on the draft), or
+    "Sign order" (order-sign; written once no critical card is left undecided: ``ChartCds.sign``).  The draft
+    lives in the form until it is signed: its id travels in ``draft_id``, its cards' calls in ``cds_select`` and
+    ``cds_sign``; a suggestion that removes it ends the form."""
+    task = posted.get("task") or None
+    section_url = f"/chart/{sandbox_id}/patients/{patient_id}/{form.section}"
+    entry = await run_in_threadpool(_entry, request, session, sandbox_id, patient_id, form, posted)
+    support = chart_cds(request, session, sandbox_id, patient_id)
+    draft_id = posted.get("draft_id", "")
+    if not _DRAFT_ID.match(draft_id):
+        draft_id = new_id()
+    order = OrderCards(
+        draft_id,
+        await support.shown(call_ids(posted.get("cds_select")), ORDER_SELECT),
+        await support.shown(call_ids(posted.get("cds_sign")), ORDER_SIGN),
+    )
+
+    def again(status: int, order: OrderCards, errors: dict[str, str] | None = None, problem: str = "") -> Response:
+        return _shown_again(request, session, sandbox_id, task, form, entry, patient_id, status, errors, problem, order)
+
+    try:
+        choice = parse_choice(raw)
+    except ValueError as exc:
+        return again(400, order, problem=str(exc))
+    if choice is not None:
+        try:
+            decision = await support.decide(choice, order.cards)
+        except CdsError as exc:
+            return again(exc.status, order.with_error(choice, exc.message))
+        await run_in_threadpool(_recheck, request, sandbox_id)
+        outcome = decided_text(order.cards, choice, decision)
+        if touched(decision, f"{form.order}/{draft_id}"):  # the suggestion replaced or removed the draft
+            return redirect(_with_task(section_url, task, saved=outcome))
+        order = OrderCards(
+            draft_id,
+            await support.shown(order.selected.call_ids, ORDER_SELECT),
+            await support.shown(order.signing.call_ids, ORDER_SIGN),
+            message=outcome,
+        )
+        return again(200, order)
+    if entry.errors:
+        return again(422, order, entry.errors)
+    try:
+        writes = await run_in_threadpool(_draft_writes, request, entry, form, patient_id, draft_id)
+    except FormErrors as exc:
+        return again(422, order, exc.errors)
+    drafts = [{**w.resource, "id": w.id, "status": "draft"} for w in writes if w.id == draft_id]
+    encounter_id = _id_of(entry.values.get("encounter"))
+    if posted.get("step") == "check":
+        selected = await support.order_select(encounter_id, drafts)
+        if selected.cards:
+            await run_in_threadpool(_recheck, request, sandbox_id)
+        count = len(selected.cards)
+        said = f"{count} card{'s' if count != 1 else ''} below" if count else "nothing to add"
+        return again(200, replace(order, selected=selected, message=f"Decision support checked the draft: {said}."))
+    signing, ready = await support.sign(encounter_id, drafts, order.signing)
+    order = replace(order, signing=signing)
+    if not ready:
+        if signing.cards:
+            await run_in_threadpool(_recheck, request, sandbox_id)
+        if signing.undecided_critical:
+            message = "Not signed: accept a suggestion of each critical alert below, or override it with a reason."
+        else:
+            message = "Not signed yet: decision support has cards about this order. Read them, then sign again."
+        return again(409, replace(order, message=message, alert=True))
+    try:
+        await run_in_threadpool(_sign_writes, request, session, entry, writes)
+    except FhirError as exc:
+        return again(422, order, problem=_not_saved(exc))
+    await run_in_threadpool(_recheck, request, sandbox_id)
+    return redirect(_with_task(section_url, task, saved=form.title))
+
+
+def _draft_writes(request: Request, entry: Entry, form: Form, patient_id: str, draft_id: str) -> list[Write]:
+    """The form's writes, its order with the draft's id: the id the services saw is the id the order is signed as."""
+    with request.app.state.db.read() as conn:
+        writes = _build(request, conn, entry, form, patient_id)
+    return [replace(w, id=draft_id) if w.resource_type == form.order and not w.update else w for w in writes]
+
+
+def _sign_writes(request: Request, session: WebSession, entry: Entry, writes: list[Write]) -> None:
+    fhir = request.app.state.fhir
+    with request.app.state.db.write() as conn:
+        for w in writes:
+            if not w.update and fhir.repo.current(conn, entry.view, w.resource_type, w.id) is not None:
+                raise FhirError.of(409, "duplicate", "This order was signed already (see the chart).")
+        _apply(fhir, conn, entry.view, writes, actor_of(session))
 
 
 def _apply(fhir: Any, conn: Any, view: View, writes: list[Write], actor: Actor) -> None:

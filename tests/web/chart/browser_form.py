@@ -63,3 +63,10 @@ def fill(client: TestClient, url: str, task: str | None = None, **fields: str | 
         else:
             data[name] = value
     return client.post(url, data=data, follow_redirects=False)
+
+
+def form_values(html: str) -> dict[str, str]:
+    """The values a browser would post from the page's inputs and selected options (hidden fields too)."""
+    parsed = _FormPage()
+    parsed.feed(html)
+    return dict(parsed.values)
