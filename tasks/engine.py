@@ -4,37 +4,59 @@ An attempt fixes its placeholders when it starts (the case's Patient, the
 patient's in-progress Encounter, the start time), so that later checks judge
 against the same encounter the trainee was asked about.  Results are stored
 on the attempt row after every check run.
+
+A task with a ``time_limit`` gives each attempt a deadline, its start plus the
+limit (``tasks.timing``; derived, not stored).  Once it has passed, the attempt
+is closed as ``timed-out``: judged a last time as the sandbox stood at the
+deadline (the trainee's later writes and CDS Hooks actions are set aside) and
+ended at the deadline, so its time on task is the limit.  The live worker
+closes such attempts within one poll of the deadline (``close_timed_out``);
+any action on the attempt before then closes it first (check, hint, submit,
+retry, start, ``latest``, a sandbox re-check), so nobody sees it still open.
 """
 
 from __future__ import annotations
 
-from collections.abc import Collection
-from dataclasses import dataclass
+from collections.abc import Callable, Collection
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
 import orjson
-from sqlalchemy import Connection, and_, insert, select, update
+from sqlalchemy import Connection, and_, delete, insert, or_, select, update
 
 from sandbox.fhir.interactions import Interactions
 from sandbox.fhir.validation import parse_json
-from sandbox.fhir.values import instant_now
 from sandbox.store.database import Database
 from sandbox.store.layers import UnknownSandbox, View, resolve_view
 from sandbox.store.repository import Actor
 from sandbox.store.sandboxes import reset_sandbox
-from sandbox.store.schema import resource_versions, task_attempts
+from sandbox.store.schema import cds_calls, cds_decisions, resource_versions, task_attempts
+from tasks import timing
 from tasks.checks import CheckResult, Scope, run_checks
 from tasks.library import Library
 from tasks.model import Hint, Pack, Task
-from tasks.scoring import score
+from tasks.scoring import Score, score
 
 ENGINE_ACTOR = Actor("system:tasks", "tasks")
-ACTIVE, SUBMITTED, ABANDONED = "active", "submitted", "abandoned"
+ACTIVE, SUBMITTED, ABANDONED, TIMED_OUT = "active", "submitted", "abandoned", "timed-out"
 
 
 class TaskFailure(Exception):
     """Something the caller asked that cannot be done (no such sandbox, no attempt to check): one line."""
+
+
+class TimeIsUp(TaskFailure):
+    """A hint or a submit after the attempt's deadline: the attempt is closed (timed-out) with its final score."""
+
+    def __init__(self, attempt: Attempt, task: Task) -> None:
+        limit = f" of {task.time_limit_minutes} minutes" if task.time_limit_minutes else ""
+        super().__init__(
+            f"Time is up: attempt {attempt.attempt} at task '{task.id}' closed at its time limit{limit}, scoring"
+            f" {attempt.score:g}/{attempt.max_score:g} ({'passed' if attempt.passed else 'not passed'});"
+            " retry to start again"
+        )
+        self.attempt = attempt
 
 
 @dataclass(frozen=True)
@@ -97,26 +119,38 @@ def _instant(index_form: str) -> str:
 
 
 class TaskEngine:
-    def __init__(self, db: Database, fhir: Interactions, library: Library) -> None:
+    def __init__(
+        self, db: Database, fhir: Interactions, library: Library, *, clock: Callable[[], datetime] = timing.utc_now
+    ) -> None:
         self.db = db
         self.fhir = fhir
         self.library = library
+        self.clock = clock  # timezone-aware; tests pass their own to move time on
+
+    def now(self) -> str:
+        """The engine's time in the store's index form (what ``started_at`` and deadlines are compared with)."""
+        return timing.index_form(self.clock())
 
     # ---- the trainee's actions -----------------------------------------------------------------
 
     def start(self, sandbox_id: str, trainee_id: str, task_ref: str, *, cohort_id: str | None = None) -> Attempt:
-        """A new attempt, or the active one if there is one already."""
+        """A new attempt, or the active one if there is one already.  An attempt that ran out of time is
+        returned closed, not replaced: the trainee sees that time is up, and a retry starts the next one with
+        the reset the pack asks for."""
         pack, task = self.library.find(task_ref)
         with self.db.write() as conn:
             current = self._latest(conn, sandbox_id, trainee_id, pack.id, task.id)
-            if current is not None and current.status == ACTIVE:
-                return current
+            if current is not None:
+                current = self._expire(conn, current, pack, task)
+                if current.status in (ACTIVE, TIMED_OUT):
+                    return current
             return self._start(
                 conn, sandbox_id, trainee_id, pack, task, cohort_id, (current.attempt if current else 0) + 1
             )
 
     def check(self, sandbox_id: str, trainee_id: str, task_ref: str) -> Attempt:
-        """Run the checks of the trainee's latest attempt now and store the results."""
+        """Run the checks of the trainee's latest attempt now and store the results (a closed attempt, or one
+        whose time is up, is returned closed with its final results)."""
         pack, task = self.library.find(task_ref)
         with self.db.write() as conn:
             attempt = self._require_latest(conn, sandbox_id, trainee_id, pack, task)
@@ -126,28 +160,37 @@ class TaskEngine:
         """The next hint; using it may cost points (the pack says how many)."""
         pack, task = self.library.find(task_ref)
         with self.db.write() as conn:
-            attempt = self._require_active(conn, sandbox_id, trainee_id, pack, task)
-            if attempt.hints_used >= len(task.hints):
-                raise TaskFailure(f"Task '{task.id}' has no more hints")
-            self._update(conn, attempt, hints_used=attempt.hints_used + 1)
-            return task.hints[attempt.hints_used]
+            attempt = self._open_or_closed(conn, sandbox_id, trainee_id, pack, task)
+            if attempt.status == ACTIVE:
+                if attempt.hints_used >= len(task.hints):
+                    raise TaskFailure(f"Task '{task.id}' has no more hints")
+                self._update(conn, attempt, hints_used=attempt.hints_used + 1)
+                return task.hints[attempt.hints_used]
+        raise self._not_open(attempt, task)  # after the commit: closing it at its deadline is kept
 
     def submit(self, sandbox_id: str, trainee_id: str, task_ref: str) -> Attempt:
         """Check a last time and close the attempt; its score is final."""
         pack, task = self.library.find(task_ref)
         with self.db.write() as conn:
-            attempt = self._require_active(conn, sandbox_id, trainee_id, pack, task)
-            checked = self._check(conn, attempt, pack, task)
-            self._update(conn, checked, status=SUBMITTED, ended_at=checked.checked_at)
-            return self._latest(conn, sandbox_id, trainee_id, pack.id, task.id)  # type: ignore[return-value]
+            attempt = self._open_or_closed(conn, sandbox_id, trainee_id, pack, task)
+            if attempt.status == ACTIVE:
+                attempt = self._check(conn, attempt, pack, task)  # closes it instead if the deadline just passed
+            if attempt.status == ACTIVE:
+                end = attempt.checked_at or self.now()
+                limit_end = timing.deadline(attempt.started_at, task.time_limit_minutes)
+                # A submit in the last milliseconds ends at the deadline at the latest: time on task <= the limit.
+                self._update(conn, attempt, status=SUBMITTED, ended_at=min(end, limit_end) if limit_end else end)
+                return self._reload(conn, attempt)
+        raise self._not_open(attempt, task)
 
     def retry(self, sandbox_id: str, trainee_id: str, task_ref: str) -> Attempt:
         """Close the latest attempt, reset what the pack says (the task's writes, or the sandbox), start anew."""
         pack, task = self.library.find(task_ref)
         with self.db.write() as conn:
             attempt = self._require_latest(conn, sandbox_id, trainee_id, pack, task)
+            attempt = self._expire(conn, attempt, pack, task)  # out of time: on record as timed-out, not abandoned
             if attempt.status == ACTIVE:
-                self._update(conn, attempt, status=ABANDONED, ended_at=instant_now()[1])
+                self._update(conn, attempt, status=ABANDONED, ended_at=self.now())
             if task.retry == "sandbox":
                 reset_sandbox(conn, sandbox_id)
             else:
@@ -157,7 +200,8 @@ class TaskEngine:
     # ---- live re-checks ------------------------------------------------------------------------
 
     def recheck_sandbox(self, conn: Connection, sandbox_id: str) -> list[Attempt]:
-        """Re-run the checks of every active attempt in the sandbox (after its data changed)."""
+        """Re-run the checks of every active attempt in the sandbox (after its data changed); one whose time is
+        up is closed instead, judged without the writes made after its deadline."""
         rows = conn.execute(
             select(task_attempts).where(task_attempts.c.sandbox_id == sandbox_id, task_attempts.c.status == ACTIVE)
         ).all()
@@ -170,6 +214,35 @@ class TaskEngine:
                 continue  # a pack removed since the attempt started: nothing to judge against
             done.append(self._check(conn, attempt, pack, task))
         return done
+
+    def close_timed_out(self) -> list[Attempt]:
+        """Close every active attempt whose deadline has passed (the live worker calls this on each poll).
+
+        A read first, so a poll with nothing to close takes no write lock; on PostgreSQL the rows are taken
+        ``FOR UPDATE SKIP LOCKED``, so several workers share the work and never close one attempt twice."""
+        timed = {(p.id, t.id): (p, t, t.time_limit_minutes) for p, t in self.library.tasks() if t.time_limit_minutes}
+        if not timed:
+            return []
+        t = task_attempts.c
+        now = self.now()
+        started_too_early = [
+            and_(t.pack_id == pack_id, t.task_id == task_id, t.started_at <= timing.cutoff(now, limit))
+            for (pack_id, task_id), (_, _, limit) in timed.items()
+        ]
+        overdue = and_(t.status == ACTIVE, or_(*started_too_early))
+        with self.db.read() as conn:
+            if conn.execute(select(t.attempt).where(overdue).limit(1)).first() is None:
+                return []
+        closed = []
+        with self.db.write() as conn:
+            query = select(task_attempts).where(overdue)
+            if conn.dialect.name != "sqlite":
+                query = query.with_for_update(skip_locked=True)
+            for row in conn.execute(query).all():
+                attempt = _attempt(row)
+                pack, task, _ = timed[(attempt.pack_id, attempt.task_id)]
+                closed.append(self._expire(conn, attempt, pack, task))
+        return closed
 
     # ---- reads ---------------------------------------------------------------------------------
 
@@ -195,9 +268,14 @@ class TaskEngine:
         return [_attempt(row, with_results) for row in conn.execute(query.order_by(*order)).all()]
 
     def latest(self, sandbox_id: str, trainee_id: str, task_ref: str) -> Attempt | None:
+        """The latest attempt; one whose time is up is closed first (a write only then)."""
         pack, task = self.library.find(task_ref)
         with self.db.read() as conn:
-            return self._latest(conn, sandbox_id, trainee_id, pack.id, task.id)
+            attempt = self._latest(conn, sandbox_id, trainee_id, pack.id, task.id)
+        if attempt is None or not self._out_of_time(attempt, task):
+            return attempt
+        with self.db.write() as conn:
+            return self._expire(conn, self._reload(conn, attempt), pack, task)
 
     # ---- inside ----------------------------------------------------------------------------------
 
@@ -210,7 +288,7 @@ class TaskEngine:
             raise TaskFailure(
                 f"Sandbox '{sandbox_id}' has no Patient/{task.case}: load the case '{task.case}' into its baseline"
             )
-        started = instant_now()[1]
+        started = self.now()
         context = {
             "patient": f"Patient/{task.case}",
             "encounter": self._current_encounter(conn, view, task.case),
@@ -243,8 +321,23 @@ class TaskEngine:
         return f"Encounter/{found[0].id}" if found else ""
 
     def _check(self, conn: Connection, attempt: Attempt, pack: Pack, task: Task) -> Attempt:
+        attempt = self._expire(conn, attempt, pack, task)
         if attempt.status != ACTIVE:
             return attempt  # a closed attempt keeps its final score
+        results, scored = self._judge(conn, attempt, pack, task)
+        now = self.now()
+        if not self._update(conn, attempt, **_scored_values(results, scored, now)):
+            return self._reload(conn, attempt)  # closed meanwhile by another worker: its final score stands
+        return replace(
+            attempt,
+            score=scored.score,
+            max_score=scored.max_score,
+            passed=scored.passed,
+            results=results,
+            checked_at=now,
+        )
+
+    def _judge(self, conn: Connection, attempt: Attempt, pack: Pack, task: Task) -> tuple[list[CheckResult], Score]:
         scope = Scope(
             conn,
             self.fhir,
@@ -254,26 +347,41 @@ class TaskEngine:
             dict(attempt.context),
         )
         results = run_checks(task, scope)
-        scored = score(task, results, pack.threshold, attempt.hints_used)
-        now = instant_now()[1]
-        values = {
-            "score": scored.score,
-            "max_score": scored.max_score,
-            "passed": scored.passed,
-            "results": orjson.dumps([r.to_json() for r in results]).decode(),
-            "checked_at": now,
-        }
-        self._update(conn, attempt, **values)
-        return Attempt(
-            **{
-                **attempt.__dict__,
-                "score": scored.score,
-                "max_score": scored.max_score,
-                "passed": scored.passed,
-                "results": results,
-                "checked_at": now,
-            }
-        )
+        return results, score(task, results, pack.threshold, attempt.hints_used)
+
+    def _out_of_time(self, attempt: Attempt, task: Task) -> bool:
+        return attempt.status == ACTIVE and timing.time_is_up(attempt.started_at, task.time_limit_minutes, self.now())
+
+    def _expire(self, conn: Connection, attempt: Attempt, pack: Pack, task: Task) -> Attempt:
+        """The attempt as it is, or, if its time is up, closed as timed-out and judged as at its deadline."""
+        if not self._out_of_time(attempt, task):
+            return attempt
+        end = timing.deadline(attempt.started_at, task.time_limit_minutes)
+        assert end is not None
+        # Judge the sandbox as it stood at the deadline: in a savepoint, undo what the trainee did since (FHIR
+        # writes, CDS Hooks calls and card decisions), run the checks, and roll all of that back.  Writes by
+        # others (an inbound HL7 v2 message, say) between the deadline and this close still count: the live
+        # worker closes within one poll of the deadline, so that window is its interval.
+        try:
+            view = _view(conn, attempt.sandbox_id)
+        except TaskFailure:  # the sandbox was deleted: nothing left to judge, the last results stand
+            self._update(conn, attempt, status=TIMED_OUT, ended_at=end)
+            return self._reload(conn, attempt)
+        actor = f"user:{attempt.trainee_id}"
+        as_at_deadline = conn.begin_nested()
+        try:
+            self._undo(conn, view, actor, end)
+            v, c, d = resource_versions.c, cds_calls.c, cds_decisions.c
+            conn.execute(
+                delete(resource_versions).where(v.layer_id == view.overlay, v.actor == actor, v.last_updated >= end)
+            )
+            conn.execute(delete(cds_calls).where(c.layer_id == view.overlay, c.actor == actor, c.created_at >= end))
+            conn.execute(delete(cds_decisions).where(d.layer_id == view.overlay, d.actor == actor, d.created_at >= end))
+            results, scored = self._judge(conn, attempt, pack, task)
+        finally:
+            as_at_deadline.rollback()
+        self._update(conn, attempt, status=TIMED_OUT, ended_at=end, **_scored_values(results, scored, self.now()))
+        return self._reload(conn, attempt)  # closed by us, or a moment earlier by another worker
 
     def _undo(self, conn: Connection, view: View, actor_id: str, since: str) -> None:
         """Put back every resource the trainee wrote since ``since`` as it was before (or delete it if new)."""
@@ -321,29 +429,46 @@ class TaskEngine:
             raise TaskFailure(f"Trainee '{trainee_id}' has not started task '{task.id}' in sandbox '{sandbox_id}'")
         return attempt
 
-    def _require_active(self, conn: Connection, sandbox_id: str, trainee_id: str, pack: Pack, task: Task) -> Attempt:
+    def _open_or_closed(self, conn: Connection, sandbox_id: str, trainee_id: str, pack: Pack, task: Task) -> Attempt:
+        """The latest attempt, closed first if its time is up; the caller acts on an active one and otherwise
+        raises ``_not_open`` once this transaction has committed the close."""
         attempt = self._require_latest(conn, sandbox_id, trainee_id, pack, task)
-        if attempt.status != ACTIVE:
-            raise TaskFailure(
-                f"Attempt {attempt.attempt} at task '{task.id}' is {attempt.status}; retry to start again"
-            )
-        return attempt
+        return self._expire(conn, attempt, pack, task)
 
-    def _update(self, conn: Connection, attempt: Attempt, **values: Any) -> None:
+    def _not_open(self, attempt: Attempt, task: Task) -> TaskFailure:
+        if attempt.status == TIMED_OUT:
+            return TimeIsUp(attempt, task)
+        return TaskFailure(f"Attempt {attempt.attempt} at task '{task.id}' is {attempt.status}; retry to start again")
+
+    def _update(self, conn: Connection, attempt: Attempt, **values: Any) -> bool:
+        """Change an active attempt; ``False`` if it is no longer active (closed by another worker meanwhile)."""
         t = task_attempts.c
-        conn.execute(
-            update(task_attempts)
-            .where(
-                and_(
-                    t.sandbox_id == attempt.sandbox_id,
-                    t.trainee_id == attempt.trainee_id,
-                    t.pack_id == attempt.pack_id,
-                    t.task_id == attempt.task_id,
-                    t.attempt == attempt.attempt,
-                )
-            )
-            .values(**values)
-        )
+        result = conn.execute(update(task_attempts).where(_key(attempt), t.status == ACTIVE).values(**values))
+        return result.rowcount == 1
+
+    def _reload(self, conn: Connection, attempt: Attempt) -> Attempt:
+        return _attempt(conn.execute(select(task_attempts).where(_key(attempt))).one())
+
+
+def _key(attempt: Attempt) -> Any:
+    t = task_attempts.c
+    return and_(
+        t.sandbox_id == attempt.sandbox_id,
+        t.trainee_id == attempt.trainee_id,
+        t.pack_id == attempt.pack_id,
+        t.task_id == attempt.task_id,
+        t.attempt == attempt.attempt,
+    )
+
+
+def _scored_values(results: list[CheckResult], scored: Score, checked_at: str) -> dict[str, Any]:
+    return {
+        "score": scored.score,
+        "max_score": scored.max_score,
+        "passed": scored.passed,
+        "results": orjson.dumps([r.to_json() for r in results]).decode(),
+        "checked_at": checked_at,
+    }
 
 
 def _view(conn: Connection, sandbox_id: str) -> View:

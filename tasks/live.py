@@ -4,6 +4,12 @@ Follows the outbox with a cursor of its own (``sandbox.store.outbox``): one
 batch of events, each sandbox they touch re-checked once, and the cursor moved
 on, all in one transaction, so a worker that dies half-way leaves the batch
 for the next one.
+
+Each poll also closes the attempts whose time limit has run out
+(``TaskEngine.close_timed_out``), so a timed attempt closes within one poll
+interval of its deadline (0.5 s by default; ``ehr-sandbox worker --interval``)
+even when nobody touches it.  Without a running worker an attempt still closes,
+at the next action on it (``tasks.engine``), judged as at its deadline either way.
 """
 
 from __future__ import annotations
@@ -62,6 +68,10 @@ class LiveChecker:
             except Exception:  # a database hiccup must not end live checking for the life of the server
                 _log.exception("task re-check worker")
                 consumed = 0
+            try:
+                self.engine.close_timed_out()
+            except Exception:  # likewise: the next poll tries again
+                _log.exception("task time-limit sweep")
             if not consumed:
                 self._stop.wait(self.interval)
 

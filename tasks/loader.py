@@ -35,6 +35,7 @@ from tasks.model import (
     Search,
     Task,
 )
+from tasks.timing import MAX_TIME_LIMIT_MINUTES
 
 R4 = models["r4"]
 PACKS_DIR = Path(__file__).parent / "packs"
@@ -180,8 +181,12 @@ def _task(r: _Reader, item: Any, line: int, field: str, pack_id: str) -> Task:
             raise r.fail(r.line_of(h, "cost"), f"{field}.hints[{n}].cost", "a hint's cost is not negative")
         hints.append(Hint(r.get(h, "text", f"{field}.hints[{n}]", str), float(cost)))
     time_limit = r.get(data, "time_limit", field, int, required=False)
-    if time_limit is not None and time_limit <= 0:
-        raise r.fail(r.line_of(data, "time_limit"), f"{field}.time_limit", "minutes, above 0")
+    if time_limit is not None and not 0 < time_limit <= MAX_TIME_LIMIT_MINUTES:
+        raise r.fail(
+            r.line_of(data, "time_limit"),
+            f"{field}.time_limit",
+            f"whole minutes, above 0 and at most {MAX_TIME_LIMIT_MINUTES} (a day)",
+        )
     retry = r.get(data, "retry", field, str, required=False) or "task"
     if retry not in RETRY_SCOPES:
         raise r.fail(r.line_of(data, "retry"), f"{field}.retry", f"'{retry}' is not one of {', '.join(RETRY_SCOPES)}")

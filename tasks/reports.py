@@ -2,7 +2,10 @@
 CSV, and xAPI 1.0.3 statements an LRS accepts.
 
 A cell is the trainee's latest attempt at the task (score, status), with the
-number of attempts and the time spent over all of them.  xAPI statement ids are
+number of attempts and the time spent over all of them.  An attempt closed by
+its time limit is graded like a submitted one (as an LMS grades an attempt it
+submits when time runs out): ``passed`` if it met the threshold by the
+deadline, else ``timed-out``; either way the cell says ``timed_out``.  xAPI statement ids are
 UUIDv5 of the attempt and verb, so exporting twice sends the same statements
 (an LRS accepts a statement it already has with the same id and content).
 """
@@ -18,10 +21,11 @@ from typing import Any
 from sqlalchemy import Connection
 
 from sandbox.accounts.cohorts import Cohort, get_cohort
-from tasks.engine import SUBMITTED, Attempt, TaskEngine
+from tasks.engine import SUBMITTED, TIMED_OUT, Attempt, TaskEngine
 from tasks.model import Task
 
 NOT_STARTED, IN_PROGRESS, PASSED, FAILED = "not-started", "in-progress", "passed", "failed"
+# TIMED_OUT ("timed-out") is a cell status too: the time limit closed the attempt short of the threshold.
 XAPI_NAMESPACE = uuid.UUID("6f1c7a52-3c1e-4f6e-9d0e-2b7f3f4d9a10")
 VERBS = {
     "attempted": "http://adlnet.gov/expapi/verbs/attempted",
@@ -32,7 +36,7 @@ VERBS = {
 ASSESSMENT = "http://adlnet.gov/expapi/activities/assessment"
 CSV_COLUMNS = [
     "cohort", "trainee", "trainee_name", "sandbox", "pack", "task", "status", "score", "max_score", "scaled",
-    "attempts", "seconds_on_task",
+    "attempts", "seconds_on_task", "timed_out",
 ]  # fmt: skip
 
 
@@ -44,6 +48,7 @@ class Cell:
     attempts: int = 0
     seconds: float = 0.0
     sandbox_id: str = ""
+    timed_out: bool = False  # the latest attempt was closed by its time limit (passed or not)
 
     @property
     def scaled(self) -> float:
@@ -106,6 +111,7 @@ def _cell_json(cell: Cell) -> dict[str, Any]:
         "max_score": cell.max_score,
         "attempts": cell.attempts,
         "seconds_on_task": round(cell.seconds, 2),
+        "timed_out": cell.timed_out,
     }
 
 
@@ -140,16 +146,26 @@ def cohort_report(
     return CohortReport(cohort, list(columns.values()), cells, attempts)
 
 
+def cell_status(attempt: Attempt) -> str:
+    """What an attempt counts as in a report: passed, failed, timed-out (closed by its time limit short of the
+    threshold) or in-progress."""
+    if attempt.status == SUBMITTED:
+        return PASSED if attempt.passed else FAILED
+    if attempt.status == TIMED_OUT:
+        return PASSED if attempt.passed else TIMED_OUT
+    return IN_PROGRESS
+
+
 def _cell(attempts: list[Attempt]) -> Cell:
     latest = attempts[-1]
-    status = (PASSED if latest.passed else FAILED) if latest.status == SUBMITTED else IN_PROGRESS
     return Cell(
-        status,
+        cell_status(latest),
         latest.score,
         latest.max_score,
         len(attempts),
         sum(a.seconds_on_task for a in attempts),
         latest.sandbox_id,
+        latest.status == TIMED_OUT,
     )
 
 
@@ -174,13 +190,15 @@ def to_csv(report: CohortReport) -> str:
                     f"{cell.scaled:g}",
                     cell.attempts,
                     f"{cell.seconds:.2f}",
+                    "true" if cell.timed_out else "false",
                 ]
             )
     return out.getvalue()
 
 
 def xapi_statements(report: CohortReport, base_url: str) -> list[dict[str, Any]]:
-    """Per attempt: ``attempted`` when it started; once submitted, ``completed`` and ``passed`` or ``failed``."""
+    """Per attempt: ``attempted`` when it started; once submitted, ``completed`` and ``passed`` or ``failed``;
+    once closed by its time limit, ``passed`` or ``failed`` alone (see ``_statement``)."""
     base = base_url.rstrip("/")
     names = {m.user.id: m.user.name for m in report.cohort.members}
     tasks = {f"{p}/{t.id}": t for p, t in report.tasks}
@@ -192,6 +210,11 @@ def xapi_statements(report: CohortReport, base_url: str) -> list[dict[str, Any]]
         verbs = ["attempted"]
         if attempt.status == SUBMITTED:
             verbs += ["completed", "passed" if attempt.passed else "failed"]
+        elif attempt.status == TIMED_OUT:
+            # No ``completed``: the trainee did not finish it, the time limit ended it.  The score earned by the
+            # deadline still decides success, as an LMS grades an attempt it submits when time runs out; an LRS
+            # (or a cmi5 moveOn rule) reading ``failed`` or ``passed`` needs nothing else to grade it.
+            verbs.append("passed" if attempt.passed else "failed")
         for verb in verbs:
             statements.append(_statement(report.cohort, attempt, task, verb, base, names.get(attempt.trainee_id)))
     return statements
@@ -232,12 +255,23 @@ def _statement(cohort: Cohort, attempt: Attempt, task: Task, verb: str, base: st
         "timestamp": (attempt.started_at if verb == "attempted" else attempt.ended_at or attempt.started_at)[:23] + "Z",
     }
     if verb != "attempted":
+        timed_out = attempt.status == TIMED_OUT
         statement["result"] = {
             "score": {"scaled": attempt.scaled, "raw": attempt.score, "min": 0, "max": attempt.max_score},
             "success": attempt.passed,
-            "completion": True,
+            # Completion says whether the learner finished the activity, apart from success (xAPI 1.0.3 Result):
+            # an attempt the time limit closed was not finished, whatever it scored.
+            "completion": not timed_out,
+            # A timed-out attempt ended at its deadline, so this is the limit: never longer than allowed.
             "duration": iso_duration(attempt.seconds_on_task),
         }
+        if task.time_limit_minutes:
+            # Neither xAPI nor cmi5 defines a time limit in a statement (SCORM 2004's cmi.max_time_allowed has no
+            # counterpart): extensions under our own IRIs say the limit and whether it ended the attempt.
+            statement["result"]["extensions"] = {
+                f"{base}/xapi/extensions/time-limit": iso_duration(task.time_limit_minutes * 60),
+                f"{base}/xapi/extensions/timed-out": timed_out,
+            }
     return statement
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
@@ -27,9 +28,25 @@ def fhir() -> Interactions:
     return Interactions(Repository(reg), reg)
 
 
+class Clock:
+    """The engine's time: the real time moved by ``offset``.  FHIR writes keep the real time, so a test moves the
+    engine's clock back to start an attempt in the past, and forward to be past a deadline, without sleeping."""
+
+    def __init__(self) -> None:
+        self.offset = timedelta()
+
+    def __call__(self) -> datetime:
+        return datetime.now(UTC) + self.offset
+
+
 @pytest.fixture
-def engine(db: Database, fhir: Interactions, library: Library) -> TaskEngine:
-    return TaskEngine(db, fhir, library)
+def clock() -> Clock:
+    return Clock()
+
+
+@pytest.fixture
+def engine(db: Database, fhir: Interactions, library: Library, clock: Clock) -> TaskEngine:
+    return TaskEngine(db, fhir, library, clock=clock)
 
 
 @pytest.fixture

@@ -81,6 +81,31 @@ def test_a_bad_pack_is_rejected_naming_file_line_and_field(
     assert str(error).startswith(f"mini.yaml:{line}: {field}: ")
 
 
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        ("0", "whole minutes, above 0 and at most 1440 (a day)"),
+        ("-5", "whole minutes, above 0 and at most 1440 (a day)"),
+        ("1441", "whole minutes, above 0 and at most 1440 (a day)"),
+        ("7.5", "expected a whole number, got 7.5"),
+        ("ten", "expected a whole number, got 'ten'"),
+        ("true", "expected a number, not true/false"),
+        ("[10]", "expected a whole number"),
+    ],
+)
+def test_a_bad_time_limit_is_rejected(value: str, message: str) -> None:
+    timed = GOOD.replace("    instructions: Chart it.\n", f"    instructions: Chart it.\n    time_limit: {value}\n")
+    error = _error(timed)
+    assert (error.line, error.field) == (11, "tasks[bp].time_limit"), str(error)
+    assert message in error.message
+
+
+def test_a_time_limit_in_whole_minutes_loads() -> None:
+    timed = GOOD.replace("    instructions: Chart it.\n", "    instructions: Chart it.\n    time_limit: 1440\n")
+    assert load_pack(timed, "mini.yaml").tasks[0].time_limit_minutes == 1440
+    assert load_pack(GOOD, "mini.yaml").tasks[0].time_limit_minutes is None
+
+
 def test_duplicate_ids_and_unknown_dependencies_are_named() -> None:
     twice = GOOD + GOOD.split("tasks:\n", 1)[1]
     error = _error(twice)

@@ -7,6 +7,7 @@ import io
 import json
 import re
 import uuid
+from datetime import timedelta
 from typing import Any
 
 import pytest
@@ -19,10 +20,14 @@ from sandbox.fhir.interactions import Interactions
 from sandbox.store.database import Database
 from tasks.engine import TaskEngine
 from tasks.reports import cohort_report, iso_duration, to_csv, xapi_statements
+from tasks.timing import deadline
+from tests.tasks.conftest import Clock
 from tests.tasks.reference_writes import load_solutions, write_as_trainee
 
 ALLERGY = "core-clinical/allergy-with-reaction"
 SOLUTION = next(s for s in load_solutions() if s.task == ALLERGY)
+TROPONIN = "orders-and-charting/stat-troponin"  # time_limit: 10
+TROPONIN_SOLUTION = next(s for s in load_solutions() if s.task == TROPONIN)
 
 # xAPI 1.0.3 (xAPI-Data.md): the rules an LRS enforces on the parts we send.
 _DURATION = re.compile(r"^P(?:\d+Y)?(?:\d+M)?(?:\d+D)?(?:T(?:\d+H)?(?:\d+M)?(?:\d+(?:\.\d+)?S)?)?$")
@@ -112,6 +117,57 @@ def test_matrix_completion_csv_and_xapi(
         passed["context"]["contextActivities"]["grouping"][0]["id"] == f"http://ehr.example.org/cohorts/{cohort['id']}"
     )
     assert xapi_statements(report, "http://ehr.example.org") == statements  # stable ids: re-export is idempotent
+
+
+def test_timed_out_attempts_in_the_matrix_csv_and_xapi(
+    db: Database, fhir: Interactions, engine: TaskEngine, clock: Clock, cohort: dict[str, Any]
+) -> None:
+    (ana, ana_sandbox), (ben, ben_sandbox) = cohort["members"]["ana"], cohort["members"]["ben"]
+    clock.offset = -timedelta(minutes=9)  # both start nine minutes ago: one minute left of ten
+    engine.start(ana_sandbox, ana, TROPONIN, cohort_id=cohort["id"])
+    attempt = engine.start(ben_sandbox, ben, TROPONIN, cohort_id=cohort["id"])
+    clock.offset = timedelta()
+    write_as_trainee(db, fhir, ben_sandbox, ben, attempt.context, TROPONIN_SOLUTION.reference)  # in time
+    clock.offset = timedelta(minutes=2)  # ana did nothing; ben did it all but never submitted
+    assert {a.trainee_id: a.status for a in engine.close_timed_out()} == {ana: "timed-out", ben: "timed-out"}
+
+    with db.read() as conn:
+        report = cohort_report(conn, engine, cohort["id"])
+    pack, task = engine.library.find(TROPONIN)
+    ana_cell, ben_cell = report.cell(ana, pack.id, task), report.cell(ben, pack.id, task)
+    assert (ana_cell.status, ana_cell.timed_out, ana_cell.seconds) == ("timed-out", True, 600.0)
+    assert (ben_cell.status, ben_cell.timed_out, ben_cell.score) == ("passed", True, 6.0)  # met the threshold
+    assert report.completion_by_task()[TROPONIN] == 0.5
+    cells = {row["trainee"]: row["cells"][TROPONIN] for row in report.to_json()["matrix"]}
+    assert (cells[ana]["status"], cells[ana]["timed_out"], cells[ben]["timed_out"]) == ("timed-out", True, True)
+
+    rows = {r["trainee"]: r for r in csv.DictReader(io.StringIO(to_csv(report)))}
+    assert (rows[ana]["status"], rows[ana]["timed_out"], rows[ana]["seconds_on_task"]) == (
+        "timed-out",
+        "true",
+        "600.00",
+    )
+    assert (rows[ben]["status"], rows[ben]["timed_out"]) == ("passed", "true")
+
+    statements = xapi_statements(report, "http://ehr.example.org")
+    for statement in statements:
+        assert_xapi_statement(statement)
+    verbs = {(s["actor"]["account"]["name"], s["verb"]["display"]["en-US"]) for s in statements}
+    # No "completed": the time limit ended these attempts, the trainees did not finish them.
+    assert verbs == {(ana, "attempted"), (ana, "failed"), (ben, "attempted"), (ben, "passed")}
+    failed = next(s for s in statements if s["verb"]["display"]["en-US"] == "failed")
+    assert failed["verb"]["id"] == "http://adlnet.gov/expapi/verbs/failed"
+    assert failed["result"]["success"] is False and failed["result"]["completion"] is False
+    assert failed["result"]["duration"] == "PT10M0S"  # capped at the limit, though closed two minutes later
+    assert failed["result"]["extensions"] == {
+        "http://ehr.example.org/xapi/extensions/time-limit": "PT10M0S",
+        "http://ehr.example.org/xapi/extensions/timed-out": True,
+    }
+    ana_attempt = next(a for a in report.attempts if a.trainee_id == ana)
+    assert ana_attempt.ended_at == deadline(ana_attempt.started_at, 10)
+    assert failed["timestamp"] == ana_attempt.ended_at[:23] + "Z"  # it ended at its deadline
+    passed = next(s for s in statements if s["verb"]["display"]["en-US"] == "passed")
+    assert passed["result"]["success"] is True and passed["result"]["completion"] is False
 
 
 def test_iso_durations_to_a_hundredth() -> None:

@@ -7,21 +7,23 @@ import csv
 import io
 import json
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 
 from sandbox.accounts.cohorts import assign_pack, create_cohort, get_cohort
 from sandbox.accounts.roster import RosterLine
 from sandbox.accounts.users import User
 from sandbox.store.database import Database
 from sandbox.store.layers import resolve_view
-from sandbox.store.schema import cohorts, layers, users
+from sandbox.store.schema import cohorts, layers, task_attempts, users
 from tasks.feedback import record_feedback
 from tasks.library import Library
 from tasks.model import Pack
+from tasks.timing import INDEX_FORMAT
 from tests.tasks.reference_writes import write_as_trainee
 from tests.web.console_data import (
     VITALS,
@@ -404,6 +406,52 @@ def test_csv_and_xapi_exports_are_the_reports_of_tasks_reports(
     verbs = sorted(s["verb"]["display"]["en-US"] for s in statements)
     assert verbs == ["attempted", "completed", "passed"]
     assert statements[0]["actor"]["account"] == {"homePage": "http://testserver", "name": room.ann.id}
+
+
+def _deadline_passed(db: Database, sandbox_id: str) -> None:
+    """Move the active attempt's start back so that its 15-minute deadline is now: what was written before was
+    in time, and any later look finds the time up."""
+    started = (datetime.now(UTC) - timedelta(minutes=15)).strftime(INDEX_FORMAT)
+    with db.write() as conn:
+        conn.execute(
+            update(task_attempts)
+            .where(task_attempts.c.sandbox_id == sandbox_id, task_attempts.c.status == "active")
+            .values(started_at=started)
+        )
+
+
+def test_timed_out_attempts_show_in_the_matrix_the_drill_down_and_the_exports(
+    client: TestClient, app: FastAPI, db: Database, room: Classroom
+) -> None:
+    engine = task_engine(app)
+    engine.start(room.ann_sandbox, room.ann.id, VITALS, cohort_id=room.cohort_id)  # and did nothing
+    with db.read() as conn:
+        bob_sandbox = next(m.sandbox_id for m in get_cohort(conn, room.cohort_id).members if m.user.id == room.bob.id)
+    do_vitals(app, bob_sandbox, room.bob.id, room.cohort_id, submit=False)  # all done, never submitted
+    _deadline_passed(db, room.ann_sandbox)
+    _deadline_passed(db, bob_sandbox)
+    assert sorted(a.passed for a in engine.close_timed_out()) == [False, True]  # what the live worker does
+
+    sign_in(client, "tom@example.org")
+    page = client.get(f"/trainer/cohorts/{room.cohort_id}/progress").text
+    ann_cell = page.split(f'data-user="{room.ann.id}"')[1].split(f'data-task="{VITALS}"')[1].split("</td>")[0]
+    bob_cell = page.split(f'data-user="{room.bob.id}"')[1].split(f'data-task="{VITALS}"')[1].split("</td>")[0]
+    assert 'data-status="timed-out"' in ann_cell and '<span class="status">Timed out</span>' in ann_cell
+    assert "15m 00s" in ann_cell  # time on task: the limit
+    assert 'data-status="passed"' in bob_cell and "Passed (time ran out)" in bob_cell
+    assert f'class="status-timed-out" data-task="{VITALS}"' in page
+
+    drill = client.get(f"/trainer/cohorts/{room.cohort_id}/trainees/{room.ann.id}/tasks/{VITALS}").text
+    assert 'id="attempt-status">Timed out</strong>' in drill and " · time ran out 20" in drill
+    assert 'id="time-on-task">15m 00s' in drill
+
+    rows = list(csv.DictReader(io.StringIO(client.get(f"/trainer/cohorts/{room.cohort_id}/progress.csv").text)))
+    vitals = {r["trainee"]: r for r in rows if r["task"] == VITALS.split("/")[1]}
+    assert (vitals[room.ann.id]["status"], vitals[room.ann.id]["timed_out"]) == ("timed-out", "true")
+    assert (vitals[room.bob.id]["status"], vitals[room.bob.id]["timed_out"]) == ("passed", "true")
+    statements = json.loads(client.get(f"/trainer/cohorts/{room.cohort_id}/progress.xapi.json").text)
+    verbs = sorted((s["actor"]["account"]["name"] == room.ann.id, s["verb"]["display"]["en-US"]) for s in statements)
+    assert verbs == [(False, "attempted"), (False, "passed"), (True, "attempted"), (True, "failed")]
 
 
 def test_the_certificate_is_printable_once_every_task_of_the_pack_is_passed(

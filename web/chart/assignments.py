@@ -16,7 +16,7 @@ from sandbox.accounts.users import User
 from sandbox.fhir.interactions import Interactions
 from sandbox.store.layers import UnknownSandbox, resolve_view
 from sandbox.store.schema import cohort_members, cohorts, layers
-from tasks.engine import ACTIVE, Attempt, TaskEngine
+from tasks.engine import ACTIVE, SUBMITTED, TIMED_OUT, Attempt, TaskEngine
 from tasks.model import Pack, Task
 
 CHART_ROLES = ("trainee", "trainer", "admin")
@@ -47,8 +47,10 @@ class Assignment:
             return "Not started"
         if self.attempt.status == ACTIVE:
             return "In progress"
-        if self.attempt.status == "submitted":
+        if self.attempt.status == SUBMITTED:
             return "Passed" if self.attempt.passed else "Not passed"
+        if self.attempt.status == TIMED_OUT:
+            return "Time is up: " + ("passed" if self.attempt.passed else "not passed")
         return "Abandoned"
 
 

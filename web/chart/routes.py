@@ -9,6 +9,7 @@ entry (post/redirect/get); a bad one is shown again with an error beside each fi
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime
@@ -30,7 +31,8 @@ from sandbox.store.admin_errors import AdminError
 from sandbox.store.layers import View
 from sandbox.store.repository import Actor
 from sandbox.urls import public_root
-from tasks.engine import ACTIVE, Attempt, TaskEngine, TaskFailure
+from tasks import timing
+from tasks.engine import ACTIVE, TIMED_OUT, Attempt, TaskEngine, TaskFailure, TimeIsUp
 from tasks.feedback import MAX_COMMENT, QUESTION, RATINGS, record_feedback
 from tasks.library import Library, UnknownTask
 from tasks.model import Hint, Pack, Task
@@ -137,10 +139,37 @@ class Panel:
     task: Task
     attempt: Attempt | None
     hints: list[Hint]
+    now: str = ""  # the engine's time when the panel was drawn (index form): what the time left counts from
 
     @property
     def active(self) -> bool:
         return self.attempt is not None and self.attempt.status == ACTIVE
+
+    @property
+    def timed_out(self) -> bool:
+        return self.attempt is not None and self.attempt.status == TIMED_OUT
+
+    @property
+    def deadline(self) -> str | None:
+        """When the attempt's time is up (index form, UTC), if the task is timed and an attempt exists."""
+        return timing.deadline(self.attempt.started_at, self.task.time_limit_minutes) if self.attempt else None
+
+    @property
+    def seconds_left(self) -> int | None:
+        """Whole seconds left of an active timed attempt, as the server saw it when drawing the panel."""
+        if not self.active or self.attempt is None:
+            return None
+        left = timing.seconds_left(self.attempt.started_at, self.task.time_limit_minutes, self.now)
+        # Rounded up, so the page's clock reaches zero no earlier than the deadline itself.
+        return None if left is None else math.ceil(left)
+
+    @property
+    def time_left(self) -> str:
+        """``14:05`` (minutes:seconds), or ``1:02:03`` past an hour; the page's script counts it down."""
+        left = self.seconds_left or 0
+        hours, rest = divmod(left, 3600)
+        minutes, seconds = divmod(rest, 60)
+        return f"{hours}:{minutes:02d}:{seconds:02d}" if hours else f"{minutes}:{seconds:02d}"
 
     @property
     def more_hints(self) -> bool:
@@ -159,9 +188,9 @@ def _panel(request: Request, session: WebSession, sandbox_id: str, ref: str | No
         pack, task = engine.library.find(ref)
     except UnknownTask:
         return None
-    attempt = engine.latest(sandbox_id, session.user.id, f"{pack.id}/{task.id}")
+    attempt = engine.latest(sandbox_id, session.user.id, f"{pack.id}/{task.id}")  # closes it if time is up
     hints = list(task.hints[: attempt.hints_used]) if attempt else []
-    return Panel(f"{pack.id}/{task.id}", pack, task, attempt, hints)
+    return Panel(f"{pack.id}/{task.id}", pack, task, attempt, hints, engine.now())
 
 
 def _with_task(path: str, task: str | None, **extra: str) -> str:
@@ -809,6 +838,10 @@ def _task_action(request: Request, session: WebSession, sandbox_id: str, ref: st
         if action == "submit":
             return engine.submit(sandbox_id, session.user.id, ref)
         return engine.retry(sandbox_id, session.user.id, ref)
+    except TimeIsUp as late:
+        # Not an error page: the attempt is closed with its final result, which the panel (and, after a submit,
+        # the result page) shows under "Time is up".
+        return late.attempt
     except (UnknownTask, TaskFailure) as exc:
         raise WebError(400, "Cannot do that", str(exc)) from None
 

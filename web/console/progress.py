@@ -17,9 +17,19 @@ from starlette.responses import Response
 from sandbox.accounts import cohorts as cohort_ops
 from sandbox.accounts.sessions import WebSession
 from sandbox.urls import public_root
-from tasks.engine import Attempt, TaskEngine
+from tasks.engine import ABANDONED, TIMED_OUT, Attempt, TaskEngine
 from tasks.feedback import QUESTION, RATINGS, Feedback, list_feedback
-from tasks.reports import FAILED, IN_PROGRESS, NOT_STARTED, PASSED, Cell, CohortReport, cohort_report, to_csv
+from tasks.reports import (
+    FAILED,
+    IN_PROGRESS,
+    NOT_STARTED,
+    PASSED,
+    Cell,
+    CohortReport,
+    cell_status,
+    cohort_report,
+    to_csv,
+)
 from tasks.reports import xapi_statements as report_statements
 from web.console.access import run, task_engine, trained_cohort
 from web.console.cohorts import trainer_only
@@ -30,7 +40,15 @@ from web.signin import WebError
 router = APIRouter(route_class=WebRoute, include_in_schema=False)
 
 # The words shown with each status: the colour is never the only signal.
-STATUS_LABELS = {PASSED: "Passed", FAILED: "Failed", IN_PROGRESS: "In progress", NOT_STARTED: "Not started"}
+STATUS_LABELS = {
+    PASSED: "Passed",
+    FAILED: "Failed",
+    TIMED_OUT: "Timed out",
+    IN_PROGRESS: "In progress",
+    NOT_STARTED: "Not started",
+}
+# A timed-out attempt that met the threshold by its deadline passed; the trainer still sees that time ran out.
+TIME_RAN_OUT = " (time ran out)"
 CHECK_LABELS = {"pass": "Pass", "fail": "Fail", "not-applicable": "N/A"}
 
 
@@ -102,7 +120,7 @@ def _matrix_context(report: CohortReport, session: WebSession) -> dict[str, Any]
                 MatrixCell(
                     column["ref"],
                     cell.status,
-                    STATUS_LABELS[cell.status],
+                    STATUS_LABELS[cell.status] + (TIME_RAN_OUT if cell.timed_out and cell.status == PASSED else ""),
                     f"{_points(cell.score)}/{_points(cell.max_score)}" if tried else "",
                     duration(cell.seconds) if tried else "",
                     cell.attempts,
@@ -210,7 +228,9 @@ async def attempt_page(
     except LookupError:
         title = f"{pack_id}/{task_id}"
     shown = view.shown
-    status = STATUS_LABELS[(PASSED if shown.passed else FAILED) if shown.status == "submitted" else IN_PROGRESS]
+    status = STATUS_LABELS[cell_status(shown)]
+    if shown.status == TIMED_OUT and shown.passed:
+        status += TIME_RAN_OUT
     context = {
         "user": session.user,
         "csrf_token": session.csrf_token,
@@ -220,7 +240,7 @@ async def attempt_page(
         "ref": f"{pack_id}/{task_id}",
         "attempts": view.attempts,
         "shown": shown,
-        "status": status if shown.status != "abandoned" else "Abandoned (retried)",
+        "status": status if shown.status != ABANDONED else "Abandoned (retried)",
         "score": f"{_points(shown.score)}/{_points(shown.max_score)}",
         "time_on_task": duration(shown.seconds_on_task),
         "checks": [
