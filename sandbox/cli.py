@@ -100,9 +100,10 @@ def _serve(args: argparse.Namespace) -> None:
         return
     app.state.hl7v2.configure(host=settings.host, mllp_port=mllp_port, deliver=in_process_worker)
     if in_process_worker:
+        from sandbox.worker import housekeeping
         from tasks.live import start_live_checks  # task checklists re-checked as sandboxes change
 
-        start_live_checks(app.state.db, app.state.fhir)
+        start_live_checks(app.state.db, app.state.fhir, chores=housekeeping(app.state.db))
     uvicorn.run(
         app,
         host=settings.host,

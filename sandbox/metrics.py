@@ -1,4 +1,5 @@
-"""Prometheus metrics: HTTP requests, their latency, the outbox's depth, HL7 v2 messages over MLLP.
+"""Prometheus metrics: HTTP requests, their latency, the outbox's depth, HL7 v2 messages over MLLP, expired
+rows swept.
 
 Requests are labelled by route template (``/fhir/{rtype}/{rid}``), never by
 the raw path, so the number of series stays fixed whatever clients send.
@@ -40,6 +41,12 @@ MLLP_MESSAGES = Counter(
     "ehr_sandbox_mllp_messages_total",
     "HL7 v2 messages over MLLP, by direction, message type (MSH-9) and acknowledgment code (MSA-1)",
     ["direction", "message_type", "ack_code"],
+)
+# Counted by the process whose background loop swept: ``serve`` (its /metrics), or ``worker`` (--metrics-port).
+SWEPT_ROWS = Counter(
+    "ehr_sandbox_swept_rows_total",
+    "Expired rows deleted by the background sweep, by table",
+    ["table"],
 )
 
 _MESSAGE_TYPE = re.compile(r"^[A-Z0-9]{3}(\^[A-Z0-9]{3})?$")

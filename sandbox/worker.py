@@ -27,6 +27,14 @@ from sandbox.store.repository import Repository
 _log = logging.getLogger("ehr_sandbox.worker")
 
 
+def housekeeping(db: Database) -> list[Callable[[], object]]:
+    """The periodic chores of the background loop that ``serve`` and ``worker`` both run (the task re-check loop,
+    ``tasks.live``): each is called on every poll and runs when it is due.  Safe with several workers at once."""
+    from sandbox.auth.sweep import SmartSweep
+
+    return [SmartSweep(db)]
+
+
 def interactions_for(settings: Settings, db: Database) -> Interactions:
     """The service layer a non-HTTP process writes and reads through (the same one the app builds)."""
     reg = registry()
@@ -36,7 +44,7 @@ def interactions_for(settings: Settings, db: Database) -> Interactions:
 
 
 class OutboxConsumers:
-    """HL7 v2 outbound delivery and task re-checks: the work that follows commits."""
+    """HL7 v2 outbound delivery and task re-checks: the work that follows commits; and the housekeeping chores."""
 
     def __init__(self, db: Database, fhir: Interactions, *, interval: float = 0.5) -> None:
         from tasks.live import start_live_checks  # the task engine loads the packs: only where it runs
@@ -53,7 +61,9 @@ class OutboxConsumers:
         await self.hl7v2.start()
         if self.hl7v2.worker is not None:
             self.hl7v2.worker.interval = self.interval
-        self._checker = await asyncio.to_thread(self._start_live_checks, self.db, self.fhir)
+        self._checker = await asyncio.to_thread(
+            self._start_live_checks, self.db, self.fhir, chores=housekeeping(self.db)
+        )
         self._checker.interval = self.interval
 
     async def stop(self) -> None:

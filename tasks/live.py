@@ -10,12 +10,17 @@ Each poll also closes the attempts whose time limit has run out
 interval of its deadline (0.5 s by default; ``ehr-sandbox worker --interval``)
 even when nobody touches it.  Without a running worker an attempt still closes,
 at the next action on it (``tasks.engine``), judged as at its deadline either way.
+
+The same loop runs the worker's housekeeping chores (``sandbox.worker.housekeeping``: the sweep of expired SMART
+rows), each of which decides for itself whether it is time: this is the one loop that both ``serve`` and
+``ehr-sandbox worker`` run.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable, Sequence
 
 from sandbox.fhir.interactions import Interactions
 from sandbox.store import outbox
@@ -42,12 +47,20 @@ def recheck_changed(engine: TaskEngine, db: Database, *, batch: int = 500) -> tu
 
 
 class LiveChecker:
-    """A background thread that keeps re-checking until stopped."""
+    """A background thread that keeps re-checking (and running its ``chores``) until stopped."""
 
-    def __init__(self, engine: TaskEngine, db: Database, *, interval: float = 0.5) -> None:
+    def __init__(
+        self,
+        engine: TaskEngine,
+        db: Database,
+        *,
+        interval: float = 0.5,
+        chores: Sequence[Callable[[], object]] = (),
+    ) -> None:
         self.engine = engine
         self.db = db
         self.interval = interval
+        self.chores = tuple(chores)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="task-recheck", daemon=True)
 
@@ -72,12 +85,17 @@ class LiveChecker:
                 self.engine.close_timed_out()
             except Exception:  # likewise: the next poll tries again
                 _log.exception("task time-limit sweep")
+            for chore in self.chores:
+                try:
+                    chore()
+                except Exception:  # likewise: the chore runs again when it is next due
+                    _log.exception("background chore %r", chore)
             if not consumed:
                 self._stop.wait(self.interval)
 
 
-def start_live_checks(db: Database, fhir: Interactions) -> LiveChecker:
+def start_live_checks(db: Database, fhir: Interactions, *, chores: Sequence[Callable[[], object]] = ()) -> LiveChecker:
     """The server's re-check worker over the built-in packs (``ehr-sandbox serve`` starts it; a daemon thread)."""
-    checker = LiveChecker(TaskEngine(db, fhir, Library.builtin()), db)
+    checker = LiveChecker(TaskEngine(db, fhir, Library.builtin()), db, chores=chores)
     checker.start()
     return checker

@@ -25,7 +25,7 @@ from sandbox.auth.launches import find_launch
 from sandbox.auth.scopes import InvalidScope, check_scopes, disallowed, split_scopes
 from sandbox.auth.tokens import Grant, SmartPolicy, issue_code
 from sandbox.fhir.validation import parse_json
-from sandbox.store.layers import DEFAULT_SANDBOX, UnknownSandbox, resolve_view
+from sandbox.store.layers import DEFAULT_SANDBOX, UnknownSandbox, hold_sandbox, resolve_view
 from sandbox.urls import fhir_base, public_root
 from web.pages import page, secure
 from web.signin import SignInRequired, WebError, csrf_protected, current_session, safe_next
@@ -91,7 +91,7 @@ def _audiences(request: Request, sandbox_id: str) -> set[str]:
 def check_request(conn: Connection, request: Request, sandbox_id: str, params: dict[str, str]) -> AuthRequest:
     """The checked authorization request; ``WebError`` for an error page, ``_Redirect`` for an error redirect."""
     try:
-        resolve_view(conn, sandbox_id)
+        hold_sandbox(conn, sandbox_id)  # the code this request may end in must not outlive the sandbox
     except UnknownSandbox:
         raise WebError(404, "Unknown sandbox", f"There is no sandbox '{sandbox_id}'.") from None
     client = find_client(conn, params.get("client_id", ""))

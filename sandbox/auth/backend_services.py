@@ -104,8 +104,11 @@ def verify_assertion(
     if not isinstance(jti, str) or not jti or len(jti) > 200:
         raise OAuthError("invalid_client", "The client assertion needs a jti (a unique string)", 401)
     a = smart_assertions
-    conn.execute(delete(a).where(a.c.expires_at < stamp(now)))  # replays of expired assertions fail on exp anyway
-    if conn.execute(select(a.c.jti).where(a.c.client_id == client.client_id, a.c.jti == jti)).first():
+    # A use of this jti whose assertion has expired no longer counts (its replays fail on exp); the sweep
+    # (``sweep.py``) removes the others in the background.
+    used = (a.c.client_id == client.client_id, a.c.jti == jti)
+    conn.execute(delete(a).where(*used, a.c.expires_at < stamp(now)))
+    if conn.execute(select(a.c.jti).where(*used)).first():
         raise OAuthError("invalid_client", "This client assertion (jti) was already used", 401)
     conn.execute(
         insert(a).values(client_id=client.client_id, jti=jti, expires_at=stamp(datetime.fromtimestamp(float(exp), UTC)))

@@ -129,7 +129,8 @@ class Authenticator:
             try:
                 principal = self.principal(request, conn)
             except InvalidToken as exc:
-                raise _fhir_error(401, "login", str(exc), _CHALLENGE) from None
+                # RFC 6750's invalid_token, as for an expired SMART token: one the sweep has removed lands here.
+                raise _fhir_error(401, "login", str(exc), _invalid_token("unknown token")) from None
             assert principal is not None
             if sandbox_id != DEFAULT_SANDBOX:
                 if principal.user is not None and not can_reach(conn, principal.user, sandbox_id):

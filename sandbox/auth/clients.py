@@ -22,7 +22,14 @@ from sqlalchemy import Connection, delete, insert, select, update
 from sandbox.auth.scopes import InvalidScope, check_scopes, split_scopes
 from sandbox.fhir.values import instant_now
 from sandbox.store.admin_errors import Conflict, Invalid, NotFound
-from sandbox.store.schema import smart_client_owners, smart_clients
+from sandbox.store.schema import (
+    smart_assertions,
+    smart_client_owners,
+    smart_clients,
+    smart_codes,
+    smart_launches,
+    smart_tokens,
+)
 
 FAULTS = ("expired_token", "invalid_client", "denied_consent")
 _CLIENT_ID = re.compile(r"^[A-Za-z0-9._~:-]{1,200}$")
@@ -217,9 +224,11 @@ def client_owners(conn: Connection) -> dict[str, str]:
 
 
 def delete_client(conn: Connection, client_id: str) -> None:
+    """The registration, and everything issued to it in every sandbox: a client registered later under the same
+    id must not inherit a refresh token (a public client authenticates by its id alone)."""
     get_client(conn, client_id)
-    conn.execute(delete(smart_clients).where(smart_clients.c.client_id == client_id))
-    conn.execute(delete(smart_client_owners).where(smart_client_owners.c.client_id == client_id))
+    for table in (smart_clients, smart_client_owners, smart_launches, smart_codes, smart_tokens, smart_assertions):
+        conn.execute(delete(table).where(table.c.client_id == client_id))
 
 
 def set_faults(conn: Connection, client_id: str, faults: object) -> Client:

@@ -46,7 +46,7 @@ from sandbox.auth.tokens import (
     use_refresh_token,
 )
 from sandbox.fhir.responses import fhir_response
-from sandbox.store.layers import DEFAULT_SANDBOX, UnknownSandbox, resolve_view
+from sandbox.store.layers import DEFAULT_SANDBOX, UnknownSandbox, hold_sandbox, resolve_view
 from sandbox.urls import fhir_base
 
 router = APIRouter(include_in_schema=False)  # under /auth and /sandboxes/{sandbox_id}/auth
@@ -176,7 +176,7 @@ def _token(request: Request, form: dict[str, str]) -> Response:
     try:
         with state_db(request).write() as conn:
             try:
-                resolve_view(conn, sandbox_id)
+                hold_sandbox(conn, sandbox_id)  # the tokens must not outlive the sandbox
             except UnknownSandbox:
                 raise OAuthError("invalid_request", f"There is no sandbox '{sandbox_id}'") from None
             client = authenticate_client(conn, request, form)

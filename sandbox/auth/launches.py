@@ -16,7 +16,7 @@ from sandbox.auth.clients import get_client
 from sandbox.auth.tokens import SmartPolicy, digest, stamp
 from sandbox.fhir.search_params import registry
 from sandbox.store.admin_errors import Invalid, NotFound
-from sandbox.store.layers import UnknownSandbox, resolve_view
+from sandbox.store.layers import UnknownSandbox, hold_sandbox, resolve_view
 from sandbox.store.repository import Repository
 from sandbox.store.schema import smart_launches
 from sandbox.urls import fhir_base_at
@@ -58,7 +58,7 @@ def create_launch(
     policy = policy or SmartPolicy()
     get_client(conn, client_id)
     try:
-        resolve_view(conn, sandbox_id)
+        hold_sandbox(conn, sandbox_id)  # the launch must not outlive the sandbox
     except UnknownSandbox:
         raise NotFound(f"There is no sandbox '{sandbox_id}'") from None
     if not isinstance(patient, str) or not patient:

@@ -23,6 +23,7 @@ from sqlalchemy import Connection, insert, select, update
 
 from sandbox.auth.keys import SigningKeys
 from sandbox.auth.scopes import InvalidScope, disallowed
+from sandbox.store.layers import UnknownSandbox, hold_sandbox
 from sandbox.store.schema import smart_codes, smart_tokens
 
 
@@ -103,12 +104,21 @@ class Grant:
         return f"client:{self.client_id}" + (f"|user:{self.user_id}" if self.user_id else "")
 
 
+def _hold(conn: Connection, sandbox_id: str) -> None:
+    """Codes and tokens are issued only in a sandbox that stays until they are written (``hold_sandbox``)."""
+    try:
+        hold_sandbox(conn, sandbox_id)
+    except UnknownSandbox:
+        raise OAuthError("invalid_request", f"There is no sandbox '{sandbox_id}'") from None
+
+
 # ---- authorization codes ---------------------------------------------------------------------------------
 
 
 def issue_code(
     conn: Connection, sandbox_id: str, grant: Grant, redirect_uri: str, challenge: str, policy: SmartPolicy
 ) -> str:
+    _hold(conn, sandbox_id)
     code = secrets.token_urlsafe(32)
     conn.execute(
         insert(smart_codes).values(
@@ -227,6 +237,7 @@ def issue_tokens(
 
     ``expired``: the ``expired_token`` fault, an access token that is already out of date when handed out.
     """
+    _hold(conn, sandbox_id)
     now = policy.clock()
     grant_id = grant_id or secrets.token_hex(16)
     lifetime = -timedelta(seconds=1) if expired else policy.access

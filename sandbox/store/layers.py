@@ -48,3 +48,19 @@ def resolve_view(conn: Connection, sandbox_id: str) -> View:
     if row is None or row.kind != "sandbox":
         raise UnknownSandbox(sandbox_id)
     return View(sandbox_id, (row.id, row.baseline_id) if row.baseline_id else (row.id,))
+
+
+def hold_sandbox(conn: Connection, sandbox_id: str) -> None:
+    """``UnknownSandbox`` unless the sandbox exists; if it does, it cannot be deleted before this transaction ends.
+
+    For writes of rows keyed by the sandbox's id outside its layers (SMART launches, codes, tokens): a delete
+    removes those rows, and one written by a transaction that saw the sandbox just before the delete committed
+    would outlive it, and be honoured by a new sandbox of that id.  On PostgreSQL ``FOR KEY SHARE`` waits for a
+    delete (or reset) in flight, which holds the row ``FOR UPDATE``, and then finds no row; the writes that only
+    stamp ``last_activity`` are not held up by it.  SQLite's write transactions already take turns.
+    """
+    row = conn.execute(
+        select(layers.c.kind).where(layers.c.id == sandbox_id).with_for_update(read=True, key_share=True)
+    ).first()
+    if row is None or row.kind != "sandbox":
+        raise UnknownSandbox(sandbox_id)

@@ -39,10 +39,18 @@ from sandbox.store.schema import (
     outbox,
     resource_versions,
     resources,
+    smart_codes,
+    smart_launches,
+    smart_tokens,
 )
 
 # The outbox is a log for consumers, not sandbox data: events already queued still get delivered after a reset.
 KEPT_ON_RESET = frozenset({outbox.name})
+
+# Keyed by the sandbox's id rather than its layer, so a reset keeps them: an app launched against the sandbox
+# keeps its tokens (and its codes and launches) and sees the baseline's data.  They are the sandbox's all the same,
+# and go with it: left behind, they would be honoured by a new sandbox given the same id.
+DROPPED_WITH_SANDBOX = (smart_launches, smart_codes, smart_tokens)
 
 _ID = re.compile(r"^[A-Za-z0-9\-.]{1,64}$")
 
@@ -185,6 +193,8 @@ def delete_sandbox(conn: Connection, sandbox_id: str) -> None:
     if used_by is not None:
         raise Conflict(f"Sandbox '{sandbox_id}' belongs to cohort '{used_by[0]}'; remove it from the cohort first")
     _lock(conn, sandbox_id)
+    for table in DROPPED_WITH_SANDBOX:
+        conn.execute(delete(table).where(table.c.sandbox_id == sandbox_id))
     _drop_layer(conn, sandbox_id)
 
 

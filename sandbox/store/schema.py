@@ -439,6 +439,10 @@ fhir_requests = Table(
 
 # ---- SMART App Launch: clients, launches, codes, tokens, the signing key (``sandbox/auth/``) ----------------
 
+# Launches, codes and tokens are keyed by ``sandbox_id``, not ``layer_id``: a reset of the sandbox's data keeps
+# them (an app's session outlives a reset), a delete of the sandbox takes them (``store/sandboxes.py``).  Once past
+# ``expires_at`` they, and used assertions, are deleted by the sweep (``auth/sweep.py``), whence the indexes.
+
 # A registered app.  Global, not per sandbox: one registration launches in any sandbox the launch names.
 smart_clients = Table(
     "smart_clients",
@@ -476,6 +480,7 @@ smart_launches = Table(
     Column("encounter", String(64), nullable=True),
     Column("fhir_user", String(200), nullable=True),  # Practitioner/123
     Column("expires_at", String(32), nullable=False),
+    Index("ix_smart_launches_expires", "expires_at"),  # the sweep (``auth/sweep.py``)
 )
 
 # Authorization codes: one use each, minutes long.
@@ -490,6 +495,7 @@ smart_codes = Table(
     Column("grant", Text, nullable=False),  # JSON: scopes and launch context, copied to the tokens
     Column("expires_at", String(32), nullable=False),
     Column("used", Boolean, nullable=False, default=False),
+    Index("ix_smart_codes_expires", "expires_at"),
 )
 
 # Access and refresh tokens.  Only hashes: a leaked database holds no working token.  Tokens of one
@@ -507,6 +513,7 @@ smart_tokens = Table(
     Column("expires_at", String(32), nullable=False),
     Column("revoked", Boolean, nullable=False, default=False),
     Index("ix_smart_tokens_grant", "sandbox_id", "grant_id"),
+    Index("ix_smart_tokens_expires", "expires_at"),
 )
 
 # ``jti`` of client assertions already used (private_key_jwt), kept until they expire: no replays.
@@ -516,6 +523,7 @@ smart_assertions = Table(
     Column("client_id", String(200), primary_key=True),
     Column("jti", String(200), primary_key=True),
     Column("expires_at", String(32), nullable=False),
+    Index("ix_smart_assertions_expires", "expires_at"),
 )
 
 # The server's signing keys (id_token): created once by whichever worker starts first, shared by all.

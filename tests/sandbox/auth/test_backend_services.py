@@ -11,6 +11,7 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
@@ -18,7 +19,12 @@ import pytest
 from fastapi.testclient import TestClient
 from joserfc import jwt
 from joserfc.jwk import ECKey, RSAKey
+from sqlalchemy import func, select, update
 
+from sandbox.auth.sweep import sweep_expired
+from sandbox.auth.tokens import stamp
+from sandbox.store.database import Database
+from sandbox.store.schema import smart_assertions
 from tests.sandbox.auth.smart import ADMIN, Chart, auth_base, bearer, fhir_base, make_chart
 
 ASSERTION_TYPE = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
@@ -161,3 +167,39 @@ def test_only_clients_with_keys_use_client_credentials(client: TestClient, chart
         TOKEN_URL, data={"grant_type": "client_credentials", "scope": "system/*.rs"}, auth=("conf", secret)
     )
     assert answer.status_code == 400 and answer.json()["error"] == "unauthorized_client"
+
+
+def test_a_jti_is_refused_while_its_assertion_lives_and_swept_after(
+    app: Any, client: TestClient, db: Database, chart: Chart, rsa_key: RSAKey
+) -> None:
+    register_backend(client, jwks={"keys": [rsa_key.as_dict(private=False)]})
+    now = datetime.now(UTC)
+    signed = assertion(rsa_key, "RS384", jti="once", exp=int(now.timestamp()) + 240)
+    assert token_request(client, signed).status_code == 200
+    assert token_request(client, assertion(rsa_key, "RS384", jti="twice")).status_code == 200
+    assert sweep_expired(db, now)["smart_assertions"] == 0  # both still live
+    for replay in (signed, assertion(rsa_key, "RS384", jti="once")):  # the same, or a new one with its jti
+        r = token_request(client, replay)
+        assert r.status_code == 401 and "already used" in r.json()["error_description"]
+    assert _assertions(db) == 2
+    # Ten minutes on: the assertions have expired and go; a replay fails on exp, as before.
+    later = now + timedelta(minutes=10)
+    app.state.smart.policy.clock = lambda: later
+    assert sweep_expired(db, later)["smart_assertions"] == 2
+    assert _assertions(db) == 0
+    r = token_request(client, signed)
+    assert r.status_code == 401 and "expired" in r.json()["error_description"]
+    # The jti of an expired assertion may come again, whether or not the sweep has been yet.
+    fresh = assertion(rsa_key, "RS384", jti="twice", exp=int(later.timestamp()) + 240)
+    assert token_request(client, fresh).status_code == 200
+    again = assertion(rsa_key, "RS384", jti="twice", exp=int(later.timestamp()) + 250)
+    assert token_request(client, again).status_code == 401
+    with db.write() as conn:  # as if it had expired before any sweep came
+        conn.execute(update(smart_assertions).values(expires_at=stamp(later - timedelta(seconds=1))))
+    assert token_request(client, again).status_code == 200
+    assert _assertions(db) == 1
+
+
+def _assertions(db: Database) -> int:
+    with db.read() as conn:
+        return int(conn.execute(select(func.count()).select_from(smart_assertions)).scalar_one())
