@@ -32,8 +32,10 @@ from sandbox.store.admin_errors import Conflict, Invalid, NotFound
 from sandbox.store.layers import DEFAULT_SANDBOX, View, resolve_view
 from sandbox.store.schema import (
     INDEX_TABLES,
+    cds_registrations,
     cohort_members,
     cohorts,
+    hl7v2_destinations,
     layers,
     metadata,
     outbox,
@@ -48,9 +50,12 @@ from sandbox.store.schema import (
 KEPT_ON_RESET = frozenset({outbox.name})
 
 # Keyed by the sandbox's id rather than its layer, so a reset keeps them: an app launched against the sandbox
-# keeps its tokens (and its codes and launches) and sees the baseline's data.  They are the sandbox's all the same,
-# and go with it: left behind, they would be honoured by a new sandbox given the same id.
-DROPPED_WITH_SANDBOX = (smart_launches, smart_codes, smart_tokens)
+# keeps its tokens (and its codes and launches) and sees the baseline's data; the vendor's HL7 v2 destinations
+# and CDS service registrations are configuration, not data.  They are the sandbox's all the same, and go with
+# it: left behind, they would be honoured by a new sandbox given the same id (its orders sent to the old
+# vendor's interface, its charts calling the old vendor's services).  Task attempts and feedback stay: they
+# are the cohort's record, and a sandbox leaves its cohort before it can be deleted.
+DROPPED_WITH_SANDBOX = (smart_launches, smart_codes, smart_tokens, hl7v2_destinations, cds_registrations)
 
 _ID = re.compile(r"^[A-Za-z0-9\-.]{1,64}$")
 

@@ -7,9 +7,12 @@ from typing import Any
 import pytest
 from sqlalchemy import func, select
 
+from sandbox.cdshooks import services as cds_services
+from sandbox.cdshooks.services import ServiceDef
 from sandbox.fhir.interactions import Interactions
 from sandbox.fhir.search_params import registry
 from sandbox.fhir.validation import parse_json
+from sandbox.hl7v2 import destinations
 from sandbox.store import sandboxes
 from sandbox.store.admin_errors import Conflict, Invalid, NotFound
 from sandbox.store.database import Database
@@ -238,6 +241,27 @@ def test_delete_removes_every_row_of_the_sandbox(db, fhir, baseline):
         assert conn.execute(select(layers).where(layers.c.id == view.sandbox_id)).first() is None
         with pytest.raises(NotFound):
             sandboxes.get_layer(conn, view.sandbox_id, "sandbox")
+
+
+def test_a_sandbox_re_created_under_a_deleted_ones_id_inherits_none_of_its_interfaces(db, baseline):
+    """HL7 v2 destinations and CDS service registrations survive a reset (configuration) but not a delete:
+    a new sandbox of the same id must not send its orders to the old vendor's interface or call its services."""
+    with db.write() as conn:
+        sandboxes.create_sandbox(conn, "Vendor A", baseline, sandbox_id="vendor")
+        destinations.put(conn, "vendor", "lab", {"host": "lab.vendor-a.example", "port": 2575})
+        cds_services.add(
+            conn, "vendor", "https://vendor-a.example/cds-services", [ServiceDef("alert", "order-select", "A's")]
+        )
+        sandboxes.reset_sandbox(conn, "vendor")
+    with db.read() as conn:
+        assert [d.id for d in destinations.listing(conn, "vendor")] == ["lab"]
+        assert len(cds_services.listing(conn, "vendor")) == 2  # the built-in services and vendor A's
+    with db.write() as conn:
+        sandboxes.delete_sandbox(conn, "vendor")
+        sandboxes.create_sandbox(conn, "Vendor B", baseline, sandbox_id="vendor")
+    with db.read() as conn:
+        assert destinations.listing(conn, "vendor") == []
+        assert [r.id for r in cds_services.listing(conn, "vendor")] == [cds_services.BUILTIN]
 
 
 def test_the_default_sandbox_and_baselines_in_use_cannot_be_deleted(db, baseline):
