@@ -163,6 +163,31 @@ def test_reset_brings_back_the_baseline_version_and_drops_the_sandboxs_own_resou
     assert again.stored.version_id == 2
 
 
+def test_a_patients_search_by_code_sees_the_sandboxs_changes_over_its_baseline(db, fhir, baseline):
+    """patient=X&code=Y checks the code on the patient's index rows layer by layer: a baseline observation the
+    sandbox recoded stops matching its old code, and starts matching its new one, in that sandbox only."""
+    view = new_sandbox(db, baseline)
+    glucose = {"coding": [{"system": "http://loinc.org", "code": "2345-7"}]}
+    with db.write() as conn:
+        current = fhir.repo.current(conn, view, "Observation", "o1")
+        recoded = {**parse_json(current.content), "code": glucose}
+        fhir.update(conn, view, "Observation", "o1", recoded, TRAINEE)
+        new = {
+            "resourceType": "Observation",
+            "status": "final",
+            "code": glucose,
+            "subject": {"reference": "Patient/p1"},
+        }
+        created = fhir.create(conn, view, new, TRAINEE)
+    weight = [("patient", "Patient/p1"), ("code", "http://loinc.org|29463-7")]
+    sugar = [("patient", "Patient/p1"), ("code", "http://loinc.org|2345-7")]
+    assert search_ids(db, fhir, view, "Observation", weight) == set()
+    assert search_ids(db, fhir, view, "Observation", sugar) == {"o1", created.stored.id}
+    other = new_sandbox(db, baseline, "other")
+    assert search_ids(db, fhir, other, "Observation", weight) == {"o1"}
+    assert search_ids(db, fhir, other, "Observation", sugar) == set()
+
+
 def test_reset_leaves_the_baseline_and_other_sandboxes_alone(db, fhir, baseline):
     mine, theirs = new_sandbox(db, baseline, "mine"), new_sandbox(db, baseline, "theirs")
     with db.write() as conn:
