@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from sandbox.config import Settings, load_or_create_admin_token
 from sandbox.demo import create_demo, needs_demo
 from sandbox.logs import FORMATS as LOG_FORMATS
+from sandbox.store.migrations import SchemaError
 
 
 class CliError(Exception):
@@ -282,6 +283,9 @@ def build_parser() -> argparse.ArgumentParser:
     from tasks.cli import add_task_commands  # tasks lint|start|check|hint|submit|retry, report
 
     add_task_commands(sub)
+    from sandbox.store.cli import add_db_commands  # db upgrade|current|check|revision
+
+    add_db_commands(sub)
     return parser
 
 
@@ -289,18 +293,25 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        args.func(args)
+        status = args.func(args)
     except CliError as exc:
         print(f"ehr-sandbox: {exc}", file=sys.stderr)
         return 2
+    except SchemaError as exc:  # a start that cannot upgrade the database (serve, worker, any command)
+        print(f"ehr-sandbox: {exc}", file=sys.stderr)
+        return 1
     except OSError as exc:
         print(
             f"ehr-sandbox: {exc.strerror or exc} ({getattr(exc, 'filename', '') or 'check the address and port'})",
             file=sys.stderr,
         )
         return 1
-    return 0
+    return status or 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # `python -m sandbox.cli` runs this file as __main__: run the imported module's main, so that the CliError the
+    # command modules raise (imported from sandbox.cli) is the class main catches.
+    from sandbox.cli import main as imported_main
+
+    sys.exit(imported_main())

@@ -69,6 +69,9 @@ def configure(log_format: str, level: str = "info") -> dict[str, Any]:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
+    # Alembic's INFO lines describe its own setup (plugins, "non-transactional DDL" on SQLite, where our
+    # transaction holds the DDL anyway); sandbox.store.migrations logs what it changed.
+    logging.getLogger("alembic").setLevel(max(logging.WARNING, root.level))
     # uvicorn's own loggers propagate to the root logger, so they come out in the same format.
     return {
         "version": 1,

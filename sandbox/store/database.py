@@ -11,6 +11,7 @@ from sqlalchemy import Connection, Engine, create_engine, event, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.pool import QueuePool
 
+from sandbox.store import migrations
 from sandbox.store.schema import layers, metadata
 
 
@@ -63,18 +64,24 @@ class Database:
         # The same pool; connections taken through it run each statement in its own transaction.
         self._autocommit = self.engine.execution_options(isolation_level="AUTOCOMMIT")
 
-    def create_schema(self) -> None:
-        """Create the tables that are missing; safe when several processes start together.
+    def create_schema(self) -> tuple[str, ...]:
+        """Bring the schema to this version's newest migration; safe when several processes start together.
 
-        ``create_all`` checks, then creates: two servers starting at once on one PostgreSQL both see a table
-        missing and the second CREATE fails on the catalog's unique index.  One transaction holding a
-        transaction-level advisory lock makes them take turns (DDL is transactional there); on SQLite the
-        write transaction's ``BEGIN IMMEDIATE`` does the same.
+        Every process calls this as it starts.  An up-to-date database costs one read and no lock.  Otherwise
+        the migrations run in one transaction holding a transaction-level advisory lock, so processes starting
+        together take turns: the first upgrades, the others find it done (DDL is transactional on PostgreSQL,
+        so one that fails half-way leaves nothing behind).  On SQLite the write transaction's ``BEGIN
+        IMMEDIATE`` does the same.  Returns the revisions the database was at (see ``migrations.upgrade``);
+        raises ``migrations.SchemaError`` when it cannot be upgraded.
         """
+        with self.read(snapshot=False) as conn:
+            if migrations.is_current(conn):
+                return (migrations.head(),)
         with self.write() as conn:
             if not self.is_sqlite:
+                # The key predates migrations: a process of an older release starting beside this one waits too.
                 conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _lock_key("create_schema")})
-            metadata.create_all(conn)
+            return migrations.upgrade(conn)
 
     @contextmanager
     def exclusive(self, name: str) -> Iterator[None]:
@@ -97,7 +104,9 @@ class Database:
             conn.execute(text("SELECT 1"))
 
     def drop_schema(self) -> None:
-        metadata.drop_all(self.engine)
+        with self.write() as conn:
+            metadata.drop_all(conn)
+            conn.execute(text("DROP TABLE IF EXISTS alembic_version"))  # or the next start would find it current
 
     @contextmanager
     def read(self, *, snapshot: bool = True) -> Iterator[Connection]:
