@@ -5,8 +5,9 @@
 The store: a baseline holding ``--patients`` synthetic patients (``synthetic_data.generate_population``,
 loaded through the transaction processor as ``ehr-sandbox load`` does; the first patients are the training
 cases), a cohort on it with one trainee, who starts the vitals task.  A signed-in client then asks for
-every page of the chart (assignments, patient search, each chart section, entry forms) for random
-patients, ``--rounds`` times each, and saves the vitals form (a write, then the task re-check).
+every page of the chart (assignments, patient search, the patient list and its next page, the chart's own
+URL (which fires CDS Hooks patient-view), each chart section, entry forms) for random patients, ``--rounds``
+times each, and saves the vitals form (a write, then the task re-check).
 
 Server time is measured inside the server: an ASGI wrapper times each request from its arrival to the
 last byte of its response, so the test client's own cost is not counted.  Figures: p50 and p95 per page
@@ -18,6 +19,7 @@ all the server's): on a shared machine wall times grow with the load average, CP
 from __future__ import annotations
 
 import argparse
+import html
 import json
 import os
 import platform
@@ -33,7 +35,7 @@ from typing import Any
 
 from fastapi.testclient import TestClient
 
-from bench.task_checks import _database
+from bench.stores import fresh_database
 from sandbox.accounts.cohorts import add_member, create_cohort
 from sandbox.accounts.users import create_user
 from sandbox.app import create_app
@@ -52,7 +54,7 @@ TASK = "core-clinical/vitals-current-encounter"
 CASE = "chest-pain-cardiology"
 SECTIONS = ("summary", "problems", "medications", "allergies", "vitals", "results", "notes", "orders",
             "referrals", "encounters", "immunizations")  # fmt: skip
-FORMS = ("vitals", "referral", "med-order")
+FORMS = ("vitals", "referral", "med-order", "code-status")
 
 Scope = MutableMapping[str, Any]
 ASGIApp = Callable[[Scope, Callable[[], Awaitable[Any]], Callable[[Any], Awaitable[None]]], Awaitable[None]]
@@ -92,7 +94,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.backend == "postgresql" and args.database_url is None:
         args.database_url = PG_DEFAULT
     with tempfile.TemporaryDirectory() as tmp:
-        db = _database(args, Path(tmp))
+        db = fresh_database(args.backend, Path(tmp), args.database_url or PG_DEFAULT)
         try:
             print(json.dumps(run(db, Path(tmp), args.patients, args.rounds, args.seed) | {"backend": args.backend}))
         finally:
@@ -124,6 +126,13 @@ def run(db: Database, tmp: Path, patients: int, rounds: int, seed: int) -> dict[
             patient = rng.choice(ids)
             _get(client, timer, "assignments", "/assignments")
             _get(client, timer, "patient-search", f"/chart/{sandbox}/patients", q=rng.choice("abcdefghjklmprstw"))
+            timer.label = "patient-list"
+            listed = client.get(f"/chart/{sandbox}/patients")
+            found = re.search(r'<a href="([^"]+)" rel="next"', listed.text)
+            assert found is not None, "the patient list has no next page"
+            _get(client, timer, "patient-list-next", html.unescape(found.group(1)))
+            # The chart's own URL: opening it fires CDS Hooks patient-view, which the sections do not.
+            _get(client, timer, "chart-open", f"/chart/{sandbox}/patients/{patient}", task=TASK)
             for section in SECTIONS:
                 _get(client, timer, f"chart-{section}", f"/chart/{sandbox}/patients/{patient}/{section}", task=TASK)
             for form in FORMS:

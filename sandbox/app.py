@@ -42,6 +42,7 @@ from sandbox.fhir.routes import hot_routes
 from sandbox.fhir.routes import router as fhir_router
 from sandbox.fhir.search_params import registry
 from sandbox.fhir.values import instant_now
+from sandbox.heap import freeze_startup_heap
 from sandbox.hl7v2.routes import router as hl7v2_router
 from sandbox.hl7v2.service import Hl7v2Service
 from sandbox.logs import REQUEST_ID
@@ -87,6 +88,7 @@ def create_app(settings: Settings, *, db: Database | None = None) -> FastAPI:
         app.state.request_log.start()
         app.state.bulk.start()  # bulk $export jobs run in the background of whichever worker takes them
         await asyncio.to_thread(app.state.subscriptions.start)  # rest-hook notifications from the outbox
+        freeze_startup_heap()  # full collections stop walking the imports and the app: see sandbox/heap.py
         yield
         await asyncio.to_thread(app.state.subscriptions.stop)
         await asyncio.to_thread(app.state.bulk.stop)

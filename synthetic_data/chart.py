@@ -63,6 +63,8 @@ from synthetic_data.codes import (
     Acute,
     Code,
     Medication,
+    code_status_code,
+    code_status_value,
 )
 from synthetic_data.ids import IdSource
 from synthetic_data.population import Person, random_date
@@ -75,6 +77,11 @@ _PANEL_INTERVAL = {"hba1c": 90, "bmp": 365, "lipids": 365, "uacr": 365, "bnp": 1
 _NSAIDS = frozenset({MED["naproxen"].rxnorm, MED["ibuprofen"].rxnorm})
 _NO_NSAIDS = ("ckd", "heart_failure", "atrial_fibrillation")
 _WELL_CHILD_MONTHS = (0, 1, 2, 4, 6, 9, 12, 15, 18, 24, 30, 36, 48)
+# Code status: how often an adult's chart has one, and how often it is DNR, by age band (from, share, DNR share);
+# a serious chronic illness (below) makes both likelier.  Older and sicker people are asked, and decline CPR,
+# more often; children's charts hold none outside a hospital stay.
+_CODE_STATUS_BANDS = ((18, 0.05, 0.02), (50, 0.15, 0.05), (65, 0.45, 0.15), (80, 0.7, 0.4))
+_SERIOUS = ("heart_failure", "copd", "ckd")
 
 
 def _concept(system: str, code: str, display: str) -> dict[str, Any]:
@@ -197,6 +204,7 @@ class ChartWriter:
             self._chronic_condition(key)
         for visit in self._plan():
             self._encounter(visit)
+        self._code_status()
         return self.resources
 
     def _patient(self) -> None:
@@ -323,6 +331,42 @@ class ChartWriter:
                 "onsetDateTime": onset.isoformat(),
                 "recordedDate": max(onset, self._window_start()).isoformat(),
                 "recorder": self._who(self.pcp),
+            }
+        )
+
+    def _code_status(self) -> None:
+        """Code status, recorded at the latest visit, for the adults whose chart has one.
+
+        Drawn from a stream and ids of its own (``{scope}/code-status``), so that adding it left every other
+        value and id of a chart as it was.
+        """
+        person = self.person
+        age = person.age_on(person.last_day)
+        band = next((b for b in reversed(_CODE_STATUS_BANDS) if age >= b[0]), None)
+        visits = [r for r in self.resources if r["resourceType"] == "Encounter"]
+        if band is None or not visits:
+            return
+        rng = random.Random(f"{self.ids.scope}/code-status")
+        _, share, dnr_share = band
+        if any(person.has(key) for key in _SERIOUS):
+            share, dnr_share = min(1.0, share + 0.3), min(1.0, dnr_share + 0.15)
+        if rng.random() >= share:
+            return
+        value = code_status_value("dnr" if rng.random() < dnr_share else "full")
+        visit = visits[-1]
+        when = visit["period"]["start"]
+        self._add(
+            {
+                "resourceType": "Observation",
+                "id": IdSource(f"{self.ids.scope}/code-status").next(),
+                "status": "final",
+                "code": code_status_code(),
+                "subject": self._subject(),
+                "encounter": self._ref(visit["id"]),
+                "effectiveDateTime": when,
+                "issued": when,
+                "performer": [visit["participant"][0]["individual"]],
+                "valueCodeableConcept": value,
             }
         )
 

@@ -369,6 +369,35 @@ SMOKING_VALUES: dict[str, Code] = {
     "current": ("449868002", "Smokes tobacco daily (finding)"),
 }
 
+# Code status (resuscitation status), charted as C-CDA R2.1's Advance Directive Observation is: the directive's
+# type, SNOMED CT 304251008 Resuscitation, with the LOINC translation 75320-2 Advance directive that every such
+# observation carries (so the SNOMED code, not the LOINC one, says that this directive is about resuscitation);
+# the value is the SNOMED CT finding.  The words shown are an EHR's usual ones.
+CODE_STATUS_TYPE: Code = ("304251008", "Resuscitation")
+ADVANCE_DIRECTIVE_LOINC: Code = ("75320-2", "Advance directive")
+CODE_STATUS_VALUES: dict[str, tuple[str, str, str]] = {  # key: (SNOMED CT code, display, words shown)
+    "full": ("304252001", "For resuscitation", "Full code"),
+    "dnr": ("304253006", "Not for resuscitation", "DNR (do not resuscitate)"),
+}
+
+
+def code_status_code() -> dict[str, object]:
+    """``Observation.code`` of a code status: the SNOMED CT directive type and its LOINC translation."""
+    return {
+        "coding": [
+            {"system": SNOMED, "code": CODE_STATUS_TYPE[0], "display": CODE_STATUS_TYPE[1]},
+            {"system": LOINC, "code": ADVANCE_DIRECTIVE_LOINC[0], "display": ADVANCE_DIRECTIVE_LOINC[1]},
+        ],
+        "text": "Code status",
+    }
+
+
+def code_status_value(key: str) -> dict[str, object]:
+    """``Observation.valueCodeableConcept`` of code status ``key`` (``full`` or ``dnr``)."""
+    code, display, words = CODE_STATUS_VALUES[key]
+    return {"coding": [{"system": SNOMED, "code": code, "display": display}], "text": words}
+
+
 ENCOUNTER_TYPES: dict[str, Code] = {
     "wellness": ("185349003", "Encounter for check up (procedure)"),
     "well_child": ("410620009", "Well child visit (procedure)"),

@@ -7,6 +7,8 @@
   ``.url``, ``.app``, ``.db``, ``.demo``, ``.password(email)`` and ``.sign_in(page, email)``.
 - ``browser`` (one per test session) and ``page`` (a fresh browser context per test, so no cookies leak
   between tests).
+- ``app_origin``: a SMART app of sorts, a local HTTP server on another port (another origin) whose page shows
+  the ``iss`` it was launched with (``<p id="launched">``).
 - ``artifacts``: where screenshots go: ``$EHR_SANDBOX_E2E_ARTIFACTS``, else a directory under pytest's tmp.
 
 Chromium is Debian's (``/usr/bin/chromium``, or ``$EHR_SANDBOX_CHROMIUM``); Playwright never downloads one.
@@ -22,7 +24,11 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from html import escape
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 import pytest
 import uvicorn
@@ -137,3 +143,26 @@ def artifacts(tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = Path(configured) if configured else tmp_path_factory.mktemp("e2e-artifacts")
     path.mkdir(parents=True, exist_ok=True)
     return path
+
+
+@pytest.fixture
+def app_origin() -> Iterator[str]:
+    """The base URL of a local app that shows the ``iss`` it was launched with, on a port of its own."""
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802
+            query = parse_qs(urlsplit(self.path).query)
+            body = f'<p id="launched">launched with iss {escape(query.get("iss", ["?"])[0])}</p>'
+            self.send_response(200)
+            self.send_header("Content-Type", "text/html; charset=utf-8")
+            self.end_headers()
+            self.wfile.write(body.encode())
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()

@@ -1,16 +1,12 @@
 """A SMART app launched from the chart in Chromium: in an iframe under the patient banner (the page's CSP lets
 that frame load the app's origin) and in a new tab (the form's redirect to the app is allowed by form-action).
-The app is a local HTTP server on another port (another origin) that shows what it was launched with."""
+The app is a local HTTP server on another port (another origin) that shows what it was launched with
+(``app_origin``, tests/e2e/conftest.py)."""
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Iterator
-from html import escape
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
-from urllib.parse import parse_qs, urlsplit
 
 import pytest
 from playwright.sync_api import Page, expect
@@ -20,27 +16,6 @@ from tests.e2e.conftest import LiveServer
 
 ADA = "ada@demo.invalid"
 PATIENT = "chest-pain-cardiology"
-
-
-@pytest.fixture
-def app_origin() -> Iterator[str]:
-    class Handler(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:  # noqa: N802
-            query = parse_qs(urlsplit(self.path).query)
-            body = f'<p id="launched">launched with iss {escape(query.get("iss", ["?"])[0])}</p>'
-            self.send_response(200)
-            self.send_header("Content-Type", "text/html; charset=utf-8")
-            self.end_headers()
-            self.wfile.write(body.encode())
-
-        def log_message(self, *args: Any) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{server.server_address[1]}"
-    server.shutdown()
-    server.server_close()
 
 
 @pytest.fixture

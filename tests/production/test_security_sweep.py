@@ -189,6 +189,41 @@ def test_a_trainee_is_turned_away_from_every_trainer_route(client: TestClient, w
     assert writes(db) == before
 
 
+def test_a_signed_in_vendor_reaches_no_page_of_a_sandbox_not_its_own(
+    client: TestClient, world: World, db: Database
+) -> None:
+    """A vendor opens the charts of its own sandbox (to launch its apps there): every page of another sandbox,
+    read or posted with the vendor's own valid CSRF token, is still refused, and nothing is written."""
+    with db.write() as conn:
+        trainer = create_user(conn, "Val Trainer", "val@sweep.invalid", "trainer")
+        vendor = create_user(conn, "Vee Vendor", "vee@sweep.invalid", "vendor", password=PASSWORD)
+        own = add_member(conn, create_cohort(conn, "Vendors", trainer.id, baseline_id=world.baseline).id, vendor.id)
+    page = client.get("/login")
+    token = re.search(r'name="csrf_token" value="([^"]+)"', page.text).group(1)  # type: ignore[union-attr]
+    signed_in = client.post(
+        "/login", data={"email": "vee@sweep.invalid", "password": PASSWORD, "csrf_token": token}, follow_redirects=False
+    )
+    assert signed_in.status_code == 303
+    mine = client.get(f"/chart/{own.sandbox_id}/patients")
+    assert mine.status_code == 200  # the vendor's own sandbox opens: the sweep below is about the others
+    csrf = re.search(r'name="csrf_token" value="([^"]+)"', mine.text).group(1)  # type: ignore[union-attr]
+    before = writes(db)
+    answers = []
+    for method, template in sorted(set(route_table(client.app.routes))):
+        if "{sandbox_id}" not in template or template.startswith("/sandboxes/") or is_open(template):
+            continue
+        url = concrete(template, world)
+        if method == "POST":
+            response = client.post(url, data={"csrf_token": csrf}, follow_redirects=False)
+        else:
+            response = client.request(method, url, follow_redirects=False)
+        answers.append((method, template, response.status_code))
+    assert any(t.startswith("/chart/") for _, t, _ in answers), "no chart page was swept"
+    # The admin API takes bearer tokens only: a session cookie is no credential there (401).
+    assert [(m, t, s) for m, t, s in answers if s not in (401, 403, 404)] == []
+    assert writes(db) == before
+
+
 @pytest.mark.parametrize("value", [*SQL, SCRIPT])
 def test_injection_in_search_parameters_finds_nothing_and_breaks_nothing(
     client: TestClient, world: World, db: Database, value: str

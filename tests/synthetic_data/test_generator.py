@@ -16,7 +16,7 @@ from fhir.resources.R4B.bundle import Bundle
 from sandbox.fhir.validation import dump_json, validate
 from synthetic_data import DEFAULT_TODAY, GeneratorOptions, generate_population
 from synthetic_data.codes import CHRONIC_BY_KEY, LOINC, NPI_SYSTEM, RXNORM
-from synthetic_data.ids import luhn_check_digit, make_npi, npi_valid
+from synthetic_data.ids import IdSource, luhn_check_digit, make_npi, npi_valid
 from tests.synthetic_data.references import all_references
 
 PATIENTS = 40
@@ -250,6 +250,62 @@ def test_every_patient_has_an_mrn_coverage_and_smoking_status_when_old_enough() 
         if age >= 15 and "deceasedDateTime" not in patient:
             assert smoking
     assert len(mrns) == PATIENTS
+
+
+def test_code_status_is_recorded_for_adults_at_their_latest_visit_more_often_and_more_often_dnr_when_old() -> None:
+    """C-CDA's Advance Directive Observation in FHIR: SNOMED CT 304251008 Resuscitation with the LOINC translation
+    75320-2, valued For resuscitation (full code) or Not for resuscitation (DNR)."""
+    seen: dict[str, list[str]] = {"under 18": [], "18-64": [], "65+": []}
+    for bundle in population(11, 300)[1:]:
+        resources = resources_of(bundle)
+        patient = resources[0]
+        age = DEFAULT_TODAY.year - int(patient["birthDate"][:4])
+        band = "under 18" if age < 18 else "18-64" if age < 65 else "65+"
+        statuses = [r for r in resources if r["resourceType"] == "Observation" and "304251008" in codes(r["code"])]
+        assert len(statuses) <= 1
+        if not statuses:
+            seen[band].append("")
+            continue
+        status = statuses[0]
+        assert {(c["system"], c["code"]) for c in status["code"]["coding"]} == {
+            ("http://snomed.info/sct", "304251008"),
+            (LOINC, "75320-2"),
+        }
+        value = status["valueCodeableConcept"]["coding"][0]
+        assert (value["system"], value["code"]) in {
+            ("http://snomed.info/sct", "304252001"),
+            ("http://snomed.info/sct", "304253006"),
+        }
+        seen[band].append(value["code"])
+        visits = [r for r in resources if r["resourceType"] == "Encounter"]
+        latest = max(visits, key=lambda e: e["period"]["start"])
+        assert status["effectiveDateTime"] == latest["period"]["start"]
+        assert by_id(bundle)[status["encounter"]["reference"]] is latest
+
+    def share(band: str, code: str | None = None) -> float:
+        found = [c for c in seen[band] if c] if code else seen[band]
+        return sum((c == code) if code else bool(c) for c in found) / max(1, len(found))
+
+    assert seen["under 18"] and share("under 18") == 0
+    assert 0.03 < share("18-64") < 0.35 and 0.35 < share("65+") < 0.85
+    assert share("65+", "304253006") > share("18-64", "304253006")
+
+
+def test_adding_code_status_left_every_other_id_of_a_chart_in_sequence() -> None:
+    """Code status draws from its own stream and ids: the rest of a chart is what it was before it existed, its
+    ids still ``{scope}/1``, ``{scope}/2``... with none skipped, and the code status's id from a scope of its own."""
+    with_status = 0
+    for index, bundle in enumerate(population()[1:]):
+        if index < 3:
+            continue  # the training cases have scopes of their own
+        resources = resources_of(bundle)
+        status = [r["id"] for r in resources if r["resourceType"] == "Observation" and "304251008" in codes(r["code"])]
+        assert status == [] or status == [IdSource(f"7/{index}/code-status").next()]
+        with_status += bool(status)
+        others = {r["id"] for r in resources} - set(status)
+        source = IdSource(f"7/{index}")
+        assert others == {source.next() for _ in others}  # the first len(others) ids of the scope, none skipped
+    assert with_status
 
 
 def test_children_get_cdc_schedule_immunizations() -> None:

@@ -1,9 +1,10 @@
 """The chart's "Launch app" buttons: which SMART apps can be launched, and an EHR launch of one for a patient.
 
-Every registered client with a launch URL is offered.  A launch is made by ``sandbox.auth.launches`` (the same
-function as ``POST /admin/launches``), with the signed-in user's fhirUser when the sandbox has one
-Practitioner with their email; the app is opened at its launch URL with ``launch`` and ``iss``.  A CDS card's
-SMART link names an app by its launch URL (``app_for_link``) and is launched the same way.
+Every registered client with a launch URL is offered; to a vendor, only the clients it registered.  A launch
+is made by ``sandbox.auth.launches`` (the same function as ``POST /admin/launches``), with the signed-in user's
+fhirUser when the sandbox has one Practitioner with their email; the app is opened at its launch URL with
+``launch`` and ``iss``.  A CDS card's SMART link names an app by its launch URL (``app_for_link``) and is
+launched the same way.
 """
 
 from __future__ import annotations
@@ -30,14 +31,21 @@ class LaunchableApp:
     launch_url: str
 
 
-def launchable_apps(conn: Connection) -> list[LaunchableApp]:
-    """The apps with a launch URL whose origin can be named in a CSP (every URL registration accepts can)."""
+def launchable_apps(conn: Connection, user: User) -> list[LaunchableApp]:
+    """The apps ``user`` may launch from a chart: for a vendor the apps it registered (another vendor's app is
+    not its to test), for everyone else every app.  Only those with a launch URL whose origin can be named in a
+    CSP (every URL registration accepts can)."""
     found = []
-    for client in client_ops.list_clients(conn):
+    for client in client_ops.list_clients(conn, owner=_owner(user)):
         origin = origin_of(client.launch_url) if client.launch_url else None
         if origin and client.launch_url:
             found.append(LaunchableApp(client.client_id, origin, client.launch_url))
     return found
+
+
+def _owner(user: User) -> str | None:
+    """Whose registered apps ``user`` launches: a vendor's own (by ``smart_client_owners``), else None (all)."""
+    return user.id if user.role == "vendor" else None
 
 
 def app_for_link(apps: list[LaunchableApp], url: str) -> str | None:
@@ -67,6 +75,9 @@ def launch_app(
     is not registered or has no launch URL; Invalid for a patient that is not in the sandbox."""
     client = client_ops.find_client(conn, client_id)
     origin = origin_of(client.launch_url) if client and client.launch_url else None
+    owner = _owner(user)
+    if owner is not None and client is not None and client_ops.client_owners(conn).get(client_id) != owner:
+        client = None  # another vendor's app: as if there were none, so a vendor learns nothing of others' apps
     if client is None or origin is None:
         raise NotFound(f"There is no app '{client_id}' with a launch URL")
     fhir_user = practitioner_of(conn, state, sandbox_id, user.email)

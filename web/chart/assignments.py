@@ -19,7 +19,7 @@ from sandbox.store.schema import cohort_members, cohorts, layers
 from tasks.engine import ACTIVE, SUBMITTED, TIMED_OUT, Attempt, TaskEngine
 from tasks.model import Pack, Task
 
-CHART_ROLES = ("trainee", "trainer", "admin")
+CHART_ROLES = ("trainee", "trainer", "admin", "vendor")
 
 
 @dataclass(frozen=True)
@@ -67,8 +67,9 @@ def memberships(conn: Connection, user: User) -> list[Membership]:
 
 
 def may_open(conn: Connection, user: User, sandbox_id: str) -> bool:
-    """Trainees: only the sandboxes their cohorts gave them.  Trainers: their cohorts' sandboxes.  Admins: all."""
-    if user.role == "trainee":
+    """Trainees and vendors: only the sandboxes their cohorts gave them (the ones the vendor console lists), not
+    the default one.  Trainers: their cohorts' sandboxes.  Admins: all."""
+    if user.role in ("trainee", "vendor"):
         return any(ms.sandbox_id == sandbox_id for ms in memberships(conn, user))
     return user.role in ("trainer", "admin") and can_reach(conn, user, sandbox_id)
 

@@ -19,7 +19,7 @@ from sqlalchemy import Connection
 from sandbox.fhir.interactions import Interactions
 from sandbox.fhir.outcome import FhirError
 from sandbox.store.layers import View
-from synthetic_data.codes import LABS
+from synthetic_data.codes import CODE_STATUS_TYPE, CODE_STATUS_VALUES, LABS
 from web.chart.display import (
     age_on,
     codes_of,
@@ -40,8 +40,12 @@ REFERRAL_CATEGORY = (SNOMED, "3457005")
 IMAGING_CATEGORY = (SNOMED, "363679005")
 LAB_CATEGORY = (SNOMED, "108252007")
 PAYER_TYPE = "http://terminology.hl7.org/CodeSystem/organization-type|pay"
-# Code status is charted as an Observation coded LOINC 75320-2 (advance directive) whose value says it.
-CODE_STATUS = f"{LOINC}|75320-2"
+# Code status: the latest Observation of the resuscitation directive (synthetic_data.codes: SNOMED CT 304251008,
+# which C-CDA's Advance Directive Observation names with the LOINC translation 75320-2; that LOINC code alone names
+# any advance directive, so the banner looks for the SNOMED one).  Entered-in-error and preliminary ones are not it.
+CODE_STATUS = f"{SNOMED}|{CODE_STATUS_TYPE[0]}"
+CODE_STATUS_FINAL = "final,amended,corrected"
+PATIENTS_PER_PAGE = 50
 
 # The flowsheet's rows: (key, label, LOINC codes that chart it, unit shown).
 VITAL_ROWS: tuple[tuple[str, str, tuple[str, ...], str], ...] = (
@@ -72,6 +76,8 @@ class Banner:
     mrn: str
     allergies: list[str]
     code_status: str
+    code_status_date: str = ""
+    dnr: bool = False  # flagged in the banner, as allergies are
 
 
 def resource_of(stored: Any) -> dict[str, Any]:
@@ -116,10 +122,13 @@ class ChartReader:
             "",
         )
         allergies = [a["substance"] for a in self.allergies() if a["clinical_status"] == "active"]
-        status = self.for_patient("Observation", ("code", CODE_STATUS), ("_sort", "-date"), count=1)
-        code_status = ""
-        if status:
-            code_status = concept_text(status[0].get("valueCodeableConcept")) or str(status[0].get("valueString", ""))
+        status = self.code_status()
+        code_status, code_status_date, dnr = "", "", False
+        if status is not None:
+            value = status.get("valueCodeableConcept")
+            code_status = concept_text(value) or str(status.get("valueString", ""))
+            code_status_date = when(status.get("effectiveDateTime") or status.get("issued"))
+            dnr = (SNOMED, CODE_STATUS_VALUES["dnr"][0]) in codes_of(value)
         return Banner(
             id=self.patient_id,
             name=human_name(p),
@@ -129,7 +138,20 @@ class ChartReader:
             mrn=mrn,
             allergies=allergies,
             code_status=code_status or "Not documented",
+            code_status_date=code_status_date,
+            dnr=dnr,
         )
+
+    def code_status(self) -> dict[str, Any] | None:
+        """The latest code status Observation, or None.  Two documented at the same moment (a change saved
+        within the second of the last) are told apart by when the server stored them."""
+        found = self.for_patient(
+            "Observation", ("code", CODE_STATUS), ("status", CODE_STATUS_FINAL), ("_sort", "-date"), count=10
+        )
+        if not found:
+            return None
+        latest = [o for o in found if _effective(o) == _effective(found[0])]
+        return max(latest, key=lambda o: str((o.get("meta") or {}).get("lastUpdated", "")))
 
     # ---- lists -----------------------------------------------------------------------------------
 
@@ -396,14 +418,33 @@ def payors(conn: Connection, fhir: Interactions, view: View) -> list[tuple[str, 
     return sorted(((f"Organization/{o.id}", str(resource_of(o).get("name", o.id))) for o in found), key=lambda c: c[1])
 
 
-def find_patients(conn: Connection, fhir: Interactions, view: View, text: str, count: int = 50) -> list[dict[str, Any]]:
-    """Patients whose name (or MRN, when ``text`` has a digit) matches; the first ``count`` by family name."""
+@dataclass(frozen=True)
+class PatientPage:
+    """One page of the patient list, and the search's own cursors to the pages either side (None at an end)."""
+
+    rows: list[dict[str, Any]]
+    next: str | None
+    previous: str | None
+
+
+def find_patients(
+    conn: Connection, fhir: Interactions, view: View, text: str, *, cursor: str = "", count: int = PATIENTS_PER_PAGE
+) -> PatientPage:
+    """Patients whose name (or MRN, when ``text`` has a digit) matches, by family name, ``count`` a page.
+
+    Paging is the FHIR search's own (``_cursor``: a position in the order, not an offset), so a patient
+    registered meanwhile neither shifts nor repeats the rows of the next page; the id breaks ties between
+    equal family names, so the order is total.  A cursor that is not the search's own is a ``FhirError``.
+    """
     query = [("_sort", "family"), ("_count", str(count)), ("_total", "none")]
     text = text.strip()[:100]
     if text:
         query.append(("identifier" if any(ch.isdigit() for ch in text) else "name", text))
+    if cursor:
+        query.append(("_cursor", cursor))
+    result = fhir.search(conn, view, "Patient", query)
     rows = []
-    for stored in fhir.search(conn, view, "Patient", query).matches:
+    for stored in result.matches:
         p = resource_of(stored)
         mrn = next((str(i.get("value", "")) for i in p.get("identifier") or [] if i.get("type")), "")
         rows.append(
@@ -415,7 +456,11 @@ def find_patients(conn: Connection, fhir: Interactions, view: View, text: str, c
                 "mrn": mrn,
             }
         )
-    return rows
+    return PatientPage(
+        rows,
+        result.next_cursor.encode() if result.next_cursor else None,
+        result.previous_cursor.encode() if result.previous_cursor else None,
+    )
 
 
 def draft_order(resource: dict[str, Any]) -> dict[str, str]:
@@ -476,6 +521,10 @@ def _range_text(low: float | None, high: float | None) -> str:
     if high is None:
         return f"≥ {number_text(low)}"
     return f"{number_text(low)}–{number_text(high)}"
+
+
+def _effective(o: dict[str, Any]) -> str:
+    return str(o.get("effectiveDateTime") or o.get("issued") or "")
 
 
 def _interpretation(o: dict[str, Any]) -> str:

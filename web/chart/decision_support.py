@@ -311,7 +311,7 @@ class ChartCds:
             with self.state.db.read() as conn:
                 found = [log.get_call(conn, layer, i) for i in dict.fromkeys(ids)]
                 mine = [c for c in found if c is not None and self._ours(c, hook)]
-                return _cards(conn, layer, mine)
+                return _cards(conn, layer, mine, self.user)
 
         return await run_in_threadpool(read) if ids else Cards()
 
@@ -322,7 +322,7 @@ class ChartCds:
             layer = self.state.views.get(self.sandbox_id).overlay
             with self.state.db.read() as conn:
                 found = log.latest_hook_calls(conn, layer, actor=self.actor, patient_id=self.patient_id, hook=hook)
-                return _cards(conn, layer, found)
+                return _cards(conn, layer, found, self.user)
 
         return await run_in_threadpool(read)
 
@@ -367,7 +367,7 @@ def _drafts_of(call: log.Call) -> list[dict[str, Any]]:
     return comparable(e.get("resource") or {} for e in bundle.get("entry") or [])
 
 
-def _cards(conn: Connection, layer: str, calls: list[log.Call]) -> Cards:
+def _cards(conn: Connection, layer: str, calls: list[log.Call], user: User) -> Cards:
     apps: list[LaunchableApp] | None = None
     found: list[ShownCard] = []
     notices = []
@@ -378,7 +378,7 @@ def _cards(conn: Connection, layer: str, calls: list[log.Call]) -> Cards:
         decided = {d.card_key: d for d in log.decisions(conn, layer, call_id=call.id)}
         for card in call.cards:
             if apps is None and any(link.get("type") == "smart" for link in card.get("links") or []):
-                apps = launchable_apps(conn)
+                apps = launchable_apps(conn, user)
             links = tuple(_link(link, apps or []) for link in card.get("links") or [])
             found.append(
                 ShownCard(call.id, call.hook or "", call.service_id or "", card, links, decided.get(card["key"]))

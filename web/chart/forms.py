@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from typing import Any
 
+from synthetic_data.codes import CODE_STATUS_VALUES, code_status_code, code_status_value
 from web.chart.value_sets import Concept, value_set
 
 LOINC = "http://loinc.org"
@@ -283,6 +284,49 @@ VITALS = Form(
     ),
     build_vitals,
     intro="Leave blank what you did not measure. Each measurement is saved as its own coded Observation.",
+)
+
+# ---- code status ---------------------------------------------------------------------------------------
+
+CODE_STATUSES: Choices = tuple((key, words) for key, (_code, _display, words) in CODE_STATUS_VALUES.items())
+DISCUSSED_WITH: Choices = (
+    ("the patient", "The patient"),
+    ("the patient's health care agent", "The health care agent (proxy)"),
+    ("the patient's family", "The family"),
+)
+
+
+def build_code_status(v: dict[str, Any], ctx: Context) -> list[Write]:
+    """A new code status Observation: the latest one is the patient's code status, the earlier ones its history."""
+    if v["status"] == "dnr" and not v["discussed_with"]:
+        raise FormErrors({"discussed_with": "A DNR is documented with whom it was discussed."})
+    observation: dict[str, Any] = {
+        "resourceType": "Observation",
+        "status": "final",
+        "code": code_status_code(),
+        "subject": _ref(ctx.patient_ref),
+        "effectiveDateTime": ctx.instant,
+        "valueCodeableConcept": code_status_value(v["status"]),
+    }
+    _encounter(v, observation)
+    notes = [f"Discussed with {v['discussed_with']}." if v["discussed_with"] else "", v["note"] or ""]
+    if any(notes):
+        observation["note"] = [{"text": " ".join(n for n in notes if n)}]
+    return [Write("Observation", new_id(), observation)]
+
+
+CODE_STATUS = Form(
+    "code-status",
+    "Document code status",
+    "summary",
+    (
+        Field("status", "Code status", "select", True, CODE_STATUSES),
+        Field("discussed_with", "Discussed with", "select", options=DISCUSSED_WITH, help="Needed for a DNR."),
+        Field("note", "Note", "text", max_length=500),
+        ENCOUNTER,
+    ),
+    build_code_status,
+    intro="Saved as a new Observation; the banner shows the latest, and the earlier ones stay in the record.",
 )
 
 # ---- allergy -------------------------------------------------------------------------------------------
@@ -922,6 +966,7 @@ FORMS: dict[str, Form] = {
     f.id: f
     for f in (
         VITALS,
+        CODE_STATUS,
         ALLERGY,
         PROBLEM,
         NOTE,

@@ -1,10 +1,11 @@
 """The trainee's EHR pages: assignments, patient search, the chart's sections, entry forms, the task panel.
 
-Every page needs a signed-in trainee, trainer or admin (others get the 403 page), and a sandbox the person
-may open (``assignments.may_open``).  Forms post back to their own URL: a good entry is written through
-``Interactions`` in one transaction, attributed to the signed-in user (``user:<id>`` via ``web-ui``), the
-sandbox's active task attempts are re-checked, and the browser is sent to the chart section that shows the
-entry (post/redirect/get); a bad one is shown again with an error beside each field, and nothing is written.
+Every page needs a signed-in trainee, trainer, admin or vendor (others get the 403 page), and a sandbox the
+person may open (``assignments.may_open``: a vendor opens the charts of its own sandboxes, to launch its apps).
+Forms post back to their own URL: a good entry is written through ``Interactions`` in one transaction,
+attributed to the signed-in user (``user:<id>`` via ``web-ui``), the sandbox's active task attempts are
+re-checked, and the browser is sent to the chart section that shows the entry (post/redirect/get); a bad one is
+shown again with an error beside each field, and nothing is written.
 """
 
 from __future__ import annotations
@@ -59,7 +60,7 @@ router = APIRouter(route_class=WebRoute, include_in_schema=False)
 
 WEB_ROUTE = "web-ui"
 SECTIONS: tuple[tuple[str, str, tuple[str, ...]], ...] = (  # id, title, the forms that add to it
-    ("summary", "Summary", ()),
+    ("summary", "Summary", ("code-status",)),
     ("problems", "Problems", ("problem",)),
     ("medications", "Medications", ("med-order", "medrec", "discontinue")),
     ("allergies", "Allergies", ("allergy",)),
@@ -244,17 +245,39 @@ def _require_trainee(session: WebSession) -> None:
 
 @router.get("/chart/{sandbox_id}/patients")
 def patient_list(
-    request: Request, sandbox_id: str, q: str = "", task: str | None = None, session: WebSession = Depends(chart_user)
+    request: Request,
+    sandbox_id: str,
+    q: str = "",
+    cursor: str = "",
+    task: str | None = None,
+    session: WebSession = Depends(chart_user),
 ) -> Response:
+    """The patient list, a page at a time: ``cursor`` is the FHIR search's own paging cursor, which the Previous
+    and Next links carry (a position in the order, so the pages hold no page numbers).  A cursor that is not one
+    of the search's is 400."""
     view = _view(request, session, sandbox_id)
     fhir = request.app.state.fhir
+    status, problem = 200, ""
     with request.app.state.db.read() as conn:
         try:
-            patients = chart_data.find_patients(conn, fhir, view, q)
+            found = chart_data.find_patients(conn, fhir, view, q, cursor=cursor[:2000])
         except FhirError:
-            patients = []
-    context = _base(request, session, sandbox_id, task) | {"patients": patients, "q": q[:100]}
-    return page("chart/patients.html", context)
+            found = chart_data.PatientPage([], None, None)
+            if cursor:  # words that match nobody are no error; a page link the search did not make is
+                status, problem = 400, "That page of the list cannot be shown (the link is not a list page)."
+
+    def page_url(position: str | None) -> str | None:
+        return _with_task(request.url.path, task, q=q[:100], cursor=position) if position else None
+
+    context = _base(request, session, sandbox_id, task) | {
+        "patients": found.rows,
+        "q": q[:100],
+        "per_page": chart_data.PATIENTS_PER_PAGE,
+        "next_url": page_url(found.next),
+        "previous_url": page_url(found.previous),
+        "problem": problem,
+    }
+    return page("chart/patients.html", context, status)
 
 
 def _base(request: Request, session: WebSession, sandbox_id: str, task: str | None) -> dict[str, Any]:
@@ -329,7 +352,7 @@ def _chart(
         reader = _reader(request, conn, view, patient_id)
         data = _section_data(reader, section)
         banner = reader.banner()
-        apps = launchable_apps(conn)
+        apps = launchable_apps(conn, session.user)
         visits = reader.encounter_choices() if opening else []
     context = _base(request, session, sandbox_id, task) | {
         "banner": banner,
@@ -602,9 +625,7 @@ def _entry(
     request: Request, session: WebSession, sandbox_id: str, patient_id: str | None, form: Form, posted: dict[str, str]
 ) -> Entry:
     if session.user.role not in CHART_ROLES:
-        raise WebError(
-            403, "Not allowed", f"The chart is for trainees, trainers and admins, not a {session.user.role}."
-        )
+        raise WebError(403, "Not allowed", f"The chart is not for a {session.user.role}.")
     view = _view(request, session, sandbox_id)
     with request.app.state.db.read() as conn:
         reader = _reader(request, conn, view, patient_id) if patient_id else None

@@ -20,7 +20,9 @@ def test_banner_and_sections_show_the_case(client: TestClient, demo: Demo, ada: 
     assert re.search(rf"<dt>Age</dt><dd>{age}</dd>", summary)
     assert '<dd id="mrn">CASE-0001</dd>' in summary
     assert re.search(r'id="banner-allergies">[^<]*Penicillin', summary, re.I)
-    assert "<dt>Code status</dt><dd>Not documented</dd>" in summary
+    assert re.search(
+        r'<dt>Code status</dt><dd id="banner-code-status">Not documented\s*<a href="[^"]+/forms/code-status"', summary
+    )
     assert 'aria-current="page">Summary</a>' in summary
 
     problems = client.get(f"{base}/problems").text
