@@ -9,7 +9,10 @@
    patients): the wall-clock rate of the whole machine.
 3. Loading: ``--patients`` generated bundles (plus the directory bundle) into a
    fresh baseline through ``ehr-sandbox load``'s loader, i.e. the transaction
-   bundle processor and ``Repository.write``: wall time and resources per second.
+   bundle processor and ``Repository.write``, with as many worker processes as
+   ``ehr-sandbox load`` starts (``--load-workers``): wall time, resources per
+   second, and the CPU time of the loader and of its workers (PostgreSQL's own
+   server processes are not counted).
 
 Prints one JSON line.  This machine's speed varies from minute to minute (other
 work shares it); CPU time is reported next to wall time for that reason.
@@ -21,6 +24,7 @@ import argparse
 import json
 import os
 import platform
+import resource
 import shutil
 import sys
 import tempfile
@@ -109,15 +113,21 @@ def _load(args: argparse.Namespace, options: GeneratorOptions) -> dict[str, Any]
     with db.write() as conn:
         create_baseline(conn, "bench", baseline_id="bench")
         view = baseline_view_for_loading(conn, "bench")
+    workers = (os.cpu_count() or 1) if args.load_workers is None else args.load_workers
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
     wall, cpu = time.perf_counter(), time.process_time()
-    report = Loader(db, view).load(work / "out")
+    report = Loader(db, view, workers=workers).load(work / "out")
     wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)  # the workers have ended: their time is counted
+    workers_cpu = (after.ru_utime + after.ru_stime) - (children.ru_utime + children.ru_stime)
     db.dispose()
     shutil.rmtree(work, ignore_errors=True)
     return {
         "backend": args.backend,
         "seconds": round(wall, 1),
+        "workers": workers,
         "cpu_seconds_main_process": round(cpu, 1),
+        "cpu_seconds_workers": round(workers_cpu, 1),
         "resources": report.total,
         "rejected": len(report.rejected),
         "resources_per_second": round(report.total / wall, 1),
@@ -148,6 +158,9 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--backend", choices=["sqlite", "postgresql"], default="sqlite")
     parser.add_argument("--pg-url", default=DEFAULT_PG, help="a database of the benchmark's own; it is recreated")
     parser.add_argument("--no-load", action="store_true", help="measure generation only")
+    parser.add_argument(
+        "--load-workers", type=int, default=None, help="the loader's worker processes (default: one per core)"
+    )
     return parser
 
 

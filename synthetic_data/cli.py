@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from datetime import date
 from pathlib import Path
@@ -10,6 +11,8 @@ from pathlib import Path
 from sandbox.cli import CliError
 
 _BAR = 30
+# Below this much input a worker's start (a second or two of imports) costs more than it saves.
+_WORKERS_FROM_MB = 4
 
 
 def add_data_commands(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -37,6 +40,13 @@ def add_data_commands(sub: argparse._SubParsersAction) -> None:  # type: ignore[
     target = load.add_mutually_exclusive_group()
     target.add_argument("--sandbox", default=None, help="the sandbox to load into (default: the default sandbox)")
     target.add_argument("--baseline", default=None, help="the baseline to load into (created if it does not exist)")
+    load.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        help="processes that validate and index bundles while this one writes (default: one per core, "
+        f"none for less than {_WORKERS_FROM_MB} MB of files; 0: none)",
+    )
     load.add_argument("--quiet", action="store_true", help="no progress output")
     load.set_defaults(func=_load)
 
@@ -92,10 +102,16 @@ def _load(args: argparse.Namespace) -> None:
 
     if not args.path.exists():
         raise CliError(f"{args.path} does not exist; give a bundle, an NDJSON file or a folder of them")
+    if args.workers is not None and args.workers < 0:
+        raise CliError(f"--workers must be 0 or more, not {args.workers}")
     try:
-        discover(args.path)
+        files = discover(args.path)
     except LoadError as exc:
         raise CliError(str(exc)) from None
+    workers = args.workers
+    if workers is None:
+        size = sum(p.stat().st_size for p in files)
+        workers = (os.cpu_count() or 1) if size >= _WORKERS_FROM_MB * 1_000_000 else 0
     settings = Settings.from_env()
     db = Database(settings.database_url)
     try:
@@ -123,7 +139,7 @@ def _load(args: argparse.Namespace) -> None:
                     if sandbox_id == DEFAULT_SANDBOX
                     else (f"{settings.public_base}/sandboxes/{sandbox_id}/fhir")
                 )
-        loader = Loader(db, view, base=base, progress=None if args.quiet else _load_bar())
+        loader = Loader(db, view, base=base, progress=None if args.quiet else _load_bar(), workers=workers)
         report = loader.load(args.path)
     except OperationalError as exc:
         raise CliError(f"cannot use the database ({exc.orig}); check EHR_SANDBOX_DATABASE_URL") from None

@@ -25,7 +25,8 @@ import base64
 import binascii
 import logging
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from http import HTTPStatus
 from typing import Any
@@ -41,7 +42,8 @@ from sandbox.fhir.resource_types import is_resource_type
 from sandbox.fhir.responses import searchset
 from sandbox.fhir.search_plan import parse
 from sandbox.fhir.validation import dump_json, parse_json, validate
-from sandbox.store.repository import Stored, new_id
+from sandbox.fhir.values import instant_now
+from sandbox.store.repository import PreparedCreates, Stored, new_id, prepare_creates
 
 log = logging.getLogger("ehr_sandbox")
 
@@ -85,6 +87,19 @@ class Entry:
         return self.rid is None and self.query is not None
 
 
+@dataclass(frozen=True)
+class TransactionPlan:
+    """What a transaction Bundle's creates need no database for, worked out beforehand (by the loader's
+    worker processes, ``sandbox.fhir.transaction_plan``): the ids its POST entries get, and each chunk of
+    creates validated and turned into rows.  ``BundleProcessor`` still runs the Bundle as always and uses
+    a chunk only if the same entries turn out to create the same resources (a PUT whose resource exists
+    after all is an update, and its chunk is worked out again here).
+    """
+
+    post_ids: dict[int, str]  # entry index -> the id a POST entry creates
+    chunks: dict[tuple[str, tuple[int, ...]], PreparedCreates]  # (method, entry indices) -> its rows
+
+
 @dataclass
 class _References:
     """fullUrl -> ``Type/id`` of every entry with an identity, and conditional references resolved so far."""
@@ -97,20 +112,33 @@ class _References:
 class BundleProcessor:
     """Runs one transaction or batch Bundle in one sandbox on behalf of the request's actor."""
 
-    def __init__(self, ctx: FhirContext, prefer: str | None = None) -> None:
+    def __init__(
+        self,
+        ctx: FhirContext,
+        prefer: str | None = None,
+        *,
+        conn: Connection | None = None,
+        plan: TransactionPlan | None = None,
+    ) -> None:
+        """``conn``: run inside the caller's open write transaction, each unit of work (the whole
+        transaction, or one batch entry) in a savepoint of it, rather than in transactions of its own.
+        ``plan``: what was worked out for this very Bundle beforehand (``TransactionPlan``)."""
         self.ctx = ctx
         self.prefer = prefer
+        self.conn = conn
+        self.plan = plan
         self.refs = _References()
         self.creates: dict[tuple[str, str], Entry] = {}  # conditional creates by (type, criteria)
 
     # ---- entry point ---------------------------------------------------------------------------------
 
     def process(self, bundle: Any) -> bytes:
-        kind = _check_bundle(bundle)
-        entries = [self._parse_entry(n, raw) for n, raw in enumerate(bundle.get("entry") or [])]
-        for entry in entries:
-            if entry.full_url:
-                self.refs.entry_of[entry.full_url] = entry
+        return dump_json(self.run(bundle))
+
+    def run(self, bundle: Any) -> dict[str, Any]:
+        """Run the Bundle; its response Bundle, not yet serialized (``resource`` elements are fragments)."""
+        kind = check_bundle(bundle, shell_checked=self.plan is not None)
+        entries = self._entries(bundle)
         if kind == "transaction":
             for entry in entries:
                 if entry.error is not None:
@@ -126,28 +154,57 @@ class BundleProcessor:
         }
         if not entries:
             del response["entry"]
-        return dump_json(response)
+        return response
+
+    def _entries(self, bundle: dict[str, Any]) -> list[Entry]:
+        entries = [self._parse_entry(n, raw) for n, raw in enumerate(bundle.get("entry") or [])]
+        for entry in entries:
+            if entry.full_url:
+                self.refs.entry_of[entry.full_url] = entry
+        return entries
 
     # ---- transaction -----------------------------------------------------------------------------------
 
     def _transaction(self, entries: list[Entry]) -> None:
+        with self._writing() as conn:
+            self._apply(conn, entries)
+
+    @contextmanager
+    def _writing(self) -> Iterator[Connection]:
+        """One all-or-nothing unit of work: a database transaction, or a savepoint in the caller's."""
+        if self.conn is None:
+            with self.ctx.db.write() as conn:
+                yield conn
+        else:
+            with self.conn.begin_nested():
+                yield self.conn
+
+    @contextmanager
+    def _reading(self) -> Iterator[Connection]:
+        if self.conn is None:
+            with self.ctx.db.read() as conn:
+                yield conn
+        else:
+            yield self.conn  # what the caller's transaction wrote so far is visible only through it
+
+    def _apply(self, conn: Connection, entries: list[Entry]) -> None:
+        """Every entry of a transaction, in the specification's order, in the unit of work ``conn`` holds."""
         ordered = sorted(entries, key=lambda e: _PHASE[e.method])
-        with self.ctx.db.write() as conn:
-            touched: dict[str, Entry] = {}
-            for entry in ordered:
-                if entry.method == "DELETE":
-                    self._at(entry, lambda e=entry: self._delete(conn, e, touched))
-            writes = [e for e in ordered if e.method in ("POST", "PUT", "PATCH")]
-            for entry in writes:
-                self._at(entry, lambda e=entry: self._identify(conn, e))
-                if entry.target is not None and entry.existing is None and entry.same_as is None:
-                    _claim(touched, entry.target, entry)
-            posts = [e for e in ordered if e.method == "POST"]
-            self._store_new(conn, [e for e in posts if e.existing is None and e.same_as is None], "POST")
-            self._store_new(conn, self._puts_creating(conn, [e for e in ordered if e.method == "PUT"]), "PUT")
-            for entry in ordered:
-                if entry.method != "DELETE" and entry.stored is None:
-                    self._at(entry, lambda e=entry: self._run(conn, e))
+        touched: dict[str, Entry] = {}
+        for entry in ordered:
+            if entry.method == "DELETE":
+                self._at(entry, lambda e=entry: self._delete(conn, e, touched))
+        writes = [e for e in ordered if e.method in ("POST", "PUT", "PATCH")]
+        for entry in writes:
+            self._at(entry, lambda e=entry: self._identify(conn, e))
+            if entry.target is not None and entry.existing is None and entry.same_as is None:
+                _claim(touched, entry.target, entry)
+        posts = [e for e in ordered if e.method == "POST"]
+        self._store_new(conn, [e for e in posts if e.existing is None and e.same_as is None], "POST")
+        self._store_new(conn, self._puts_creating(conn, [e for e in ordered if e.method == "PUT"]), "PUT")
+        for entry in ordered:
+            if entry.method != "DELETE" and entry.stored is None:
+                self._at(entry, lambda e=entry: self._run(conn, e))
 
     def _store_new(self, conn: Connection, entries: list[Entry], method: str) -> None:
         """Resources that exist nowhere in this view yet, stored together rather than one by one.
@@ -158,16 +215,35 @@ class BundleProcessor:
         """
         for start in range(0, len(entries), _CREATE_CHUNK):
             chunk = entries[start : start + _CREATE_CHUNK]
-            for entry in chunk:
-                self._at(entry, lambda e=entry: self._prepare_create(conn, e))
-            items = [(e.rtype or "", (e.target or "").split("/", 1)[1], e.resource) for e in chunk]
-            fhir, view = self.ctx.fhir, self.ctx.view
-            for entry in chunk:  # a SMART token's scopes: creating needs "c", and the results must stay in reach
-                self._at(entry, lambda e=entry: fhir.before_write(conn, view, e.rtype or "", None))  # noqa: B023
-            created = fhir.repo.create_many(conn, view, items, self.ctx.actor, method=method)
-            fhir.after_write(conn, view, created, created=True)
-            for entry, stored in zip(chunk, created, strict=True):
-                self._respond(entry, stored, 201)
+            prepared = self._planned(chunk, method)
+            if prepared is None:
+                for entry in chunk:
+                    self._at(entry, lambda e=entry: self._prepare_create(conn, e))
+                items = [(e.rtype or "", _id_of(e), e.resource) for e in chunk]
+                prepared = prepare_creates(self.ctx.fhir.registry, self.ctx.view.overlay, items, self._now())
+            self._store_chunk(conn, chunk, prepared, method)
+
+    def _now(self) -> tuple[str, str]:
+        """The moment new resources are written at (``instant_now()``)."""
+        return instant_now()
+
+    def _planned(self, chunk: list[Entry], method: str) -> PreparedCreates | None:
+        """The plan's rows for this chunk, if it has them for exactly these entries and resources."""
+        if self.plan is None:
+            return None
+        prepared = self.plan.chunks.get((method, tuple(e.index for e in chunk)))
+        if prepared is None or prepared.keys != tuple((e.rtype or "", _id_of(e)) for e in chunk):
+            return None
+        return prepared
+
+    def _store_chunk(self, conn: Connection, chunk: list[Entry], prepared: PreparedCreates, method: str) -> None:
+        fhir, view = self.ctx.fhir, self.ctx.view
+        for entry in chunk:  # a SMART token's scopes: creating needs "c", and the results must stay in reach
+            self._at(entry, lambda e=entry: fhir.before_write(conn, view, e.rtype or "", None))  # noqa: B023
+        created = fhir.repo.store_creates(conn, view, prepared, self.ctx.actor, method=method)
+        fhir.after_write(conn, view, created, created=True)
+        for entry, stored in zip(chunk, created, strict=True):
+            self._respond(entry, stored, 201)
 
     def _puts_creating(self, conn: Connection, puts: list[Entry]) -> list[Entry]:
         """The PUT entries that create (update as create): their resource was never in this view, not even deleted.
@@ -175,12 +251,16 @@ class BundleProcessor:
         Loaders send whole charts as PUTs with fixed ids; one lookup finds which are new.
         Any other PUT (conditional, If-Match, an id that differs) takes the one-by-one path.
         """
-        candidates = [e for e in puts if not e.conditional and e.if_match is None and e.resource.get("id") == e.rid]
+        candidates = self._put_candidates(puts)
         if not candidates:
             return []
         keys = [(e.rtype or "", e.rid or "") for e in candidates]
         known = self.ctx.fhir.repo.current_many(conn, self.ctx.view, keys, include_deleted=True)
         return [e for e, key in zip(candidates, keys, strict=True) if key not in known]
+
+    def _put_candidates(self, puts: list[Entry]) -> list[Entry]:
+        """The PUT entries that create if their resource is absent; any other PUT is an update, one by one."""
+        return [e for e in puts if not e.conditional and e.if_match is None and e.resource.get("id") == e.rid]
 
     def _prepare_create(self, conn: Connection, entry: Entry) -> None:
         self._rewrite(conn, entry)
@@ -190,7 +270,7 @@ class BundleProcessor:
 
     def _batch(self, entries: list[Entry]) -> None:
         ordered = [e for e in sorted(entries, key=lambda e: _PHASE[e.method]) if e.error is None]
-        with self.ctx.db.read() as conn:
+        with self._reading() as conn:
             for entry in ordered:
                 if entry.method in ("POST", "PUT", "PATCH"):
                     self._guarded(entry, lambda e=entry: self._identify(conn, e))
@@ -198,12 +278,12 @@ class BundleProcessor:
             if entry.error is not None:
                 continue
             if entry.method in ("GET", "HEAD"):
-                with self.ctx.db.read() as conn:
+                with self._reading() as conn:
                     self._guarded(entry, lambda e=entry: self._run(conn, e))
                 continue
 
             def work(e: Entry = entry) -> None:
-                with self.ctx.db.write() as conn:
+                with self._writing() as conn:
                     if e.method == "DELETE":
                         self._delete(conn, e, {})
                     else:
@@ -250,8 +330,11 @@ class BundleProcessor:
             if entry.same_as is not None:
                 assert entry.same_as.target is not None
                 rid = entry.same_as.target.split("/", 1)[1]
+            elif entry.existing is not None:
+                rid = entry.existing.id
             else:
-                rid = entry.existing.id if entry.existing else new_id()
+                planned = self.plan.post_ids.get(entry.index) if self.plan is not None else None
+                rid = planned or new_id()
         elif entry.conditional:
             assert entry.query is not None
             found = self._conditional_match(conn, entry.rtype, entry.query, f"Conditional {entry.method.lower()}")
@@ -444,8 +527,12 @@ class BundleProcessor:
         return entry
 
 
-def _check_bundle(bundle: Any) -> str:
-    """The Bundle's type, once it is a well-formed transaction or batch (400 or 422 otherwise)."""
+def check_bundle(bundle: Any, *, shell_checked: bool = False) -> str:
+    """The Bundle's type, once it is a well-formed transaction or batch (400 or 422 otherwise).
+
+    ``shell_checked``: the Bundle around the entries was validated already (by the planner, on this very
+    Bundle), so the models need not see it again.
+    """
     if not isinstance(bundle, dict) or bundle.get("resourceType") != "Bundle":
         raise FhirError.of(400, "invalid", "POST to the FHIR base takes a Bundle of type transaction or batch")
     kind = bundle.get("type")
@@ -461,7 +548,8 @@ def _check_bundle(bundle: Any) -> str:
     shell = {**bundle, "entry": [s for s in shells if s]}  # an entry without request is reported as such later
     if not shell["entry"]:
         del shell["entry"]
-    validate(shell, "Bundle")
+    if not shell_checked:
+        validate(shell, "Bundle")
     seen: dict[str, int] = {}
     for n, entry in enumerate(entries):
         full_url = entry.get("fullUrl")
@@ -561,6 +649,11 @@ def _patch_operations(entry: Entry) -> Any:
         return parse_json(base64.b64decode(str(binary.get("data", "")), validate=True))
     except (binascii.Error, ValueError):
         raise FhirError.of(400, "structure", "The PATCH entry's Binary.data is not base64") from None
+
+
+def _id_of(entry: Entry) -> str:
+    """The id of the resource an entry writes (its ``target`` is known)."""
+    return (entry.target or "").split("/", 1)[1]
 
 
 def _claim(touched: dict[str, Entry], target: str, entry: Entry) -> None:

@@ -60,6 +60,56 @@ def new_id() -> str:
     return str(uuid.uuid4())
 
 
+@dataclass(frozen=True)
+class PreparedCreates:
+    """Version 1 of several new resources, worked out to the rows ``Repository.store_creates`` inserts.
+
+    Nothing in it needs the database, so it can be worked out in another process (the loader's workers)
+    and handed over: it pickles.  ``index_rows`` holds, per index table kind, the column names and the
+    rows, each row starting with the layer, type and id.
+    """
+
+    layer_id: str
+    instant: str  # meta.lastUpdated of every resource in it
+    last_updated: str  # the same moment in index form
+    keys: tuple[tuple[str, str], ...]  # (type, id), in the order given
+    contents: tuple[bytes, ...]  # the stored JSON of each
+    index_rows: dict[str, tuple[tuple[str, ...], list[tuple]]]
+
+    def stored(self, actor: Actor, method: str) -> list[Stored]:
+        """What storing these returns, one ``Stored`` per resource."""
+        return [
+            Stored(rtype, rid, 1, self.last_updated, False, content, self.layer_id, method, actor.id, actor.route)
+            for (rtype, rid), content in zip(self.keys, self.contents, strict=True)
+        ]
+
+
+def prepare_creates(
+    registry: Registry, layer_id: str, items: list[tuple[str, str, dict[str, Any]]], now: tuple[str, str]
+) -> PreparedCreates:
+    """The rows that store version 1 of each ``(type, id, resource)`` (validated) in ``layer_id``, written at
+    ``now`` (``instant_now()``): the stored JSON with its server-set id and meta, and the index rows.
+
+    A pure function of its arguments, so it gives the same rows in whatever process it runs.
+    """
+    instant, last_updated = now
+    keys: list[tuple[str, str]] = []
+    contents: list[bytes] = []
+    # Per index table: its columns (the indexer builds every row of a kind with the same keys) and rows.
+    index_rows: dict[str, tuple[tuple[str, ...], list[tuple]]] = {}
+    for rtype, rid, resource in items:
+        body, content = _stamped(resource, rtype, rid, 1, instant)
+        keys.append((rtype, rid))
+        contents.append(content)
+        for kind, rows in index_resource(registry, body).items():
+            batch = index_rows.get(kind)
+            if batch is None:
+                batch = index_rows[kind] = (("layer_id", "resource_type", "resource_id", *rows[0]), [])
+            names = batch[0][3:]
+            batch[1].extend([(layer_id, rtype, rid, *[row[k] for k in names]) for row in rows])
+    return PreparedCreates(layer_id, instant, last_updated, tuple(keys), tuple(contents), index_rows)
+
+
 _CURRENT_COLUMNS = (
     resources.c.layer_id,
     resources.c.resource_type,
@@ -80,6 +130,14 @@ def _current_statement(depth: int) -> Select:
         resources.c.id == bindparam("rid"),
     )
 
+
+# Built once: built per call, coercing and cache-keying its 500 ids cost more than running it (a loader
+# looks up every PUT of a Bundle this way).
+_CURRENT_MANY = select(*_CURRENT_COLUMNS).where(
+    resources.c.layer_id.in_(bindparam("layers", expanding=True)),
+    resources.c.resource_type == bindparam("rtype"),
+    resources.c.id.in_(bindparam("ids", expanding=True)),
+)
 
 _CURRENT_SQL: dict[tuple[str, int], tuple[str, tuple[str, ...] | None]] = {}
 
@@ -132,13 +190,8 @@ class Repository:
             by_type.setdefault(rtype, []).append(rid)
         for rtype, ids in by_type.items():
             for chunk in _chunks(sorted(set(ids)), 500):
-                rows = conn.execute(
-                    select(*_CURRENT_COLUMNS).where(
-                        resources.c.layer_id.in_(view.layers),
-                        resources.c.resource_type == rtype,
-                        resources.c.id.in_(chunk),
-                    )
-                ).all()
+                params = {"layers": view.layers, "rtype": rtype, "ids": chunk}
+                rows = conn.execute(_CURRENT_MANY, params).all()
                 for row in sorted(rows, key=lambda r: -view.layers.index(r.layer_id)):
                     found[(rtype, row.id)] = _stored(row)
         return {k: v for k, v in found.items() if include_deleted or not v.deleted}
@@ -332,49 +385,43 @@ class Repository:
         caller looked up in this transaction), so there is no previous version.
         ``method`` is what the version records: POST, or PUT for update-as-create.
         """
-        if not items:
+        prepared = prepare_creates(self.registry, view.overlay, items, instant_now())
+        return self.store_creates(conn, view, prepared, actor, method=method)
+
+    def store_creates(
+        self, conn: Connection, view: View, prepared: PreparedCreates, actor: Actor, *, method: str
+    ) -> list[Stored]:
+        """The second half of ``create_many``: store what ``prepare_creates`` worked out, as it is.
+
+        The loader prepares in worker processes and stores here, in the one process that holds the
+        database transaction.
+        """
+        if prepared.layer_id != view.overlay:
+            raise ValueError(f"rows prepared for layer '{prepared.layer_id}' cannot go into '{view.overlay}'")
+        if not prepared.keys:
             return []
-        instant, last_updated = instant_now()
-        overlay = view.overlay
-        current_rows: list[dict[str, Any]] = []
-        version_rows: list[dict[str, Any]] = []
-        outbox_rows: list[tuple] = []
-        # Per index table: its columns (the indexer builds every row of a kind with the same keys) and rows.
-        index_rows: dict[str, tuple[tuple[str, ...], list[tuple]]] = {}
-        stored: list[Stored] = []
-        for rtype, rid, resource in items:
-            body, content = _stamped(resource, rtype, rid, 1, instant)
-            row = {
-                "layer_id": overlay,
-                "resource_type": rtype,
-                "id": rid,
-                "version_id": 1,
-                "last_updated": last_updated,
-                "deleted": False,
-                "content": content,
-            }
-            current_rows.append(row)
-            version_rows.append({**row, "method": method, "actor": actor.id, "route": actor.route})
-            for kind, rows in index_resource(self.registry, body).items():
-                batch = index_rows.get(kind)
-                if batch is None:
-                    batch = index_rows[kind] = (("layer_id", "resource_type", "resource_id", *rows[0]), [])
-                keys = batch[0][3:]
-                batch[1].extend([(overlay, rtype, rid, *[row[k] for k in keys]) for row in rows])
-            outbox_rows.append((overlay, rtype, rid, 1, "create", actor.id, actor.route, last_updated))
-            stored.append(Stored(rtype, rid, 1, last_updated, False, content, overlay, method, actor.id, actor.route))
+        overlay, last_updated = prepared.layer_id, prepared.last_updated
+        current_rows = [
+            (overlay, rtype, rid, 1, last_updated, False, content)
+            for (rtype, rid), content in zip(prepared.keys, prepared.contents, strict=True)
+        ]
+        version_rows = [(*row, method, actor.id, actor.route) for row in current_rows]
+        dbapi_integrity_error = conn.dialect.loaded_dbapi.IntegrityError
         try:
-            conn.execute(insert(resources), current_rows)
-            conn.execute(insert(resource_versions), version_rows)
-        except IntegrityError:
+            _insert_many(conn, resources, _CURRENT_NAMES, current_rows)
+            _insert_many(conn, resource_versions, _VERSION_NAMES, version_rows)
+        except (IntegrityError, dbapi_integrity_error):
             raise FhirError.of(
                 409, "conflict", "A resource with one of the new ids already exists; try again"
             ) from None
-        for kind, (columns, rows) in index_rows.items():
+        for kind, (columns, rows) in prepared.index_rows.items():
             _insert_many(conn, INDEX_TABLES[kind], columns, rows)
+        outbox_rows = [
+            (overlay, rtype, rid, 1, "create", actor.id, actor.route, last_updated) for rtype, rid in prepared.keys
+        ]
         _insert_many(conn, outbox, _OUTBOX_COLUMNS, outbox_rows)
         _stamp_layer(conn, overlay, last_updated)
-        return stored
+        return prepared.stored(actor, method)
 
     def new_id(self) -> str:
         return new_id()
@@ -413,16 +460,20 @@ _STAMP_LAYER = (
     update(layers).where(layers.c.id == bindparam("overlay")).values(last_activity=bindparam("last_activity"))
 )
 
+_CURRENT_NAMES = ("layer_id", "resource_type", "id", "version_id", "last_updated", "deleted", "content")
+_VERSION_NAMES = (*_CURRENT_NAMES, "method", "actor", "route")
 _OUTBOX_COLUMNS = ("layer_id", "resource_type", "resource_id", "version_id", "action", "actor", "route", "created_at")
 
 
 def _insert_many(conn: Connection, table: Table, columns: tuple[str, ...], rows: list[tuple]) -> None:
-    """Many rows into a table with no unique key to violate, in one go.
+    """Many rows into a table, in one go.
 
     A Bundle's index rows (twenty or so per resource) went through SQLAlchemy's per-row parameter
     handling, a third of the cost of storing them; these values are already what the columns hold
-    (str, int, float, None), so there is nothing for it to convert.  PostgreSQL takes them by COPY,
-    SQLite as one prepared statement executed for every row.
+    (str, int, float, bool, bytes, None), so there is nothing for it to convert.  PostgreSQL takes them
+    by COPY, SQLite as one prepared statement executed for every row.  A row that violates a unique
+    key raises the driver's IntegrityError (SQLAlchemy's, on SQLite) and leaves the transaction to
+    the caller's rollback.
     """
     if not rows:
         return

@@ -8,11 +8,13 @@ from pathlib import Path
 import pytest
 from hl7apy.consts import VALIDATION_LEVEL
 from hl7apy.parser import parse_message
+from sqlalchemy import select
 
 from sandbox.cli import main
 from sandbox.fhir.validation import validate
 from sandbox.store.database import Database
 from sandbox.store.sandboxes import create_sandbox
+from sandbox.store.schema import resources
 from tests.synthetic_data.references import all_references
 
 
@@ -158,3 +160,63 @@ def test_generate_then_load_into_a_new_baseline(
     loaded = int(out.split("loaded ")[1].split(" ")[0].replace(",", ""))
     written = sum(len(json.loads(p.read_bytes())["entry"]) for p in (tmp_path / "out" / "fhir").glob("*.json"))
     assert loaded == written
+
+
+BAD_BUNDLE = {
+    "resourceType": "Bundle",
+    "type": "transaction",
+    "entry": [
+        {
+            "resource": {"resourceType": "Patient", "id": "bad-p", "gender": "female"},
+            "request": {"method": "PUT", "url": "Patient/bad-p"},
+        },
+        {
+            "resource": {"resourceType": "Patient", "id": "bad-q", "gender": "robot"},
+            "request": {"method": "PUT", "url": "Patient/bad-q"},
+        },
+    ],
+}
+
+
+@pytest.mark.parametrize("workers", ["0", "2"])
+def test_load_reports_a_bad_bundle_in_one_line_and_loads_the_others(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, workers: str
+) -> None:
+    url = f"sqlite:///{tmp_path / 'db.sqlite'}"
+    monkeypatch.setenv("EHR_SANDBOX_DATABASE_URL", url)
+    generate(tmp_path / "out", patients=2, seed=9)
+    (tmp_path / "out" / "fhir" / "patient-000001b.json").write_text(json.dumps(BAD_BUNDLE))
+    capsys.readouterr()
+    assert main(["load", str(tmp_path / "out"), "--baseline", "b1", "--quiet", "--workers", workers]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert "rejected 1" in out
+    [line] = [line for line in out if "patient-000001b.json" in line]
+    assert "Bundle.entry[1]" in line and "'robot' is not a valid code" in line
+    db = Database(url)
+    with db.read() as conn:
+        ids = set(conn.execute(select(resources.c.id).where(resources.c.layer_id == "b1")).scalars())
+    db.dispose()
+    assert {"bad-p", "bad-q"}.isdisjoint(ids) and len(ids) > 100
+
+
+def test_load_of_nothing_but_a_bad_bundle_fails_in_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("EHR_SANDBOX_DATABASE_URL", f"sqlite:///{tmp_path / 'db.sqlite'}")
+    (tmp_path / "bad.json").write_text(json.dumps(BAD_BUNDLE))
+    assert main(["load", str(tmp_path / "bad.json"), "--quiet"]) != 0
+    captured = capsys.readouterr()
+    assert "rejected 1" in captured.out
+    err = captured.err.strip()
+    assert "nothing was loaded" in err and len(err.splitlines()) == 1
+
+
+def test_load_refuses_a_negative_number_of_workers_in_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("EHR_SANDBOX_DATABASE_URL", f"sqlite:///{tmp_path / 'db.sqlite'}")
+    (tmp_path / "bad.json").write_text(json.dumps(BAD_BUNDLE))
+    assert main(["load", str(tmp_path / "bad.json"), "--workers", "-1", "--quiet"]) != 0
+    err = capsys.readouterr().err.strip()
+    assert "--workers must be 0 or more" in err and len(err.splitlines()) == 1
+    assert not (tmp_path / "db.sqlite").exists()
