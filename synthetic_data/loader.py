@@ -60,7 +60,7 @@ from sandbox.fhir.validation import parse_json
 from sandbox.fhir.values import instant_now
 from sandbox.store.database import Database
 from sandbox.store.layers import View
-from sandbox.store.repository import Actor, Repository
+from sandbox.store.repository import HELD_INDEX_ROWS, Actor, HeldIndexRows, IndexRowsHeld, Repository
 
 LOADER = Actor(id="system:loader", route="loader")
 NDJSON_CHUNK = 500
@@ -194,7 +194,7 @@ class Loader:
             return
         conn = writer.connection()
         try:
-            self._process(conn, unit.bundle, "transaction", plan)
+            self._transaction(conn, writer.held, unit.bundle, plan)
         except FhirError as exc:
             if unit.atomic:
                 report.rejected.append(Rejection(unit.where, _reason(exc)))
@@ -204,6 +204,7 @@ class Loader:
             writer.wrote(len(unit.bundle["entry"]))
             return
         # Not atomic and something failed: entry by entry, so only the bad ones are left out.
+        writer.held.insert(conn)  # entries run one by one may search, and must see everything before them
         try:
             response = self._process(conn, unit.bundle, "batch", None)
         except FhirError as exc:
@@ -222,6 +223,30 @@ class Loader:
                 reason = "; ".join(i.get("diagnostics", i.get("code", "")) for i in issues) or status
                 report.rejected.append(Rejection(unit.labels[n], reason))
         writer.wrote(len(entries))
+
+    def _transaction(
+        self, conn: Connection, held: HeldIndexRows, bundle: dict[str, Any], plan: TransactionPlan | None
+    ) -> None:
+        """Run a unit as one transaction.  A planned one holds its new resources' index rows back (to go in
+        sorted, with other units' ones); anything else, or a planned unit that turns out to search or update
+        after all, first has the held rows inserted, outside its savepoint, so that its failure cannot undo them.
+        """
+        if plan is None:
+            held.insert(conn)
+            self._process(conn, bundle, "transaction", None)
+            return
+        held.begin()
+        try:
+            self._process(conn, bundle, "transaction", plan)
+        except IndexRowsHeld:
+            held.end(keep=False)  # its savepoint was rolled back: nothing of it is stored, its rows go too
+            held.insert(conn)
+            self._process(conn, bundle, "transaction", plan)
+            return
+        except BaseException:
+            held.end(keep=False)
+            raise
+        held.end(keep=True)
 
     def _process(
         self, conn: Connection, bundle: dict[str, Any], kind: str, plan: TransactionPlan | None
@@ -271,6 +296,7 @@ class _Writer:
         self.db = db
         self.commit_every = commit_every
         self.pending = 0
+        self.held = HeldIndexRows()
         self._open: ExitStack | None = None
         self._conn: Connection | None = None
 
@@ -278,6 +304,9 @@ class _Writer:
         if self._conn is None:
             self._open = ExitStack()
             self._conn = self._open.enter_context(self.db.bulk_write())
+            self._conn.info[HELD_INDEX_ROWS] = self.held
+            # conn.info outlives the checkout (it belongs to the pooled connection): always take it off again.
+            self._open.callback(self._conn.info.pop, HELD_INDEX_ROWS, None)
         return self._conn
 
     def wrote(self, resources: int) -> None:
@@ -286,7 +315,8 @@ class _Writer:
             self.commit()
 
     def commit(self) -> None:
-        if self._open is not None:
+        if self._open is not None and self._conn is not None:
+            self.held.insert(self._conn)
             opened, self._open, self._conn, self.pending = self._open, None, None, 0
             opened.close()
 
@@ -299,7 +329,7 @@ class _Writer:
         if kind is None:
             self.commit()
         elif self._open is not None:
-            opened, self._open, self._conn = self._open, None, None
+            opened, self._open, self._conn, self.held = self._open, None, None, HeldIndexRows()
             opened.__exit__(kind, error, trace)  # rolls the open transaction back
 
 

@@ -30,7 +30,7 @@ from sandbox.fhir.search_sql import (
 )
 from sandbox.fhir.search_values import cursor_shape, cursor_values, plan_shape_and_values
 from sandbox.store.layers import View
-from sandbox.store.repository import Repository, Stored
+from sandbox.store.repository import Repository, Stored, check_index_rows
 from sandbox.store.schema import resources, sp_reference
 
 
@@ -49,6 +49,7 @@ class SearchResult:
 
 
 def run_search(conn: Connection, repo: Repository, view: View, plan: SearchPlan) -> SearchResult:
+    check_index_rows(conn)
     if view.layered and plan.resource_type is not None:
         view = replace(view, quiet=quiet_types(conn, view, _types_searched(plan)))
     shape, values = plan_shape_and_values(view, plan)
