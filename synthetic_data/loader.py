@@ -32,6 +32,9 @@ it are.  With ``workers``, worker processes validate each Bundle and work out
 its rows (``sandbox.fhir.transaction_plan``) while this process writes the ones
 before it; the processor uses that work only where it is exactly what it would
 have done itself, so what is stored, and every error, is the same as without.
+The index rows of those bundles go in just before each commit, sorted by
+resource (``sandbox.store.repository.HeldIndexRows``), rather than bundle by
+bundle.
 """
 
 from __future__ import annotations
@@ -287,9 +290,10 @@ class _Writer:
     """The loader's write transactions, each holding several units (about ``commit_every`` resources).
 
     One commit for many bundles rather than one each: on SQLite every commit rewrote the index pages
-    it touched (twice: write-ahead log, then checkpoint), gigabytes for a thousand patients.  An error
-    that is not a unit's own (the database failing, a bug) ends the load: the units of the open
-    transaction are not stored, those committed before stay.
+    it touched (twice: write-ahead log, then checkpoint), gigabytes for a thousand patients.  The index
+    rows that planned units hold back (``HeldIndexRows``) go in just before each commit.  An error that
+    is not a unit's own (the database failing, a bug) ends the load: the units of the open transaction
+    are not stored, those committed before stay.
     """
 
     def __init__(self, db: Database, commit_every: int) -> None:
