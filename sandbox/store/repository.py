@@ -191,13 +191,11 @@ class HeldIndexRows:
 
     def hold(self, index_rows: dict[str, tuple[tuple[str, ...], list[tuple]]]) -> None:
         assert self._unit is not None
-        for kind, (columns, rows) in index_rows.items():
-            self._unit.setdefault(kind, (columns, []))[1].extend(rows)
+        _merge(self._unit, index_rows)
 
     def end(self, *, keep: bool) -> None:
         if keep and self._unit:
-            for kind, (columns, rows) in self._unit.items():
-                self._kept.setdefault(kind, (columns, []))[1].extend(rows)
+            _merge(self._kept, self._unit)
         self._unit = None
 
     def check(self) -> None:
@@ -212,6 +210,19 @@ class HeldIndexRows:
             rows.sort(key=by_resource)
             _insert_many(conn, INDEX_TABLES[kind], columns, rows)
         self._kept = {}
+
+
+def _merge(
+    into: dict[str, tuple[tuple[str, ...], list[tuple]]], index_rows: dict[str, tuple[tuple[str, ...], list[tuple]]]
+) -> None:
+    """Add rows to those of the same kind, in the column order those have."""
+    for kind, (columns, rows) in index_rows.items():
+        kept_columns, kept = into.setdefault(kind, (columns, []))
+        if kept_columns == columns:
+            kept.extend(rows)
+        else:
+            order = [columns.index(name) for name in kept_columns]
+            kept.extend([tuple(row[n] for n in order) for row in rows])
 
 
 HELD_INDEX_ROWS = "held_index_rows"
