@@ -6,9 +6,6 @@ subquery form beat joins 7 to 24 times on SQLite (DESIGN.md), and matching the
 layer as well as the id means a baseline's index rows never match a resource
 the sandbox has changed.  Every hop to another resource (chains, ``_has``)
 matches layer and id the same way, so a shadowed baseline row never leaks in.
-One clause drives (a plain reference such as ``patient=X`` when there is one);
-the others probe each candidate, and plain value clauses probe the driver's
-index rows inside its subquery, so only the matches are looked up in ``resources``.
 
 No value is written into the SQL: each is a bind parameter named after where
 it stands in the plan (``search_values``), so one statement serves every
