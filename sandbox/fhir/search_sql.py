@@ -15,7 +15,6 @@ search of the same shape and ``search`` builds each shape once.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from types import SimpleNamespace
 from typing import Any
 
 from sqlalchemy import (
@@ -181,19 +180,8 @@ def plan_conditions(
             )
         )
     driver = None if plan.ids is not None else _driver(plan.clauses)
-    nested = _nested_under(driver, plan) if driver is not None else []
     for n, clause in enumerate(plan.clauses):
-        if clause is driver and nested:
-            # The clauses nested under the driver check each of its index rows before the resource is looked
-            # up: a patient's 80 observations probed for a code found 12, and only those 12 reach ``resources``.
-            row = _IndexRow(INDEX_TABLES[driver.param.type])
-            within = [
-                clause_condition(view, b, f"c{m}", plan.resource_type, plan.clauses[m], row, probe=True) for m in nested
-            ]
-            conditions.append(clause_condition(view, b, f"c{n}", plan.resource_type, clause, r, within=within))
-        elif n not in nested:
-            probe = clause is not driver
-            conditions.append(clause_condition(view, b, f"c{n}", plan.resource_type, clause, r, probe=probe))
+        conditions.append(clause_condition(view, b, f"c{n}", plan.resource_type, clause, r, probe=clause is not driver))
     if plan.restriction is not None:
         conditions.append(restriction_condition(view, plan, b, r))
     return conditions
@@ -241,32 +229,6 @@ def _slots(b: Binds, prefix: str) -> Any:
     return lambda slot: b(prefix + slot)
 
 
-class _IndexRow:
-    """An index table's row standing for the resource it indexes, as the ``r`` of a probe: its columns ``id`` and
-    ``layer_id`` are the row's ``resource_id`` and ``layer_id``."""
-
-    def __init__(self, table: Any) -> None:
-        self.c = SimpleNamespace(id=table.c.resource_id, layer_id=table.c.layer_id)
-
-
-def _nested_under(driver: Clause, plan: SearchPlan) -> list[int]:
-    """The clauses (by position) to check inside the driver's subquery, on its index rows: plain value clauses
-    of one resource type, over another index table than the driver's (a probe of the driver's own table would
-    be the same table twice in one subquery)."""
-    if plan.resource_type is None or driver.param.type != "reference" or driver.chain or driver.has:
-        return []
-    return [
-        n
-        for n, clause in enumerate(plan.clauses)
-        if clause is not driver
-        and not clause.chain
-        and not clause.has
-        and clause.modifier not in ("missing", "not")
-        and clause.param.type not in ("reference", "composite")
-        and clause.param.code != "_id"
-    ]
-
-
 def _driver(clauses: list[Clause]) -> Clause | None:
     """The clause whose matches the search starts from; the others are checked per candidate.
 
@@ -280,18 +242,9 @@ def _driver(clauses: list[Clause]) -> Clause | None:
 
 
 def clause_condition(
-    view: View,
-    b: Binds,
-    at: str,
-    rtype: str | None,
-    clause: Clause,
-    r: FromClause | _IndexRow,
-    *,
-    probe: bool = False,
-    within: list[ColumnElement[bool]] | None = None,
+    view: View, b: Binds, at: str, rtype: str | None, clause: Clause, r: FromClause, *, probe: bool = False
 ) -> ColumnElement[bool]:
-    """A clause as a condition on ``r``; its values are bound under ``at`` (``c3`` for the plan's clause 3).
-    ``within``: conditions on the clause's own index rows (``_nested_under``), for a plain value clause."""
+    """A clause as a condition on ``r``; its values are bound under ``at`` (``c3`` for the plan's clause 3)."""
     if clause.has:
         assert rtype is not None
         return _has_condition(view, b, at, rtype, clause, r)
@@ -316,7 +269,7 @@ def clause_condition(
         return or_(*[_composite_condition(view, b, rtype, param, form, at, r) for form, at in values])
     table = INDEX_TABLES[param.type]
     either = or_(*[_value_condition(param, form, _slots(b, at), table) for form, at in values])
-    return _param_rows(view, b, rtype, param, r, [either, *(within or [])], probe=probe)
+    return _param_rows(view, b, rtype, param, r, [either], probe=probe)
 
 
 def _param_rows(
