@@ -268,8 +268,12 @@ def clause_condition(
     if param.type == "composite":
         return or_(*[_composite_condition(view, b, rtype, param, form, at, r) for form, at in values])
     table = INDEX_TABLES[param.type]
-    either = or_(*[_value_condition(param, form, _slots(b, at), table) for form, at in values])
-    return _param_rows(view, b, rtype, param, r, [either], probe=probe)
+    matches = [_value_condition(param, form, _slots(b, at), table) for form, at in values]
+    if probe and len(matches) > 1:
+        # One probe a value: with the values OR'd in one subquery SQLite seeks on the parameter alone and
+        # reads every value of it for each candidate (40x slower for `code=a,b` on a long chart).
+        return or_(*[_param_rows(view, b, rtype, param, r, [match], probe=True) for match in matches])
+    return _param_rows(view, b, rtype, param, r, [or_(*matches)], probe=probe)
 
 
 def _param_rows(

@@ -55,6 +55,20 @@ def test_patient_scoped_search_is_driven_by_the_patient_and_probes_the_code(stor
     assert "SCAN sp_" not in plan
 
 
+def test_each_value_of_a_probed_clause_gets_its_own_seek(store):
+    """``code=a,b`` under a patient: each code is one seek on the whole index, never a read of every code."""
+    loinc = "http://loinc.org"
+    for rid, code in (("spo2", "59408-5"), ("sat", "2708-6"), ("hr", "8867-4")):
+        coded = {"coding": [{"system": loinc, "code": code}]}
+        store.put(observation(rid, subject={"reference": "Patient/p1"}, code=coded, effectiveDateTime="2024-01-01"))
+    query = f"patient=p1&code={loinc}|59408-5,{loinc}|2708-6"
+    assert sorted(store.ids("Observation", query)) == ["sat", "spo2"]
+    [plan] = _plans(store, "Observation", query)
+    seeks = [line for line in plan.split("\n") if "ix_sp_token_value" in line]
+    assert len(seeks) == 2
+    assert all("code=? AND system=? AND resource_id=?" in line for line in seeks)
+
+
 def test_next_page_keeps_the_shape(store):
     code = {"coding": [{"system": "http://loinc.org", "code": "8867-4"}]}
     for i in range(3):
