@@ -8,6 +8,8 @@ import sys
 import tempfile
 from collections.abc import Sequence
 
+from sqlalchemy.exc import ArgumentError, OperationalError
+
 from sandbox.config import Settings, load_or_create_admin_token
 from sandbox.demo import create_demo, needs_demo
 from sandbox.logs import FORMATS as LOG_FORMATS
@@ -16,6 +18,14 @@ from sandbox.store.migrations import SchemaError
 
 class CliError(Exception):
     """A user mistake: printed as one line, exit status 2."""
+
+
+def database_error(exc: OperationalError | ArgumentError) -> CliError:
+    """A database that cannot be reached or named, as the one line every command prints for it."""
+    if isinstance(exc, ArgumentError):  # an unknown dialect or driver, or no URL at all
+        return CliError(f"cannot use the database URL ({exc}); check EHR_SANDBOX_DATABASE_URL")
+    reason = str(exc.orig).strip().splitlines()[0]
+    return CliError(f"cannot use the database ({reason}); check EHR_SANDBOX_DATABASE_URL")
 
 
 def _serve(args: argparse.Namespace) -> None:
@@ -296,6 +306,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         status = args.func(args)
     except CliError as exc:
         print(f"ehr-sandbox: {exc}", file=sys.stderr)
+        return 2
+    except (OperationalError, ArgumentError) as exc:  # serve, worker, mllp: the database is down or misnamed
+        print(f"ehr-sandbox: {database_error(exc)}", file=sys.stderr)
         return 2
     except SchemaError as exc:  # a start that cannot upgrade the database (serve, worker, any command)
         print(f"ehr-sandbox: {exc}", file=sys.stderr)

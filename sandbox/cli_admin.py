@@ -21,7 +21,7 @@ from sqlalchemy.exc import OperationalError
 from sandbox.accounts import cohorts as cohort_ops
 from sandbox.accounts import tokens, users
 from sandbox.accounts.roster import parse_roster
-from sandbox.cli import CliError
+from sandbox.cli import CliError, database_error
 from sandbox.config import Settings
 from sandbox.fhir.validation import dump_json
 from sandbox.store import sandboxes
@@ -43,8 +43,7 @@ def _transaction(*, write: bool) -> Iterator[Connection]:
         with db.write() if write else db.read() as conn:
             yield conn
     except OperationalError as exc:
-        reason = str(exc.orig).strip().splitlines()[0]
-        raise CliError(f"cannot use the database ({reason}); check EHR_SANDBOX_DATABASE_URL") from None
+        raise database_error(exc) from None
     except AdminError as exc:
         raise CliError(exc.message) from None
     finally:

@@ -15,7 +15,7 @@ from typing import Any
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, OperationalError
 
-from sandbox.cli import CliError
+from sandbox.cli import CliError, database_error
 from sandbox.config import Settings
 from sandbox.store import migrations
 from sandbox.store.database import Database
@@ -37,12 +37,11 @@ def _database(*, must_exist: bool) -> Iterator[Database]:
     try:
         db = Database(url)
     except ArgumentError as exc:  # an unknown dialect or driver
-        raise CliError(f"cannot use the database URL ({exc}); check EHR_SANDBOX_DATABASE_URL") from None
+        raise database_error(exc) from None
     try:
         yield db
     except OperationalError as exc:
-        reason = str(exc.orig).strip().splitlines()[0]
-        raise CliError(f"cannot use the database ({reason}); check EHR_SANDBOX_DATABASE_URL") from None
+        raise database_error(exc) from None
     finally:
         db.dispose()
 

@@ -116,3 +116,21 @@ def test_revision_needs_a_message_and_writes_nothing_without_one(
     assert (status, out) == (2, "")
     assert err == "ehr-sandbox: a revision needs a message saying what it changes\n"
     assert sorted(p.name for p in versions.iterdir()) == ["0001_baseline.py"]
+
+
+@pytest.mark.parametrize(
+    ("url", "says"),
+    [
+        ("postgresql://nobody@127.0.0.1:1/ehr", "ehr-sandbox: cannot use the database (connection failed: "),
+        ("nosuch://host/db", "ehr-sandbox: cannot use the database URL (Can't load plugin: sqlalchemy.dialects:"),
+    ],
+)
+@pytest.mark.parametrize("argv", [["serve", "--no-demo"], ["worker"], ["sandbox", "list"]])
+def test_the_long_running_commands_say_the_database_is_unusable_in_one_line(
+    run: Run, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, argv: list[str], url: str, says: str
+) -> None:
+    monkeypatch.setenv("EHR_SANDBOX_DATA_DIR", str(tmp_path))
+    monkeypatch.setenv("EHR_SANDBOX_ADMIN_TOKEN", "t" * 32)
+    status, out, err = run(url, *argv)
+    assert status == 2
+    assert err.startswith(says) and err.count("\n") == 1
