@@ -18,6 +18,7 @@ from joserfc.errors import JoseError
 from joserfc.jwk import KeySet
 from joserfc.jws import extract_compact
 from sqlalchemy import Connection, delete, insert, select
+from sqlalchemy.exc import IntegrityError
 
 from sandbox.auth.clients import Client
 from sandbox.auth.tokens import OAuthError, SmartPolicy, stamp
@@ -110,6 +111,11 @@ def verify_assertion(
     conn.execute(delete(a).where(*used, a.c.expires_at < stamp(now)))
     if conn.execute(select(a.c.jti).where(*used)).first():
         raise OAuthError("invalid_client", "This client assertion (jti) was already used", 401)
-    conn.execute(
-        insert(a).values(client_id=client.client_id, jti=jti, expires_at=stamp(datetime.fromtimestamp(float(exp), UTC)))
-    )
+    try:
+        # Two requests with one jti can both pass the check above; the key lets one in, and the savepoint keeps
+        # the other's transaction usable for its refusal (PostgreSQL aborts a transaction at a failed insert).
+        with conn.begin_nested():
+            expires = stamp(datetime.fromtimestamp(float(exp), UTC))
+            conn.execute(insert(a).values(client_id=client.client_id, jti=jti, expires_at=expires))
+    except IntegrityError:
+        raise OAuthError("invalid_client", "This client assertion (jti) was already used", 401) from None

@@ -20,7 +20,6 @@ from fastapi import APIRouter, Request
 from joserfc.errors import JoseError
 from joserfc.jws import extract_compact
 from sqlalchemy import Connection
-from sqlalchemy.exc import IntegrityError
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import JSONResponse, Response
 
@@ -223,8 +222,6 @@ def _token(request: Request, form: dict[str, str]) -> Response:
         with state_db(request).write() as conn:
             revoke_grant(conn, sandbox_id, exc.grant_id)
         raise
-    except IntegrityError:
-        raise OAuthError("invalid_client", "This client assertion (jti) was already used", 401) from None
     if grant_type != "client_credentials" and "openid" in grant.scopes:
         # After the transaction: the signing key may need creating, in a transaction of its own.
         body["id_token"] = id_token(state.keys, issuer, grant, state.policy)

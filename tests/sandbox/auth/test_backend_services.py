@@ -19,7 +19,7 @@ import pytest
 from fastapi.testclient import TestClient
 from joserfc import jwt
 from joserfc.jwk import ECKey, RSAKey
-from sqlalchemy import func, select, update
+from sqlalchemy import event, func, insert, select, update
 
 from sandbox.auth.sweep import sweep_expired
 from sandbox.auth.tokens import stamp
@@ -197,6 +197,39 @@ def test_a_jti_is_refused_while_its_assertion_lives_and_swept_after(
     with db.write() as conn:  # as if it had expired before any sweep came
         conn.execute(update(smart_assertions).values(expires_at=stamp(later - timedelta(seconds=1))))
     assert token_request(client, again).status_code == 200
+    assert _assertions(db) == 1
+
+
+@pytest.mark.parametrize("endpoint", ["token", "introspect", "revoke"])
+def test_a_jti_used_by_a_racing_request_is_refused_not_an_error(
+    client: TestClient, db: Database, chart: Chart, rsa_key: RSAKey, endpoint: str
+) -> None:
+    """Two requests with one jti both find it unused; the second to insert it is refused with 401."""
+    if db.is_sqlite:
+        pytest.skip("SQLite runs one writer at a time: the two requests cannot interleave")
+    register_backend(client, jwks={"keys": [rsa_key.as_dict(private=False)]})
+    signed = assertion(rsa_key, "RS384", jti="raced")
+
+    raced: list[bool] = []
+
+    def the_other_request_inserts_first(_conn, _cursor, statement, *_args) -> None:  # type: ignore[no-untyped-def]
+        if statement.startswith("INSERT INTO smart_assertions") and not raced:
+            raced.append(True)
+            with db.write() as other:
+                other.execute(insert(smart_assertions).values(client_id="backend", jti="raced", expires_at="9999"))
+
+    event.listen(db.engine, "before_cursor_execute", the_other_request_inserts_first)
+    assertion_form = {"client_assertion_type": ASSERTION_TYPE, "client_assertion": signed}
+    try:
+        if endpoint == "token":
+            r = token_request(client, signed)
+        else:
+            r = client.post(f"{auth_base('smart')}/{endpoint}", data={"token": "unknown", **assertion_form})
+    finally:
+        event.remove(db.engine, "before_cursor_execute", the_other_request_inserts_first)
+    assert raced
+    assert r.status_code == 401, r.text
+    assert r.json()["error"] == "invalid_client" and "already used" in r.json()["error_description"]
     assert _assertions(db) == 1
 
 
