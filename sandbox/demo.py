@@ -49,6 +49,7 @@ def needs_demo(db: Database) -> bool:
 
 def create_demo(db: Database, fhir: Interactions, data_dir: Path) -> Demo:
     baseline = load_case_baseline(db, fhir, "Demo: training cases", baseline_id=DEMO_BASELINE)
+    db.analyze()  # the planner's statistics on an empty store pick slow plans for the cases' charts
     accounts: list[tuple[str, str, str]] = []
     with db.write() as conn:
         users = []
