@@ -39,8 +39,9 @@ class Destination:
         }
 
 
-def _invalid(text: str) -> FhirError:
-    return FhirError.of(400, "invalid", text)
+def _invalid(text: str, member: str | None = None) -> FhirError:
+    """400; ``member`` names the body's member at fault (the issue's expression), None for the id in the URL."""
+    return FhirError.of(400, "invalid", text, expression=member)
 
 
 def put(conn: Connection, sandbox_id: str, destination_id: str, body: Any) -> Destination:
@@ -51,15 +52,15 @@ def put(conn: Connection, sandbox_id: str, destination_id: str, body: Any) -> De
         raise _invalid("A destination is a JSON object with host and port")
     host, port = body.get("host"), body.get("port")
     if not isinstance(host, str) or not host.strip() or len(host) > 255:
-        raise _invalid("host is required: a host name or address")
+        raise _invalid("host is required: a host name or address", "host")
     if not isinstance(port, int) or isinstance(port, bool) or not 1 <= port <= 65535:
-        raise _invalid("port is required: a number from 1 to 65535")
+        raise _invalid("port is required: a number from 1 to 65535", "port")
     types = body.get("message_types", list(OUTBOUND_TYPES))
     if not isinstance(types, list) or not types or any(t not in OUTBOUND_TYPES for t in types):
-        raise _invalid(f"message_types is a non-empty list of {', '.join(OUTBOUND_TYPES)}")
+        raise _invalid(f"message_types is a non-empty list of {', '.join(OUTBOUND_TYPES)}", "message_types")
     enabled = body.get("enabled", True)
     if not isinstance(enabled, bool):
-        raise _invalid("enabled is true or false")
+        raise _invalid("enabled is true or false", "enabled")
     values = {
         "host": host.strip(),
         "port": port,

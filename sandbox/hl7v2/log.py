@@ -12,6 +12,12 @@ from sqlalchemy import Connection, insert, select, update
 from sandbox.fhir.values import instant_now
 from sandbox.store.schema import hl7v2_messages
 
+# What a log entry's status can be: inbound by the outcome its ACK reports, outbound by how delivery went.
+STATUSES = {
+    "inbound": ("accepted", "duplicate", "error", "rejected"),
+    "outbound": ("pending", "delivered", "error", "failed"),
+}
+
 
 @dataclass(frozen=True)
 class LogEntry:

@@ -15,7 +15,7 @@ from starlette.responses import JSONResponse, Response
 
 from sandbox.fhir.outcome import FhirError
 from sandbox.fhir.validation import parse_json
-from sandbox.hl7v2 import destinations, log
+from sandbox.hl7v2 import destinations, log, replay
 from sandbox.hl7v2.er7 import MAX_MESSAGE_BYTES
 from sandbox.hl7v2.service import Hl7v2Service
 
@@ -93,42 +93,26 @@ def list_messages(
     return JSONResponse({"messages": [e.to_json(full=False) for e in entries]})
 
 
-def _entry(request: Request, layer: str, message_id: str) -> log.LogEntry:
-    with request.app.state.db.read() as conn:
-        entry = log.get(conn, layer, message_id)
-    if entry is None:
-        raise FhirError.of(404, "not-found", f"No HL7 v2 message '{message_id}' in this sandbox's log")
-    return entry
-
-
 @router.get("/messages/{message_id}")
 def get_message(request: Request, sandbox_id: str, message_id: str) -> Response:
     layer = _authorize(request, sandbox_id)
-    return JSONResponse(_entry(request, layer, message_id).to_json())
+    with request.app.state.db.read() as conn:
+        return JSONResponse(replay.logged(conn, layer, message_id).to_json())
 
 
 @router.post("/messages/{message_id}/resend")
 def resend(request: Request, sandbox_id: str, message_id: str) -> Response:
     """Outbound: queue the message again, now.  Inbound: not meaningful (use reprocess)."""
     layer = _authorize(request, sandbox_id)
-    entry = _entry(request, layer, message_id)
-    if entry.direction != "outbound":
-        raise FhirError.of(409, "business-rule", "Only outbound messages are resent; reprocess an inbound one")
-    from sandbox.hl7v2.delivery import requeue
-
     with request.app.state.db.write() as conn:
-        requeue(conn, layer, message_id)
-    return JSONResponse(_entry(request, layer, message_id).to_json(), 202)
+        return JSONResponse(replay.resend(conn, layer, message_id).to_json(), 202)
 
 
 @router.post("/messages/{message_id}/reprocess")
 def reprocess(request: Request, sandbox_id: str, message_id: str) -> Response:
     """Inbound: apply the logged message again (even a duplicate control id), as a new log entry."""
     layer = _authorize(request, sandbox_id)
-    entry = _entry(request, layer, message_id)
-    if entry.direction != "inbound":
-        raise FhirError.of(409, "business-rule", "Only inbound messages are reprocessed; resend an outbound one")
-    result = _service(request).inbound.handle(entry.content, sandbox_id=sandbox_id, force=True)
+    result = replay.reprocess(_service(request).inbound, sandbox_id, layer, message_id)
     body: dict[str, Any] = {"ack_code": result.code, "ack": result.reply, "message_id": result.message_id}
     body["resources"] = result.resources
     return JSONResponse(body)

@@ -215,6 +215,9 @@ def test_resend_from_the_log_sends_again(client, app, db, destination):
 def test_a_destination_needs_a_host_and_a_port(client):
     bad = client.put("/sandboxes/default/hl7v2/destinations/lab", json={"host": "x", "port": 70000})
     assert bad.status_code == 400
+    assert bad.json()["issue"][0]["expression"] == ["port"]  # the member at fault
+    bad_id = client.put("/sandboxes/default/hl7v2/destinations/no%20spaces", json={"host": "x", "port": 2575})
+    assert bad_id.status_code == 400 and "expression" not in bad_id.json()["issue"][0]
     assert client.get("/sandboxes/default/hl7v2/destinations").json() == {"destinations": []}
 
 
