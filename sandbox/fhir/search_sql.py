@@ -148,10 +148,12 @@ def _member_of(
     layers = _layers(view, b, rtype)
     if probe:
         where = [*where, table.c.resource_id == r.c.id]
-        if len(layers) > 1:
-            where.append(table.c.layer_id == r.c.layer_id)
     if rtype is not None:
         where = [table.c.resource_type == rtype, *where]
+        if probe and len(layers) > 1:
+            # The candidate's own layer, which is one of the view's already: with the list of layers as well,
+            # PostgreSQL descends the index once per layer for every candidate.
+            return r.c.id.in_(select(table.c.resource_id).where(table.c.layer_id == r.c.layer_id, *where))
         if len(layers) == 1:
             return r.c.id.in_(select(table.c.resource_id).where(table.c.layer_id == layers[0], *where))
         return tuple_(r.c.layer_id, r.c.id).in_(
