@@ -1,5 +1,5 @@
 """The trainer console (cohorts, progress, exports, certificates) and the vendor console (sandboxes, request
-log, SMART apps).
+log, SMART apps, CDS services).
 
 ``router`` holds every console page; ``web/routes.py`` includes it.
 """
@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from web.console import assets, cohorts, progress, smart_apps, vendor
+from web.console import assets, cds_services, cohorts, progress, smart_apps, vendor
 
 router = APIRouter()
-for part in (assets, cohorts, progress, smart_apps, vendor):
+for part in (assets, cds_services, cohorts, progress, smart_apps, vendor):
     router.include_router(part.router)

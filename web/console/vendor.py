@@ -30,7 +30,11 @@ from web.signin import WebError, csrf_protected, require_role
 router = APIRouter(route_class=WebRoute, include_in_schema=False)
 vendor_only = require_role("vendor")
 
-SECTIONS: list[tuple[str, str]] = [("Sandboxes and request log", "/vendor"), ("SMART apps", "/vendor/smart-apps")]
+SECTIONS: list[tuple[str, str]] = [
+    ("Sandboxes and request log", "/vendor"),
+    ("SMART apps", "/vendor/smart-apps"),
+    ("CDS services", "/vendor/cds-services"),
+]
 LOG_ROWS = 100
 
 
