@@ -4,8 +4,9 @@
   "auto_approve", "launch_url", "faults"}`` -> 201 with the client (and ``client_secret``, once, for a
   confidential client without keys); ``GET /admin/clients``, ``GET`` and ``DELETE /admin/clients/{id}``;
   ``PUT /admin/clients/{id}/faults`` ``{"faults": [...]}`` switches simulated failures on and off.
-- ``POST /admin/launches`` ``{"client_id", "sandbox", "patient", "encounter"?, "user"?}`` -> 201
-  ``{"launch", "iss", "launch_url"}``.
+- ``POST /admin/launches`` ``{"client_id", "sandbox", "patient", "encounter"?, "user"?, "appContext"?}`` -> 201
+  ``{"launch", "iss", "launch_url"}``; ``appContext`` (as a CDS card's SMART link carries it) comes back in the
+  launch's token response, so a vendor's CI can test an app's handling of it without a CDS service.
 """
 
 from __future__ import annotations
@@ -68,13 +69,13 @@ async def faults(client_id: str, request: Request) -> dict[str, Any]:
 async def launch(request: Request) -> dict[str, Any]:
     _caller(request)
     data = await _json_object(request)
-    unknown = sorted(set(data) - {"client_id", "sandbox", "patient", "encounter", "user"})
+    unknown = sorted(set(data) - {"client_id", "sandbox", "patient", "encounter", "user", "appContext"})
     if unknown:
         raise HTTPException(400, f"Unknown fields: {', '.join(unknown)}")
     for key in ("client_id", "sandbox", "patient"):
         if not isinstance(data.get(key), str) or not data[key]:
             raise HTTPException(400, f"'{key}' is required (a string)")
-    for key in ("encounter", "user"):
+    for key in ("encounter", "user", "appContext"):
         if data.get(key) is not None and not isinstance(data[key], str):
             raise HTTPException(400, f"'{key}' must be a string")
     root = public_root(request)
@@ -90,6 +91,7 @@ async def launch(request: Request) -> dict[str, Any]:
             data.get("user"),
             root=root,
             policy=policy,
+            app_context=data.get("appContext"),
         )
         client = clients.get_client(conn, data["client_id"])
         return {"launch": value, "iss": iss, "launch_url": clients.launch_url(client, value, iss)}

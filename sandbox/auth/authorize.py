@@ -55,6 +55,7 @@ class AuthRequest:
     encounter: str | None
     fhir_user: str | None
     params: dict[str, str]
+    app_context: str | None = None  # the launch's, from a CDS card's SMART link
 
     @property
     def needs_patient(self) -> bool:
@@ -133,14 +134,19 @@ def check_request(conn: Connection, request: Request, sandbox_id: str, params: d
     refused = disallowed(scopes, list(client.scopes))
     if refused:
         raise fail("invalid_scope", f"'{client.client_id}' may not ask for: {' '.join(refused)}")
-    patient = encounter = fhir_user = None
+    patient = encounter = fhir_user = app_context = None
     if params.get("launch"):
         if "launch" not in scopes:
             raise fail("invalid_scope", "An EHR launch asks for the 'launch' scope")
         launch = find_launch(conn, sandbox_id, params["launch"], _policy(request))
         if launch is None or launch.client_id != client.client_id:
             raise fail("invalid_request", "launch is unknown, expired, or for another app or sandbox")
-        patient, encounter, fhir_user = launch.patient, launch.encounter, launch.fhir_user
+        patient, encounter, fhir_user, app_context = (
+            launch.patient,
+            launch.encounter,
+            launch.fhir_user,
+            launch.app_context,
+        )
     elif "launch" in scopes:
         raise fail("invalid_request", "The 'launch' scope needs a launch parameter (an EHR launch)")
     if "denied_consent" in client.faults:
@@ -159,6 +165,7 @@ def check_request(conn: Connection, request: Request, sandbox_id: str, params: d
         encounter,
         fhir_user,
         kept,
+        app_context,
     )
 
 
@@ -176,6 +183,7 @@ def _grant(auth: AuthRequest, patient: str | None, user_id: str | None, fhir_use
         fhir_user=fhir_user,
         user_id=user_id,
         nonce=auth.nonce,
+        app_context=auth.app_context,
     )
 
 

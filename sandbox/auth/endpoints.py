@@ -266,6 +266,8 @@ def _token_body(issued: Issued, grant: Grant, issuer: str) -> dict[str, Any]:
         body["encounter"] = grant.encounter
     if grant.fhir_user and "fhirUser" in grant.scopes:
         body["fhirUser"] = f"{issuer}/{grant.fhir_user}"
+    if grant.app_context:  # CDS Hooks 2.0: a smart link's appContext reaches the app with its launch context
+        body["appContext"] = grant.app_context
     return body
 
 

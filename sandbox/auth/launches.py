@@ -2,7 +2,8 @@
 
 ``create_launch`` stores the context under a random ``launch`` value (hashed, like every secret here) and
 answers it with ``iss``, the sandbox's FHIR base; the app sends both back in its authorization request.
-The admin API (``POST /admin/launches``) and the web UI's chart both call it.
+The admin API (``POST /admin/launches``) and the web UI's chart both call it.  A launch from a CDS card's SMART
+link carries the link's ``appContext``, which the token response of that launch (and of no other) hands the app.
 """
 
 from __future__ import annotations
@@ -22,6 +23,8 @@ from sandbox.store.schema import smart_launches
 from sandbox.urls import fhir_base_at
 
 FHIR_USER_TYPES = ("Practitioner", "PractitionerRole", "Patient", "RelatedPerson", "Person")
+# CDS Hooks sets no limit; this one keeps a token response (which repeats it on every refresh) a sane size.
+MAX_APP_CONTEXT = 64 * 1024
 
 
 @dataclass(frozen=True)
@@ -30,6 +33,7 @@ class Launch:
     patient: str | None
     encounter: str | None
     fhir_user: str | None
+    app_context: str | None = None
 
 
 def _exists(conn: Connection, sandbox_id: str, rtype: str, rid: str) -> bool:
@@ -48,12 +52,14 @@ def create_launch(
     *,
     root: str,
     policy: SmartPolicy | None = None,
+    app_context: str | None = None,
 ) -> tuple[str, str]:
     """A new launch of ``client_id`` in ``sandbox_id`` for ``patient``; returns ``(launch, iss)``.
 
     ``patient`` and ``encounter`` are ids (``Patient/`` and ``Encounter/`` prefixes are accepted);
     ``user`` is the fhirUser, a reference such as ``Practitioner/123``.  Each must exist in the sandbox.
     ``root`` is the server's public URL (``sandbox.urls.public_root(request)``), for ``iss``.
+    ``app_context`` is the ``appContext`` of the CDS card link the launch comes from: opaque text, not empty.
     """
     policy = policy or SmartPolicy()
     get_client(conn, client_id)
@@ -78,6 +84,10 @@ def create_launch(
             raise Invalid(f"user is a FHIR reference to one of {', '.join(FHIR_USER_TYPES)}, like Practitioner/123")
         if not _exists(conn, sandbox_id, rtype, rid):
             raise Invalid(f"Sandbox '{sandbox_id}' has no {user}")
+    if app_context is not None and (
+        not isinstance(app_context, str) or not app_context or len(app_context) > MAX_APP_CONTEXT
+    ):
+        raise Invalid(f"appContext is a non-empty string of at most {MAX_APP_CONTEXT} characters")
     launch = secrets.token_urlsafe(24)
     conn.execute(
         insert(smart_launches).values(
@@ -87,6 +97,7 @@ def create_launch(
             patient=patient,
             encounter=encounter,
             fhir_user=user,
+            app_context=app_context,
             expires_at=stamp(policy.clock() + policy.launch),
         )
     )
@@ -99,4 +110,4 @@ def find_launch(conn: Connection, sandbox_id: str, launch: str, policy: SmartPol
     row = conn.execute(select(t).where(t.c.sandbox_id == sandbox_id, t.c.launch_hash == digest(launch))).first()
     if row is None or row.expires_at < stamp(policy.clock()):
         return None
-    return Launch(row.client_id, row.patient, row.encounter, row.fhir_user)
+    return Launch(row.client_id, row.patient, row.encounter, row.fhir_user, row.app_context)

@@ -89,9 +89,15 @@ class Grant:
     fhir_user: str | None = None  # Practitioner/123: who the app acts for, as a FHIR resource
     user_id: str | None = None  # the signed-in account that approved, if any
     nonce: str | None = None
+    app_context: str | None = None  # the appContext of the CDS card link the launch came from
 
     def dumps(self) -> str:
-        return orjson.dumps({**asdict(self), "scopes": list(self.scopes)}).decode()
+        data = {**asdict(self), "scopes": list(self.scopes)}
+        if self.app_context is None:
+            # Left out when empty: a process of the release before, beside this one in a rolling deploy, reads
+            # stored grants with ``loads`` and knows no such field.
+            del data["app_context"]
+        return orjson.dumps(data).decode()
 
     @classmethod
     def loads(cls, raw: str) -> Grant:

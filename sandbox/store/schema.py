@@ -480,6 +480,8 @@ smart_launches = Table(
     Column("encounter", String(64), nullable=True),
     Column("fhir_user", String(200), nullable=True),  # Practitioner/123
     Column("expires_at", String(32), nullable=False),
+    # A CDS card's SMART link's appContext, for the token response.  Last: revision 0003 added it to the table.
+    Column("app_context", Text, nullable=True),
     Index("ix_smart_launches_expires", "expires_at"),  # the sweep (``auth/sweep.py``)
 )
 

@@ -1,4 +1,5 @@
-"""Web tests sign in a lot: argon2id with test-sized costs, so that each sign-in takes milliseconds, not a second."""
+"""Web tests sign in a lot: argon2id with test-sized costs, so that each sign-in takes milliseconds, not a second.
+The console's CDS services page registers a vendor's service on a real local port: ``vendor`` (CDS Hooks' fixture)."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import pytest
 from argon2 import PasswordHasher
 
 from sandbox.accounts import passwords
+from tests.sandbox.cdshooks.conftest import vendor, vendor_server  # noqa: F401
 
 
 @pytest.fixture(autouse=True)

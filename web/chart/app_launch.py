@@ -4,7 +4,7 @@ Every registered client with a launch URL is offered; to a vendor, only the clie
 is made by ``sandbox.auth.launches`` (the same function as ``POST /admin/launches``), with the signed-in user's
 fhirUser when the sandbox has one Practitioner with their email; the app is opened at its launch URL with
 ``launch`` and ``iss``.  A CDS card's SMART link names an app by its launch URL (``app_for_link``) and is
-launched the same way.
+launched the same way, with the link's ``appContext`` stored with the launch for the app's token response.
 """
 
 from __future__ import annotations
@@ -70,6 +70,7 @@ def launch_app(
     *,
     root: str,
     policy: SmartPolicy | None,
+    app_context: str | None = None,
 ) -> tuple[str, str]:
     """A new EHR launch of the app for the patient: ``(the URL to open, its origin)``.  NotFound for an app that
     is not registered or has no launch URL; Invalid for a patient that is not in the sandbox."""
@@ -81,7 +82,9 @@ def launch_app(
     if client is None or origin is None:
         raise NotFound(f"There is no app '{client_id}' with a launch URL")
     fhir_user = practitioner_of(conn, state, sandbox_id, user.email)
-    launch, iss = create_launch(conn, client_id, sandbox_id, patient_id, user=fhir_user, root=root, policy=policy)
+    launch, iss = create_launch(
+        conn, client_id, sandbox_id, patient_id, user=fhir_user, root=root, policy=policy, app_context=app_context
+    )
     url = client_ops.launch_url(client, launch, iss)
     assert url is not None  # the client has a launch URL
     return url, origin

@@ -32,6 +32,7 @@ from web.chart.app_launch import LaunchableApp, app_for_link, launchable_apps
 from web.chart.card_markdown import markdown_html
 
 DECIDE = "cds_decide"  # the submit button's name: "accept:CALL:KEY[:SUGGESTION]" or "override:CALL:KEY"
+LINK = "cds_link"  # a SMART link's button, posted to the chart's Launch app: "CALL:KEY:N", the card's Nth link
 _INDICATORS = {"critical": (0, "Critical"), "warning": (1, "Warning"), "info": (2, "Info")}
 _FAILED = {
     log.TIMEOUT: "did not answer in time",
@@ -49,6 +50,7 @@ class Link:
     url: str
     kind: str  # absolute; smart (a registered app, launched by the chart); unregistered (a SMART app we lack)
     client_id: str = ""
+    ref: str = ""  # a smart link's "CALL:KEY:N": the launch finds the link's appContext by it
 
 
 @dataclass(frozen=True)
@@ -379,7 +381,10 @@ def _cards(conn: Connection, layer: str, calls: list[log.Call], user: User) -> C
         for card in call.cards:
             if apps is None and any(link.get("type") == "smart" for link in card.get("links") or []):
                 apps = launchable_apps(conn, user)
-            links = tuple(_link(link, apps or []) for link in card.get("links") or [])
+            links = tuple(
+                _link(link, apps or [], f"{call.id}:{card['key']}:{n}")
+                for n, link in enumerate(card.get("links") or [])
+            )
             found.append(
                 ShownCard(call.id, call.hook or "", call.service_id or "", card, links, decided.get(card["key"]))
             )
@@ -387,9 +392,26 @@ def _cards(conn: Connection, layer: str, calls: list[log.Call], user: User) -> C
     return Cards(found, notices, calls)
 
 
-def _link(link: dict[str, Any], apps: list[LaunchableApp]) -> Link:
+def _link(link: dict[str, Any], apps: list[LaunchableApp], ref: str) -> Link:
     label, url = str(link["label"]), str(link["url"])
     if link.get("type") != "smart":
         return Link(label, url, "absolute")
     client_id = app_for_link(apps, url)
-    return Link(label, url, "smart", client_id) if client_id else Link(label, url, "unregistered")
+    return Link(label, url, "smart", client_id, ref) if client_id else Link(label, url, "unregistered")
+
+
+def link_app_context(conn: Connection, layer: str, user: User, patient_id: str, ref: str, client_id: str) -> str | None:
+    """The ``appContext`` of the SMART link ``ref`` names (``LINK``), for a launch of ``client_id`` from it.
+
+    The value is read from the logged card, never taken from the form: the link must be on a card of this user's
+    own hook call for this patient, and open this app.  ``CdsError`` (404) otherwise."""
+    call_id, _, rest = ref.partition(":")
+    key, _, index = rest.rpartition(":")
+    call = log.get_call(conn, layer, call_id) if call_id and key else None
+    if call is None or call.kind != "hook" or call.actor != HookUser(user.id).actor_id or call.patient_id != patient_id:
+        raise CdsError(404, "That card link is not one the chart showed you for this patient: reload the chart.")
+    links = (call.card(key) or {}).get("links") or []
+    link = links[int(index)] if index.isdigit() and int(index) < len(links) else {}
+    if link.get("type") != "smart" or app_for_link(launchable_apps(conn, user), str(link["url"])) != client_id:
+        raise CdsError(404, "That card link does not open this app: reload the chart.")
+    return link.get("appContext")

@@ -42,11 +42,13 @@ from web.chart.app_launch import LaunchableApp, launch_app, launchable_apps
 from web.chart.assignments import CHART_ROLES, assignments_for, may_open, memberships
 from web.chart.chart_data import VITAL_ROWS, ChartReader, PatientNotFound
 from web.chart.decision_support import (
+    LINK,
     Cards,
     ChartCds,
     OrderCards,
     call_ids,
     decided_text,
+    link_app_context,
     parse_choice,
     touched,
 )
@@ -381,17 +383,25 @@ async def launch_page(
     request: Request, sandbox_id: str, patient_id: str, client_id: str, session: WebSession = Depends(csrf_protected)
 ) -> Response:
     """Launch a SMART app for this patient: ``mode=tab`` answers a redirect to the app (the form opened a new
-    tab), ``mode=embedded`` (the default) answers the chart page with the app in an iframe under the banner."""
+    tab), ``mode=embedded`` (the default) answers the chart page with the app in an iframe under the banner.
+    From a CDS card's SMART link (``cds_link``), the launch carries that link's ``appContext``."""
     chart_user(session)
     form = await request.form()
     mode = "tab" if form.get("mode") == "tab" else "embedded"
     task = str(form.get("task") or "") or None
+    link = str(form.get(LINK) or "")
     view = _view(request, session, sandbox_id)
     state = request.app.state
 
     def work() -> tuple[str, str, dict[str, Any]]:
         with state.db.write() as conn:
             banner = _reader(request, conn, view, patient_id).banner()
+            try:
+                context = (
+                    link_app_context(conn, view.overlay, session.user, patient_id, link, client_id) if link else None
+                )
+            except CdsError as exc:
+                raise WebError(exc.status, "Cannot launch the app", exc.message) from None
             try:
                 url, origin = launch_app(
                     conn,
@@ -402,6 +412,7 @@ async def launch_page(
                     patient_id,
                     root=public_root(request),
                     policy=state.smart.policy,
+                    app_context=context,
                 )
             except AdminError as exc:
                 raise WebError(exc.status, "Cannot launch the app", exc.message) from None

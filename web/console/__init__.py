@@ -1,5 +1,5 @@
 """The trainer console (cohorts, progress, exports, certificates) and the vendor console (sandboxes, request
-log, SMART apps, HL7 v2 interfaces).
+log, SMART apps, CDS services, HL7 v2 interfaces).
 
 ``router`` holds every console page; ``web/routes.py`` includes it.
 """
@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from web.console import assets, cohorts, hl7v2, progress, smart_apps, vendor
+from web.console import assets, cds_services, cohorts, hl7v2, progress, smart_apps, vendor
 
 router = APIRouter()
-for part in (assets, cohorts, hl7v2, progress, smart_apps, vendor):
+for part in (assets, cds_services, cohorts, hl7v2, progress, smart_apps, vendor):
     router.include_router(part.router)

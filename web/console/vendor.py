@@ -33,6 +33,7 @@ vendor_only = require_role("vendor")
 SECTIONS: list[tuple[str, str]] = [
     ("Sandboxes and request log", "/vendor"),
     ("SMART apps", "/vendor/smart-apps"),
+    ("CDS services", "/vendor/cds-services"),
     ("HL7 v2 interfaces", "/vendor/hl7v2"),
 ]
 LOG_ROWS = 100

@@ -13,6 +13,8 @@ from joserfc import jwt
 from joserfc.jwk import KeySet
 
 from sandbox.app import create_app
+from sandbox.auth.launches import MAX_APP_CONTEXT
+from sandbox.auth.tokens import Grant
 from sandbox.config import Settings
 from sandbox.store.database import Database
 from tests.sandbox.auth.smart import (
@@ -189,6 +191,27 @@ def test_ehr_launch_of_an_auto_approved_app(client: TestClient, chart: Chart, ap
     new = {"resourceType": "Condition", "subject": {"reference": f"Patient/{chart.ann}"}, "code": {"text": "x"}}
     assert client.post(f"{base}/Condition", json=new, headers=headers).status_code == 403
     assert client.get(f"/fhir/Patient/{chart.ann}", headers=headers).status_code == 401
+
+
+def test_a_launchs_app_context_reaches_its_token_response_and_no_other(
+    client: TestClient, chart: Chart, app_client: dict
+) -> None:
+    context = '{"riskScore": 8, "note": "<b>as the card gave it</b>"}'
+    token = ehr_launch_token(client, chart, "growth-chart", SCOPES, appContext=context)
+    assert token["appContext"] == context and token["patient"] == chart.ann
+    refreshed = client.post(
+        f"{auth_base('smart')}/token",
+        data={"grant_type": "refresh_token", "refresh_token": token["refresh_token"], "client_id": "growth-chart"},
+    ).json()
+    assert refreshed["appContext"] == context  # the same launch, refreshed
+    assert "appContext" not in ehr_launch_token(client, chart, "growth-chart", SCOPES)  # the next launch has none
+    for bad in ("", 42, {"a": 1}, "x" * (MAX_APP_CONTEXT + 1)):
+        body = {"client_id": "growth-chart", "sandbox": "smart", "patient": chart.ann, "appContext": bad}
+        r = client.post("/admin/launches", json=body, headers=ADMIN)
+        assert r.status_code == 400 and "appContext" in r.json()["detail"], (bad, r.text)
+    # Stored grants without a context are written as before, so the release before can still read them.
+    assert "app_context" not in Grant(client_id="a", scopes=("launch",)).dumps()
+    assert Grant.loads(Grant(client_id="a", scopes=("launch",), app_context="x").dumps()).app_context == "x"
 
 
 def test_refresh_introspection_and_revocation(client: TestClient, chart: Chart, app_client: dict) -> None:

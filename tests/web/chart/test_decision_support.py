@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import re
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 import orjson
 import pytest
@@ -20,8 +21,8 @@ from sandbox.accounts.users import find_by_email
 from sandbox.cdshooks import log
 from sandbox.cdshooks.client import CdsClient
 from sandbox.demo import Demo
-from sandbox.store.schema import cds_calls, resource_versions
-from tests.sandbox.auth.smart import register
+from sandbox.store.schema import cds_calls, resource_versions, smart_launches
+from tests.sandbox.auth.smart import REDIRECT, auth_base, authorize_params, pkce, redirected, register
 from tests.web.chart.browser_form import form_values
 from tests.web.chart.conftest import sign_in
 
@@ -405,7 +406,9 @@ def test_cards_show_by_indicator_with_links_that_launch_smart_apps(
     info = shown[2]["body"]
     assert "&lt;script&gt;" in info and "<script>alert" not in info and 'href="javascript' not in info
     launch = f"/chart/{ada_sandbox}/patients/{CHEST_PAIN}/launch/acme"
-    assert f'formaction="{launch}" formtarget="_blank">Open the risk app' in info
+    assert re.search(
+        rf'formaction="{launch}" formtarget="_blank" name="cds_link" value="[^"]+">Open the risk app', info
+    )
     assert '<a href="https://guidelines.example/statins" target="_blank" rel="noopener noreferrer">Guideline' in info
     assert "Unknown app <small" in info and "cannot be launched here" in info
 
@@ -423,6 +426,65 @@ def test_cards_show_by_indicator_with_links_that_launch_smart_apps(
     launched = client.post(launch, data={"csrf_token": ada, "task": ""})
     assert launched.status_code == 200
     assert re.search(r'<iframe id="app-frame" src="https://app\.acme\.example/launch\?[^"]*launch=', launched.text)
+
+
+def token_response(client: TestClient, sandbox: str, launched: Any) -> dict[str, Any]:
+    """The token response an auto-approved app gets for the launch the chart redirected it to."""
+    assert launched.status_code == 303, launched.text
+    launch = parse_qs(urlsplit(launched.headers["location"]).query)["launch"][0]
+    verifier, challenge = pkce()
+    params = authorize_params("acme", sandbox, "launch patient/*.rs", challenge, launch=launch)
+    code = redirected(client.get(f"{auth_base(sandbox)}/authorize", params=params, follow_redirects=False))["code"]
+    form = {"grant_type": "authorization_code", "code": code, "redirect_uri": REDIRECT, "client_id": "acme"}
+    answer = client.post(f"{auth_base(sandbox)}/token", data=form | {"code_verifier": verifier})
+    assert answer.status_code == 200, answer.text
+    return answer.json()
+
+
+def test_a_smart_links_app_context_reaches_the_token_response_of_that_launch_only(
+    client: TestClient, app: FastAPI, demo: Demo, ada: str, ada_sandbox: str
+) -> None:
+    acme = "https://app.acme.example/launch"
+    register(client, "acme", "launch patient/*.rs", launch_url=acme, auto_approve=True)
+    register(client, "other", "launch patient/*.rs", launch_url="https://other.example/launch", auto_approve=True)
+    context = '{"riskScore": 8, "why": "<b>as the card gave it</b>"}'
+    links = [
+        {"label": "Open with context", "url": acme, "type": "smart", "appContext": context},
+        {"label": "Open without", "url": acme + "?from=cds", "type": "smart"},
+        {"label": "Other app", "url": "https://other.example/launch", "type": "smart", "appContext": "not yours"},
+    ]
+    use_services(app, {"ai-risk-model": [card("info", "Risk", links=links)]})
+    (shown,) = cards(client.get(chart(ada_sandbox)).text)
+    refs = re.findall(r'name="cds_link" value="([^"]+)"', shown["body"])
+    assert len(refs) == 3 and context not in shown["body"].replace("&#34;", '"')  # the page never carries it
+    launch = f"{chart(ada_sandbox)}/launch/acme"
+
+    def launched(**fields: str) -> Any:
+        return client.post(launch, data={"csrf_token": ada, "mode": "tab"} | fields, follow_redirects=False)
+
+    assert token_response(client, ada_sandbox, launched(cds_link=refs[0]))["appContext"] == context
+    assert "appContext" not in token_response(client, ada_sandbox, launched(cds_link=refs[1]))
+    assert "appContext" not in token_response(client, ada_sandbox, launched())  # the chart's own Launch app
+
+    # A link the chart did not show this user for this patient, or that opens another app, launches nothing.
+    call_id, key, _n = refs[0].split(":")
+    with app.state.db.read() as conn:
+        before = conn.execute(select(func.count()).select_from(smart_launches)).scalar_one()
+    for bad in (f"{call_id}:{key}:7", f"{call_id}:{key}:x", f"{call_id}:nokey:0", f"nocall:{key}:0", "junk", refs[2]):
+        assert launched(cds_link=bad).status_code == 404, bad
+    other_app = client.post(
+        f"{chart(ada_sandbox)}/launch/other", data={"csrf_token": ada, "cds_link": refs[0]}, follow_redirects=False
+    )
+    assert other_app.status_code == 404
+    other_patient = client.post(
+        f"{chart(ada_sandbox, DIABETES)}/launch/acme", data={"csrf_token": ada, "cds_link": refs[0]}
+    )
+    assert other_patient.status_code == 404
+    with TestClient(app, base_url="http://testserver") as trainer:  # may open Ada's chart; the card was not his
+        token = sign_in(trainer, demo, "trainer@demo.invalid")
+        assert trainer.post(launch, data={"csrf_token": token, "cds_link": refs[0]}).status_code == 404
+    with app.state.db.read() as conn:
+        assert conn.execute(select(func.count()).select_from(smart_launches)).scalar_one() == before
 
 
 def test_a_card_whose_suggestions_may_all_be_accepted_writes_each_as_the_user(
