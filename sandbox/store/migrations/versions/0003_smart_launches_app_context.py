@@ -16,5 +16,10 @@ down_revision = "0002"
 
 
 def upgrade() -> None:
+    # If missing only, as 0002 does: a database adopted from before migrations has the tables of the build that
+    # adopts it, this column included.
+    columns = {c["name"] for c in sa.inspect(op.get_bind()).get_columns("smart_launches")}
+    if "app_context" in columns:
+        return
     with op.batch_alter_table("smart_launches", schema=None) as batch_op:
         batch_op.add_column(sa.Column("app_context", sa.Text(), nullable=True))
