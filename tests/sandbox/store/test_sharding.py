@@ -5,12 +5,25 @@ the SQL a sandbox's requests run.  Citus itself is not available here: these che
 from __future__ import annotations
 
 import re
+import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
-from sqlalchemy import Column, ForeignKey, ForeignKeyConstraint, Index, MetaData, String, Table, UniqueConstraint, event
+from sqlalchemy import (
+    Column,
+    ForeignKey,
+    ForeignKeyConstraint,
+    Index,
+    MetaData,
+    String,
+    Table,
+    UniqueConstraint,
+    event,
+    text,
+)
 
 from sandbox.cli import main
 from sandbox.store import sandboxes, sharding
@@ -18,6 +31,7 @@ from sandbox.store.database import Database
 from sandbox.store.repository import Actor
 from sandbox.store.schema import metadata
 from sandbox.store.sharding import ANCHOR, PLAN, Placement, Role
+from tests.conftest import PG_URL, _pg_schema_url
 
 DISTRIBUTED = {name: p.column for name, p in PLAN.items() if p.role is Role.DISTRIBUTED}
 
@@ -349,3 +363,111 @@ def test_a_layered_sandbox_names_its_layers_in_every_statement_and_at_most_two(
     assert [s for s, found in touching if any(n is None for _, n in found)] == []
     counts = {n for _, found in touching for _, n in found}
     assert counts == {1, 2}  # the reads that see through to the baseline name both layers
+
+
+_LOCKING = re.compile(r"\bFOR\s+(?:NO\s+KEY\s+)?(?:UPDATE|SHARE|KEY\s+SHARE)\b", re.I)
+
+
+def test_the_background_work_locks_no_distributed_row_across_sandboxes(
+    app: Any, client: Any, admin_headers: dict[str, str], sandbox_pair: tuple[str, str]
+) -> None:
+    """The workers' passes after a sandbox's writes: outbox to HL7 v2 messages and subscription notifications, the
+    delivery claims, the export claim, the sweeps.  Citus runs ``FOR UPDATE`` on one shard only, so no locking
+    statement may touch a distributed table (the locks fall on the coordinator's tables); every statement that
+    reads a distributed table names its layers.  SQLite takes no row locks, so the lock half bites on PostgreSQL."""
+    from sandbox.auth.sweep import sweep_expired
+    from sandbox.bulk import jobs
+    from sandbox.hl7v2 import delivery, destinations
+    from sandbox.subscriptions import delivery as subscriptions
+
+    db, fhir = app.state.db, app.state.fhir
+    sandbox_id = sandbox_pair[0].split("/")[2]
+    with db.write() as conn:
+        destinations.put(conn, sandbox_id, "lab", {"host": "127.0.0.1", "port": 9, "message_types": ["ADT^A08"]})
+    _work(client, sandbox_pair[0], admin_headers)
+    with captured(db) as statements:
+        assert delivery.translate(db, fhir, "w1") > 0
+        assert len(delivery.claim(db, "w1")) == 1  # the update of p0: ADT^A08
+        subscriptions.queue_events(db, fhir)
+        subscriptions.claim(db, "w1")
+        jobs.claim(db, "w1")
+        jobs.purge_expired(db)
+        sweep_expired(db, datetime.now(UTC))
+    touching = [(s, layer_filters(s)) for s in statements if layer_filters(s)]
+    assert {table for _, found in touching for table, _ in found} >= {"hl7v2_destinations", "resource_versions"}
+    assert [s for s, found in touching if any(n is None or n > 2 for _, n in found)] == []
+    locking = [s for s in statements if _LOCKING.search(s)]
+    assert [s for s in locking if layer_filters(s)] == []
+    if not db.is_sqlite:
+        assert len(locking) >= 3  # the outbox, its cursor, the sweeps: the lock half did run
+
+
+# ---- the script on PostgreSQL, with a stand-in for Citus ------------------------------------------------------
+
+# Records each call in a table named like Citus's catalog, and refuses what Citus refuses that a stand-in can
+# tell: a second role for a table, a distribution column the table lacks, co-location with a table not yet
+# distributed.  It is not Citus: it shows the script runs on the migrated schema as written, in a workable order.
+STAND_IN = """
+CREATE TABLE pg_dist_partition (logicalrelid regclass PRIMARY KEY, kind text NOT NULL, dist_column text,
+                                colocated_with text, seq serial);
+CREATE FUNCTION create_reference_table(t regclass) RETURNS void LANGUAGE sql
+  AS $$ INSERT INTO pg_dist_partition (logicalrelid, kind) VALUES (t, 'reference') $$;
+CREATE FUNCTION citus_add_local_table_to_metadata(t regclass) RETURNS void LANGUAGE sql
+  AS $$ INSERT INTO pg_dist_partition (logicalrelid, kind) VALUES (t, 'local') $$;
+CREATE FUNCTION create_distributed_table(t regclass, col text, colocate_with text DEFAULT 'default')
+  RETURNS void LANGUAGE plpgsql AS $$
+BEGIN
+  IF NOT EXISTS (SELECT 1 FROM pg_attribute WHERE attrelid = t AND attname = col AND NOT attisdropped) THEN
+    RAISE EXCEPTION 'column "%" of relation "%" does not exist', col, t;
+  END IF;
+  IF colocate_with <> 'default' AND NOT EXISTS (
+      SELECT 1 FROM pg_dist_partition WHERE logicalrelid = colocate_with::regclass AND kind = 'distributed') THEN
+    RAISE EXCEPTION 'cannot colocate % with %: it is not distributed', t, colocate_with;
+  END IF;
+  INSERT INTO pg_dist_partition (logicalrelid, kind, dist_column, colocated_with)
+    VALUES (t, 'distributed', col, colocate_with);
+END $$;
+"""
+
+
+def _run(db: Database, sql: str) -> None:
+    """Several statements as one script, as psql would send them (no placeholders: PL/pgSQL's % is literal)."""
+    raw = db.engine.raw_connection()
+    try:
+        raw.cursor().execute(sql)
+        raw.commit()
+    finally:
+        raw.close()
+
+
+@pytest.mark.postgres
+def test_the_script_runs_on_the_migrated_schema_once_and_again_after_an_upgrade() -> None:
+    if not PG_URL:
+        pytest.skip("EHR_SANDBOX_TEST_DATABASE_URL is not set")
+    schema = f"citus_{uuid.uuid4().hex[:12]}"
+    admin = Database(PG_URL)
+    with admin.engine.begin() as conn:
+        conn.execute(text(f"CREATE SCHEMA {schema}"))
+    db = Database(_pg_schema_url(schema))
+    try:
+        db.create_schema()
+        _run(db, STAND_IN)
+        script = sharding.citus_sql()
+        _run(db, script)
+        with db.read() as conn:
+            placed = conn.execute(
+                text("SELECT logicalrelid::text, kind, dist_column, colocated_with FROM pg_dist_partition ORDER BY seq")
+            ).all()
+        assert {row[0]: row[1] for row in placed} == {name: p.role.value for name, p in PLAN.items()}
+        assert {row[0]: row[2] for row in placed if row[1] == "distributed"} == DISTRIBUTED
+        assert {row[3] for row in placed if row[1] == "distributed"} == {"default", ANCHOR}
+        kinds = [row[1] for row in placed]
+        assert kinds == sorted(kinds, key=["reference", "distributed", "local"].index)
+        _run(db, script)  # everything placed already: nothing happens, nothing fails
+        with db.read() as conn:
+            assert conn.execute(text("SELECT count(*) FROM pg_dist_partition")).scalar() == len(PLAN)
+    finally:
+        db.dispose()
+        with admin.engine.begin() as conn:
+            conn.execute(text(f"DROP SCHEMA {schema} CASCADE"))
+        admin.dispose()
