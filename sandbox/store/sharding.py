@@ -244,10 +244,11 @@ def _unless_placed(call: str, table: str) -> str:
     )
 
 
-def citus_sql(meta: MetaData = schema.metadata, plan: dict[str, Placement] = PLAN) -> str:
+def citus_sql(meta: MetaData = schema.metadata, plan: dict[str, Placement] | None = None) -> str:
     """The statements that give every table its role on a Citus coordinator, in an order Citus accepts:
     reference tables, then the anchor of the co-location group, then the tables co-located with it, then the
-    coordinator's local tables.  Raises ``PlanError`` listing ``problems()`` if there are any."""
+    coordinator's local tables.  ``plan`` defaults to ``PLAN``.  Raises ``PlanError`` listing ``problems()``."""
+    plan = PLAN if plan is None else plan
     found = problems(meta, plan)
     if found:
         raise PlanError("the sharding plan does not fit the schema: " + "; ".join(found))

@@ -219,7 +219,6 @@ def test_citus_sql_refuses_a_plan_that_misses_a_table(
 ) -> None:
     plan = {name: p for name, p in PLAN.items() if name != "cds_calls"}
     monkeypatch.setattr(sharding, "PLAN", plan)
-    monkeypatch.setattr(sharding.citus_sql, "__defaults__", (metadata, plan))
     assert main(["db", "citus-sql"]) == 2
     out, err = capsys.readouterr()
     assert out == ""
