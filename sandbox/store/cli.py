@@ -1,7 +1,8 @@
-"""``ehr-sandbox db upgrade|current|check|revision``: the schema's migrations from the command line.
+"""``ehr-sandbox db upgrade|current|check|revision|citus-sql``: the schema's migrations from the command line.
 
 Every process upgrades the schema as it starts; ``db upgrade`` is the same step for operators who run it once,
-as a deploy step, before starting the new version.  See docs/migrations.md.
+as a deploy step, before starting the new version.  See docs/migrations.md.  ``db citus-sql`` prints what to run on
+a Citus coordinator after an upgrade (``sharding.py``, docs/scaling.md).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from sqlalchemy.exc import ArgumentError, OperationalError
 
 from sandbox.cli import CliError, database_error
 from sandbox.config import Settings
-from sandbox.store import migrations
+from sandbox.store import migrations, sharding
 from sandbox.store.database import Database
 
 
@@ -107,14 +108,26 @@ def _revision(args: argparse.Namespace) -> None:
     print("review it, run `ruff format` on it, and run tests/sandbox/store/test_migrations.py on both backends")
 
 
+def _citus_sql(_args: argparse.Namespace) -> None:
+    try:
+        print(sharding.citus_sql(), end="")
+    except sharding.PlanError as exc:
+        raise CliError(str(exc)) from None
+
+
 def add_db_commands(sub: Any) -> None:
     """Register the ``db`` command group on the main parser."""
-    db = sub.add_parser("db", help="the database schema: upgrade, current, check, revision")
+    db = sub.add_parser("db", help="the database schema: upgrade, current, check, revision, citus-sql")
     dsub = db.add_subparsers(dest="db_command", required=True)
     commands: list[tuple[str, str, Callable[[argparse.Namespace], int | None]]] = [
         ("upgrade", "upgrade the schema to this version's newest revision (every start does it too)", _upgrade),
         ("current", "print the schema revision the database is at", _current),
         ("check", "compare the database with sandbox/store/schema.py; exit 1 listing any differences", _check),
+        (
+            "citus-sql",
+            "print the SQL that gives every table its role on a Citus coordinator (docs/scaling.md)",
+            _citus_sql,
+        ),
     ]
     for name, help_text, func in commands:
         dsub.add_parser(name, help=help_text).set_defaults(func=func)
