@@ -149,7 +149,10 @@ def quiet_types(conn: Connection, view: View, rtypes: Iterable[str]) -> frozense
     shadowing row: a fresh trainee sandbox then searches as fast as a store without sandboxes.
     One probe (an index seek per type) per search; read in the search's own transaction.
     """
-    types = tuple(sorted(set(rtypes)))
+    # A type once seen in an overlay stays there until a reset, and searching a type as not quiet is always
+    # right (only slower), so types known to be present skip the probe: a sandbox's busy types cost no round trip.
+    database = id(conn.engine)
+    types = tuple(sorted({t for t in rtypes if (database, view.overlay, t) not in _PRESENT}))
     if not view.layered or not types:
         return frozenset()
     statement = _QUIET_PROBES.get(types)
@@ -160,10 +163,17 @@ def quiet_types(conn: Connection, view: View, rtypes: Iterable[str]) -> frozense
         statement = select(*[probe.label(f"t{n}") for n, probe in enumerate(probes)])
         _QUIET_PROBES[types] = statement
     found = conn.execute(statement, {"overlay": view.overlay}).one()
+    if len(_PRESENT) >= _MAX_PRESENT:
+        _PRESENT.clear()
+    _PRESENT.update((database, view.overlay, t) for t, present in zip(types, found, strict=True) if present)
     return frozenset(t for t, present in zip(types, found, strict=True) if not present)
 
 
 _QUIET_PROBES: dict[tuple[str, ...], Any] = {}
+# (database, overlay, resource type) found there, per process and bounded.  A stale entry (a database gone, its
+# engine's id reused) only costs a quiet type its fast path.
+_PRESENT: set[tuple[int, str, str]] = set()
+_MAX_PRESENT = 100_000
 
 
 def _member_of(

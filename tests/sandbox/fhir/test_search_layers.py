@@ -9,9 +9,10 @@ paging) must ignore the rows of baseline versions the sandbox has shadowed.
 from __future__ import annotations
 
 import pytest
-from sqlalchemy import insert
+from sqlalchemy import event, insert
 
 from sandbox.store.layers import View
+from sandbox.store.sandboxes import reset_sandbox
 from sandbox.store.schema import layers
 from tests.sandbox.fhir.searching import Store, observation, patient
 
@@ -134,3 +135,34 @@ def test_types_the_sandbox_never_touched_are_read_from_the_baseline_as_they_are(
     assert store.found("Patient", "_has:Observation:subject:code=29463-7", nurse) == set()  # bob is deleted
     assert store.found("Patient", "_has:Observation:subject:code=8867-4", nurse) == {"eva"}
     assert store.found("Observation", "", nurse) == {"o1", "o2"}
+
+
+def test_a_type_seen_in_the_sandbox_is_not_probed_again_and_a_reset_still_reads_the_baseline(store, db):
+    """Probing whether the overlay holds a type costs a round trip; a type found there stays until a reset, so
+    the next searches skip the probe, and after a reset the layered search still reads the baseline right."""
+    with db.write() as conn:
+        conn.execute(
+            insert(layers).values(id="probed", kind="sandbox", name="Probed", baseline_id="base", created_at="2026")
+        )
+    probed = View("probed", ("probed", "base"))
+    probes: list[str] = []
+
+    def count(_conn, _cursor, statement, *_args) -> None:  # type: ignore[no-untyped-def]
+        if statement.lstrip().startswith("SELECT EXISTS"):
+            probes.append(statement)
+
+    event.listen(db.engine, "before_cursor_execute", count)
+    try:
+        assert store.found("Observation", "code=8867-4", probed) == {"o1"}
+        assert len(probes) == 1  # quiet: the baseline's rows are read as they are
+        store.put(observation("o1", subject={"reference": "Patient/eva"}, code=WT), probed)
+        assert store.found("Observation", "code=8867-4", probed) == set()
+        assert len(probes) == 2  # found there now
+        assert store.found("Observation", "code=29463-7", probed) == {"o1", "o2"}
+        assert len(probes) == 2  # known to be there: no probe
+        with db.write() as conn:
+            reset_sandbox(conn, "probed")
+        assert store.found("Observation", "code=8867-4", probed) == {"o1"}
+        assert store.found("Observation", "code=29463-7", probed) == {"o2"}
+    finally:
+        event.remove(db.engine, "before_cursor_execute", count)
