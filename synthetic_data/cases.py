@@ -45,7 +45,8 @@ class Order:
     """A medication order placed at today's visit before the trainee sees the chart (one to verify)."""
 
     medication: str  # a key of synthetic_data.codes.MED
-    reason: str  # free text: what it was ordered for
+    reason_code: str  # SNOMED CT: what it was ordered for (written as today's encounter diagnosis)
+    reason_display: str
 
 
 @dataclass(frozen=True)
@@ -159,7 +160,10 @@ def parse_case(data: Any, source: str = "case") -> Case:
             raise fail(f"'orders' items need 'medication' (known: {', '.join(sorted(MED))})")
         if presenting is None:
             raise fail("'orders' are placed at today's visit: the case needs 'presenting'")
-        orders.append(Order(item["medication"], str(item.get("reason", ""))))
+        reason = item.get("reason") or {}
+        if not isinstance(reason, dict) or not isinstance(reason.get("snomed"), str) or not reason.get("display"):
+            raise fail("an order's 'reason' needs 'snomed' (a code, quoted) and 'display'")
+        orders.append(Order(item["medication"], reason["snomed"], str(reason["display"])))
     referrals = []
     for item in data.get("referrals") or []:
         if not isinstance(item, dict) or item.get("specialty") not in SPECIALTIES:

@@ -782,6 +782,22 @@ class ChartWriter:
         for order in orders:
             assert ctx is not None  # the case parser requires a presenting encounter for orders
             medication = MED[order.medication]
+            reason_id = self.ids.next()
+            self._add(
+                {
+                    "resourceType": "Condition",
+                    "id": reason_id,
+                    "clinicalStatus": _ACTIVE,
+                    "verificationStatus": _CONFIRMED,
+                    "category": _ENCOUNTER_DIAGNOSIS,
+                    "code": _concept(SNOMED, order.reason_code, order.reason_display),
+                    "subject": self._subject(),
+                    "encounter": self._ref(ctx.encounter_id),
+                    "onsetDateTime": self.options.today.isoformat(),
+                    "recordedDate": _instant(ctx.start),
+                    "recorder": self._who(ctx.clinician),
+                }
+            )
             self._add(
                 {
                     "resourceType": "MedicationRequest",
@@ -793,7 +809,7 @@ class ChartWriter:
                     "encounter": self._ref(ctx.encounter_id),
                     "authoredOn": _instant(ctx.start),
                     "requester": self._who(ctx.clinician),
-                    "reasonCode": [{"text": order.reason}] if order.reason else [],
+                    "reasonReference": [self._ref(reason_id)],
                     "dosageInstruction": [
                         {
                             "text": medication.dosage,

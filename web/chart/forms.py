@@ -854,12 +854,12 @@ REFERRAL = Form(
 def build_close_referral(v: dict[str, Any], ctx: Context) -> list[Write]:
     """Closing the loop: the tracking Task completed with the consult note as its output, and the referral
     (the Task's focus) completed, as FHIR's referral workflow has it."""
-    task_id = v["task"].split("/", 1)[1]
+    task_id = v["tracking_task"].split("/", 1)[1]
     task = ctx.read("Task", task_id)
     task.pop("meta", None)
     focus = str((task.get("focus") or {}).get("reference", ""))
     if not focus.startswith("ServiceRequest/"):
-        raise FormErrors({"task": "This task does not track a referral."})
+        raise FormErrors({"tracking_task": "This task does not track a referral."})
     output = {
         "type": {"text": "Consult note"},
         "valueReference": _ref(v["note"], ctx.labels.get("consult_notes")),
@@ -881,7 +881,7 @@ CLOSE_REFERRAL = Form(
     "Close a referral loop",
     "referrals",
     (
-        Field("task", "Referral being tracked", "choice", True, source="open_referral_tasks"),
+        Field("tracking_task", "Referral being tracked", "choice", True, source="open_referral_tasks"),
         Field("note", "Consult note received", "choice", True, source="consult_notes"),
         Field("complete_referral", "Mark the referral completed", "checkbox", default="on"),
         Field("comment", "Comment", "text", max_length=500),
