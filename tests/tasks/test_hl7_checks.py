@@ -15,6 +15,7 @@ from sandbox.store.layers import resolve_view
 from sandbox.store.repository import Actor
 from tasks.engine import TaskEngine
 from tasks.library import Library
+from tasks.live import LiveChecker
 from tasks.loader import PackError, load_pack
 from tests.sandbox.hl7v2.test_outbound import Destination
 
@@ -156,3 +157,25 @@ def test_a_message_the_lab_did_not_acknowledge_does_not_count(
         silent.close()
     graded = engine.check(sandbox, "ana", "hl7-mini/order")
     assert graded.results[0].status == "fail" and graded.results[0].message.endswith("found 0")
+
+
+def test_a_delivery_re_checks_the_live_checklist(
+    db: Database, fhir: Interactions, new_sandbox: Callable[[str], str], lab: Destination
+) -> None:
+    """The ACK changes the message log, not the sandbox's data: the delivery worker pokes the live checker, which
+    re-checks the sandbox's active attempts at its next poll."""
+    engine = TaskEngine(db, fhir, Library([load_pack(PACK, "hl7.yaml")]))
+    checker = LiveChecker(engine, db)  # not started: the test runs its poll's step itself
+    sandbox = new_sandbox("hl7-live")
+    engine.start(sandbox, "ana", "hl7-mini/order")
+    with db.write() as conn:
+        destinations.put(conn, sandbox, "lab", {"host": "127.0.0.1", "port": lab.port})
+        fhir.create(conn, resolve_view(conn, sandbox), {**ORDER, "code": HBA1C}, Actor("user:ana", "web-ui"))
+    while translate(db, fhir, "test", batch=5000):
+        pass
+    assert checker.recheck_poked() == 0  # nothing delivered yet
+    assert deliver_due(db, "test", on_sent=checker.poke) == 1
+    assert checker.recheck_poked() == 1
+    latest = engine.latest(sandbox, "ana", "hl7-mini/order")
+    assert latest is not None and [r.status for r in latest.results] == ["pass", "pass"] and latest.passed
+    assert checker.recheck_poked() == 0  # each poke is handled once
