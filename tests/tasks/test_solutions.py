@@ -9,13 +9,12 @@ import pytest
 
 from sandbox.fhir.interactions import Interactions
 from sandbox.hl7v2 import destinations
-from sandbox.hl7v2.delivery import deliver_due, translate
 from sandbox.store.database import Database
 from tasks.engine import TaskEngine
 from tasks.library import Library
 from tasks.model import Task
 from tests.sandbox.hl7v2.test_outbound import Destination
-from tests.tasks.reference_writes import Solution, load_solutions, write_as_trainee
+from tests.tasks.reference_writes import Solution, deliver_outbound, load_solutions, write_as_trainee
 
 SOLUTIONS = load_solutions()
 
@@ -43,10 +42,7 @@ def _work(
     (the messages queued per destination and sent to it)."""
     write_as_trainee(db, fhir, sandbox, trainee, context, writes)
     if any(c.hl7 for c in task.checks):
-        while translate(db, fhir, "solutions", batch=5000):  # the baseline's load is in the outbox too
-            pass
-        while deliver_due(db, "solutions"):
-            pass
+        deliver_outbound(db, fhir)
 
 
 @pytest.mark.parametrize("solution", SOLUTIONS, ids=[s.task.split("/")[1] for s in SOLUTIONS])

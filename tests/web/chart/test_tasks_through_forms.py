@@ -14,10 +14,10 @@ from sqlalchemy import select
 
 from sandbox.demo import Demo
 from sandbox.hl7v2 import destinations
-from sandbox.hl7v2.delivery import deliver_due, translate
 from sandbox.store.database import Database
 from sandbox.store.schema import resource_versions, task_feedback
 from tests.sandbox.hl7v2.test_outbound import Destination
+from tests.tasks.reference_writes import deliver_outbound
 from tests.web.chart.browser_form import Pick, fill
 
 CHEST_PAIN, DIABETES, ASTHMA = "chest-pain-cardiology", "diabetes-uncontrolled", "pediatric-asthma"
@@ -154,10 +154,7 @@ def test_every_builtin_task_passes_through_the_forms(
             shown = client.get(saved.headers["location"])  # post/redirect/get: the section shows the entry
             assert shown.status_code == 200
             assert 'id="saved"' in shown.text
-        while translate(db, app.state.fhir, "forms", batch=5000):  # the outbox worker's part: to the lab
-            pass
-        while deliver_due(db, "forms"):
-            pass
+        deliver_outbound(db, app.state.fhir)  # the outbox worker's part: orders to the lab
         submitted = client.post(
             f"/chart/{ada_sandbox}/task/submit", data={"csrf_token": ada, "task": task}, follow_redirects=False
         )
