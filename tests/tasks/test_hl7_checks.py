@@ -4,9 +4,11 @@ the log (outbound orders sent through the outbox to a real MLLP destination)."""
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
 
+from sandbox.cli import main
 from sandbox.fhir.interactions import Interactions
 from sandbox.hl7v2 import destinations
 from sandbox.hl7v2.delivery import deliver_due, translate
@@ -81,6 +83,18 @@ def test_a_bad_hl7_check_is_refused_with_its_file_line_and_field(
     error = _error(old, new)
     assert error.source == "hl7.yaml" and error.line == line, str(error)
     assert error.field.endswith(field) and message in error.message, str(error)
+
+
+def test_lint_names_the_file_line_and_field_of_a_bad_hl7_check(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "good.yaml").write_text(PACK)
+    assert main(["tasks", "lint", str(tmp_path / "good.yaml")]) == 0
+    assert "ok: " in capsys.readouterr().out
+    (tmp_path / "bad.yaml").write_text(PACK.replace("OBR-4.1: 58410-2", "OBR-four: 58410-2"))
+    assert main(["tasks", "lint", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert f"error: {tmp_path / 'bad.yaml'}:28: tasks[order].checks[no-cbc].hl7.fields.OBR-four: not a field" in err
 
 
 ORDER = {
