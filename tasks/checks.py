@@ -231,9 +231,9 @@ def cds_matches(scope: Scope, cds: CdsCriteria) -> list[str]:
 
 def _judge_hl7(check: Check, hl7: Hl7Criteria, scope: Scope) -> CheckResult:
     """Count the messages in the sandbox's HL7 v2 log since the attempt started that meet the criteria."""
-    found = hl7_matches(scope, hl7)
+    found = hl7_matches(scope, hl7, by_trainee=check.by_trainee)
     n = len(found)
-    what = hl7.describe() + " since the task started"
+    what = hl7.describe() + (" sent for your writes" if check.by_trainee else "") + " since the task started"
     if check.kind == "forbid":
         ids = ", ".join(found[:3])
         return _judged(check, n == 0, f"No {what}" if n == 0 else f"Found {n} {what}, which should not happen: {ids}")
@@ -244,15 +244,20 @@ def _judge_hl7(check: Check, hl7: Hl7Criteria, scope: Scope) -> CheckResult:
     return _judged(check, False, f"Expected {wanted} {what}, found {n}")
 
 
-def hl7_matches(scope: Scope, hl7: Hl7Criteria) -> list[str]:
+def hl7_matches(scope: Scope, hl7: Hl7Criteria, *, by_trainee: bool = False) -> list[str]:
     """The control ids (MSH-10) of the logged messages that meet the criteria.  The log is the sandbox's own
     (its overlay layer), so another sandbox's messages never count; a message logged before the attempt
-    started does not either."""
+    started does not either.  ``by_trainee`` keeps the outbound messages sent for a resource this trainee wrote
+    since the attempt started (the log names the version a message was built from): in a sandbox a cohort
+    shares, another trainee's order is not yours."""
     entries = hl7_log.since(
         scope.conn, scope.view.overlay, scope.started, direction=hl7.direction, message_type=hl7.message_type
     )
+    authored = scope.authored() if by_trainee else set()
     matched = []
     for entry in entries:
+        if by_trainee and not any(_source(r) in authored for r in entry.resources):
+            continue
         if hl7.status is not None and entry.status != hl7.status:
             continue
         if hl7.ack_code is not None and entry.ack_code != hl7.ack_code:
@@ -266,6 +271,12 @@ def hl7_matches(scope: Scope, hl7: Hl7Criteria) -> list[str]:
                 continue
         matched.append(entry.control_id or entry.id)
     return matched
+
+
+def _source(reference: str) -> tuple[str, str]:
+    """``ServiceRequest/1/_history/2`` -> ``("ServiceRequest", "1")``."""
+    rtype, _, rest = reference.partition("/")
+    return rtype, rest.split("/", 1)[0]
 
 
 def _holds(message: Message, wanted: Hl7Field) -> bool:

@@ -59,7 +59,9 @@ _CHECK_FIELDS = {
 _CDS_CHECK_FIELDS = {"id", "title", "points", "feedback", "cds", "forbid", "count", "when", "after", "critical"}
 _CDS_FIELDS = {"service", "outcome", "indicator", "reason", "reason_code"}
 # A check on HL7 v2 messages likewise has ``hl7`` instead of ``search``.
-_HL7_CHECK_FIELDS = {"id", "title", "points", "feedback", "hl7", "forbid", "count", "when", "after", "critical"}
+_HL7_CHECK_FIELDS = {
+    "id", "title", "points", "feedback", "hl7", "forbid", "count", "when", "after", "critical", "by_trainee",
+}  # fmt: skip
 _HL7_FIELDS = {"direction", "type", "status", "ack", "fields"}
 _HL7_TYPE = re.compile(r"^[A-Z][A-Z0-9]{2}\^[A-Z][A-Z0-9]{2}$")
 _HL7_PATH = re.compile(r"^([A-Z][A-Z0-9]{2})-([1-9][0-9]{0,2})(?:\.([1-9][0-9]?))?(?:\.([1-9][0-9]?))?$")
@@ -301,7 +303,7 @@ def _check(r: _Reader, raw: Any, line: int, field: str, names: set[str], earlier
         search=search,
         where=where,
         refers=tuple(refers),
-        by_trainee=r.get(data, "by_trainee", field, bool, required=False) is not False,
+        by_trainee=_by_trainee(r, data, field, hl7),
         min_count=0 if forbid else min_count,
         max_count=0 if forbid else max_count,
         when=when,
@@ -373,11 +375,24 @@ def _hl7(r: _Reader, raw: Any, line: int, field: str) -> Hl7Criteria:
             )
         if match.group(1) == "MSH" and int(match.group(2)) <= 2:
             raise r.fail(where, f"{field}.fields.{path}", "MSH-1 and MSH-2 are the separators, not data")
-        if isinstance(value, bool) or not isinstance(value, str | int | float) or not str(value).strip():
-            raise r.fail(where, f"{field}.fields.{path}", f"expected the value as text, got {value!r}")
+        if isinstance(value, bool) or not isinstance(value, str | int) or not str(value).strip():
+            # A YAML number such as 7.90 would be compared as 7.9: the message holds text, so quote it.
+            raise r.fail(where, f"{field}.fields.{path}", f"expected the value as text (quote it), got {value!r}")
         segment, number, component, sub = match.groups()
         fields.append(Hl7Field(str(path), segment, int(number), int(component or 1), int(sub or 1), str(value).strip()))
     return Hl7Criteria(direction, message_type, status, ack, tuple(fields))
+
+
+def _by_trainee(r: _Reader, data: LocatedDict, field: str, hl7: Hl7Criteria | None) -> bool:
+    """Default true; an inbound message is no trainee's write, so an inbound hl7 check cannot ask for one."""
+    given = r.get(data, "by_trainee", field, bool, required=False)
+    if hl7 is not None and hl7.direction == "inbound":
+        if given:
+            raise r.fail(
+                r.line_of(data, "by_trainee"), f"{field}.by_trainee", "an inbound message is not written by a trainee"
+            )
+        return False
+    return given is not False
 
 
 def _service_ref(value: Any) -> bool:

@@ -72,6 +72,14 @@ def _error(old: str, new: str) -> PackError:
         ("{OBR-4.1: 4548-4, PID", "{MSH-2: x, PID", "checks[received].hl7.fields.MSH-2", 20, "separators"),
         ("{OBR-4.1: 58410-2}", "{OBR-4.1: [a, b]}", "checks[no-cbc].hl7.fields.OBR-4.1", 28, "as text"),
         ("{OBR-4.1: 58410-2}", "{}", "checks[no-cbc].hl7.fields", 28, "at least one field"),
+        ("{OBR-4.1: 58410-2}", "{OBX-5: 7.90}", "checks[no-cbc].hl7.fields.OBX-5", 28, "quote it"),
+        (
+            "  forbid: true\n        hl7:\n          type",
+            "  forbid: true\n        by_trainee: true\n        hl7:\n          direction: inbound\n          type",
+            "checks[no-cbc].by_trainee",
+            26,
+            "not written by a trainee",
+        ),
         ("ack: AA", "acks: AA", "checks[received].hl7.acks", 19, "unknown field"),
         ("  feedback: She", '  where: "true"\n        feedback: She', "checks[no-cbc].where", 29, "unknown field"),
         ("  feedback: She", "  cds: {service: x}\n        feedback: She", "checks[no-cbc].hl7", 26, "not both"),
@@ -120,10 +128,11 @@ def test_hl7_checks_count_this_sandboxs_messages_since_the_start(
     engine = TaskEngine(db, fhir, Library([load_pack(PACK, "hl7.yaml")]))
     mine, theirs = new_sandbox("hl7-mine"), new_sandbox("hl7-theirs")
 
-    def order(sandbox: str, code: dict) -> None:
+    def order(sandbox: str, code: dict, trainee: str = "ana") -> None:
         with db.write() as conn:
             destinations.put(conn, sandbox, "lab", {"host": "127.0.0.1", "port": lab.port})
-            fhir.create(conn, resolve_view(conn, sandbox), {**ORDER, "code": code}, Actor("user:ana", "web-ui"))
+            actor = Actor(f"user:{trainee}", "web-ui")
+            fhir.create(conn, resolve_view(conn, sandbox), {**ORDER, "code": code}, actor)
         while translate(db, fhir, "test", batch=5000):
             pass
         while deliver_due(db, "test"):
@@ -132,12 +141,13 @@ def test_hl7_checks_count_this_sandboxs_messages_since_the_start(
     order(mine, HBA1C)  # sent and acknowledged before the attempt started: does not count
     engine.start(mine, "ana", "hl7-mini/order")
     order(theirs, HBA1C)  # another sandbox's message: does not count
-    assert len(lab.received) == 2
+    order(mine, HBA1C, "ben")  # another trainee's order in this (shared) sandbox: not ana's
+    assert len(lab.received) == 3
     graded = engine.check(mine, "ana", "hl7-mini/order")
     assert [(r.check_id, r.status) for r in graded.results] == [("received", "fail"), ("no-cbc", "pass")]
     assert graded.results[0].message == (
         "Expected at least 1 outbound ORM^O01 message with status delivered, ACK AA, OBR-4.1 = 4548-4,"
-        " PID-5.1 = Lindqvist since the task started, found 0"
+        " PID-5.1 = Lindqvist sent for your writes since the task started, found 0"
     )
     assert graded.results[0].feedback == "The lab has not acknowledged an HbA1c order."
     assert graded.score == 1
