@@ -36,6 +36,7 @@ from sqlalchemy import text
 from bench.stores import fresh_database
 from sandbox.fhir.interactions import Interactions
 from sandbox.fhir.search_params import registry
+from sandbox.hl7v2 import destinations
 from sandbox.store.database import Database
 from sandbox.store.repository import Repository
 from sandbox.store.sandboxes import create_sandbox
@@ -43,7 +44,8 @@ from tasks.cases import load_case_baseline
 from tasks.engine import TaskEngine
 from tasks.library import Library
 from tasks.model import Pack
-from tests.tasks.reference_writes import load_solutions, write_as_trainee
+from tests.sandbox.hl7v2.test_outbound import Destination
+from tests.tasks.reference_writes import deliver_outbound, load_solutions, write_as_trainee
 
 PG_DEFAULT = "postgresql://postgres@127.0.0.1:5432/ehr_bench_tasks"
 
@@ -95,13 +97,17 @@ def run(db: Database, trainees: int, task_count: int, repeats: int) -> dict[str,
             conn.execute(text("ANALYZE"))
     refs = [f"{p.id}/{t.id}" for p, t in library.tasks()]
     sandboxes = []
+    lab = Destination()  # the lab's MLLP interface on a socket, for the tasks whose checks read the HL7 v2 log
     for n in range(trainees):
         with db.write() as conn:
             sandbox = create_sandbox(conn, f"trainee {n}", baseline, sandbox_id=f"bench-{n}").id
+            destinations.put(conn, sandbox, "lab", {"host": "127.0.0.1", "port": lab.port})
         sandboxes.append(sandbox)
         for ref in refs:
             attempt = engine.start(sandbox, f"t{n}", ref)
             write_as_trainee(db, fhir, sandbox, f"t{n}", attempt.context, solutions[ref.split("/")[1]].reference)
+        deliver_outbound(db, fhir)
+    lab.close()
     setup_seconds = time.perf_counter() - load_started
 
     # One task, checked again and again (the first few warm caches and the pool).

@@ -114,7 +114,8 @@ def _serve(args: argparse.Namespace) -> None:
         from sandbox.worker import housekeeping
         from tasks.live import start_live_checks  # task checklists re-checked as sandboxes change
 
-        start_live_checks(app.state.db, app.state.fhir, chores=housekeeping(app.state.db))
+        checker = start_live_checks(app.state.db, app.state.fhir, chores=housekeeping(app.state.db))
+        app.state.hl7v2.on_sent = checker.poke  # a delivery's ACK changes the HL7 v2 log that task checks may read
     uvicorn.run(
         app,
         host=settings.host,

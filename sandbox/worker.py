@@ -65,6 +65,8 @@ class OutboxConsumers:
             self._start_live_checks, self.db, self.fhir, chores=housekeeping(self.db)
         )
         self._checker.interval = self.interval
+        if self.hl7v2.worker is not None:  # a delivery's ACK changes the HL7 v2 log that task checks may read
+            self.hl7v2.worker.on_sent = self._checker.poke
 
     async def stop(self) -> None:
         await self.hl7v2.stop()

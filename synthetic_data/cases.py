@@ -20,7 +20,7 @@ from typing import Any
 
 import yaml
 
-from synthetic_data.codes import ALLERGEN_BY_KEY, CHRONIC_BY_KEY, REACTIONS, SMOKING_VALUES
+from synthetic_data.codes import ALLERGEN_BY_KEY, CHRONIC_BY_KEY, MED, REACTIONS, SMOKING_VALUES, SPECIALTIES
 from synthetic_data.population import Person, add_allergy
 
 CASES_DIR = Path(__file__).parent / "cases"
@@ -41,6 +41,25 @@ class Presentation:
 
 
 @dataclass(frozen=True)
+class Order:
+    """A medication order placed at today's visit before the trainee sees the chart (one to verify)."""
+
+    medication: str  # a key of synthetic_data.codes.MED
+    reason_code: str  # SNOMED CT: what it was ordered for (written as today's encounter diagnosis)
+    reason_display: str
+
+
+@dataclass(frozen=True)
+class SentReferral:
+    """A referral sent weeks before today, tracked by a Task, and the specialist's consult note if it came back."""
+
+    specialty: str  # a key of synthetic_data.codes.SPECIALTIES
+    reason: str  # one of the case's condition keys
+    weeks_ago: int
+    consult_note: str | None  # the note's text: arrives as a DocumentReference and a Communication
+
+
+@dataclass(frozen=True)
 class Case:
     id: str
     mrn: str
@@ -53,6 +72,8 @@ class Case:
     allergies: tuple[tuple[str, str | None], ...]  # (allergen key, reaction key)
     smoking: str
     presenting: Presentation | None
+    orders: tuple[Order, ...] = ()
+    referrals: tuple[SentReferral, ...] = ()
 
     def person(self, rng: random.Random, today: date) -> Person:
         birth = today - timedelta(days=self.age * 365 + 30 + rng.randint(0, 300))
@@ -133,6 +154,29 @@ def parse_case(data: Any, source: str = "case") -> Case:
         presenting = Presentation(reason["snomed"], reason["display"], raw.get("class", "AMB"), dict(vitals))
         if presenting.encounter_class not in ("AMB", "EMER"):
             raise fail("'presenting.class' must be AMB or EMER")
+    orders = []
+    for item in data.get("orders") or []:
+        if not isinstance(item, dict) or item.get("medication") not in MED:
+            raise fail(f"'orders' items need 'medication' (known: {', '.join(sorted(MED))})")
+        if presenting is None:
+            raise fail("'orders' are placed at today's visit: the case needs 'presenting'")
+        reason = item.get("reason") or {}
+        if not isinstance(reason, dict) or not isinstance(reason.get("snomed"), str) or not reason.get("display"):
+            raise fail("an order's 'reason' needs 'snomed' (a code, quoted) and 'display'")
+        orders.append(Order(item["medication"], reason["snomed"], str(reason["display"])))
+    referrals = []
+    for item in data.get("referrals") or []:
+        if not isinstance(item, dict) or item.get("specialty") not in SPECIALTIES:
+            raise fail(f"'referrals' items need 'specialty' (known: {', '.join(sorted(SPECIALTIES))})")
+        if item.get("reason") not in {key for key, _ in conditions}:
+            raise fail("a referral's 'reason' must be one of the case's conditions")
+        weeks = item.get("weeks_ago", 6)
+        if not isinstance(weeks, int) or not 1 <= weeks <= 52:
+            raise fail("a referral's 'weeks_ago' must be a whole number from 1 to 52")
+        note = item.get("consult_note")
+        if note is not None and (not isinstance(note, str) or not note.strip()):
+            raise fail("a referral's 'consult_note' is the note's text")
+        referrals.append(SentReferral(item["specialty"], item["reason"], weeks, note.strip() if note else None))
     return Case(
         id=case_id,
         mrn=mrn,
@@ -145,6 +189,8 @@ def parse_case(data: Any, source: str = "case") -> Case:
         allergies=tuple(allergies),
         smoking=smoking,
         presenting=presenting,
+        orders=tuple(orders),
+        referrals=tuple(referrals),
     )
 
 

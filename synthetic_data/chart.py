@@ -13,14 +13,17 @@ into the shared directory are literal ``Practitioner/{id}`` and ``Organization/{
 
 from __future__ import annotations
 
+import base64
 import calendar
 import random
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from typing import Any
 
 from faker import Faker
 
+from synthetic_data.cases import Order, SentReferral
 from synthetic_data.codes import (
     ACT_CODE,
     ACUTE,
@@ -174,6 +177,7 @@ class ChartWriter:
         self.given_vaccines: set[str] = set()
         self.name = ""
         self.fixed_name: tuple[tuple[str, ...], str] | None = None  # a training case's given names and family
+        self.presenting: _Context | None = None  # a training case's encounter of today, once written
 
     # ---- plumbing -------------------------------------------------------------------------
 
@@ -568,6 +572,7 @@ class ChartWriter:
             }
         )
         ctx = _Context(encounter_id, start, start, self.pcp)
+        self.presenting = ctx
         if "systolic" in vitals and "diastolic" in vitals:
             self._bp(ctx, int(vitals["systolic"]), int(vitals["diastolic"]))
         for key in ("heart_rate", "respiratory_rate", "temperature", "spo2"):
@@ -770,6 +775,132 @@ class ChartWriter:
         if reason and reason in self.condition_ids:
             procedure["reasonReference"] = [self._ref(self.condition_ids[reason])]
         self._add(procedure)
+
+    def case_orders(self, orders: Sequence[Order]) -> None:
+        """A training case's medication orders placed at today's visit, active, for the trainee to verify."""
+        ctx = self.presenting
+        for order in orders:
+            assert ctx is not None  # the case parser requires a presenting encounter for orders
+            medication = MED[order.medication]
+            reason_id = self.ids.next()
+            self._add(
+                {
+                    "resourceType": "Condition",
+                    "id": reason_id,
+                    "clinicalStatus": _ACTIVE,
+                    "verificationStatus": _CONFIRMED,
+                    "category": _ENCOUNTER_DIAGNOSIS,
+                    "code": _concept(SNOMED, order.reason_code, order.reason_display),
+                    "subject": self._subject(),
+                    "encounter": self._ref(ctx.encounter_id),
+                    "onsetDateTime": self.options.today.isoformat(),
+                    "recordedDate": _instant(ctx.start),
+                    "recorder": self._who(ctx.clinician),
+                }
+            )
+            self._add(
+                {
+                    "resourceType": "MedicationRequest",
+                    "id": self.ids.next(),
+                    "status": "active",
+                    "intent": "order",
+                    "medicationCodeableConcept": _concept(RXNORM, medication.rxnorm, medication.display),
+                    "subject": self._subject(),
+                    "encounter": self._ref(ctx.encounter_id),
+                    "authoredOn": _instant(ctx.start),
+                    "requester": self._who(ctx.clinician),
+                    "reasonReference": [self._ref(reason_id)],
+                    "dosageInstruction": [
+                        {
+                            "text": medication.dosage,
+                            "timing": {"repeat": {"frequency": medication.per_day, "period": 1, "periodUnit": "d"}},
+                        }
+                    ],
+                }
+            )
+
+    def sent_referrals(self, referrals: Sequence[SentReferral]) -> None:
+        """A training case's referrals sent weeks ago, each tracked by a Task that is still open; when the
+        specialist has answered, their consult note (a DocumentReference) and a Communication pointing at it,
+        as a consult note arrives from outside.  Closing the loop is the trainee's work."""
+        today = self.options.today
+        for referral in referrals:
+            specialist = self.directory.specialists(referral.specialty)[0]
+            role = {"reference": f"PractitionerRole/{specialist.role_id}", "display": specialist.display}
+            _, _, sct, sct_display = SPECIALTIES[referral.specialty]
+            sent = datetime(today.year, today.month, today.day, 10, 0) - timedelta(weeks=referral.weeks_ago)
+            referral_id, task_id = self.ids.next(), self.ids.next()
+            self._add(
+                {
+                    "resourceType": "ServiceRequest",
+                    "id": referral_id,
+                    "status": "active",
+                    "intent": "order",
+                    "priority": "routine",
+                    "category": [_concept(SNOMED, "3457005", "Patient referral")],
+                    "code": _concept(SNOMED, REFERRAL_PROCEDURE[0], REFERRAL_PROCEDURE[1]),
+                    "subject": self._subject(),
+                    "authoredOn": _instant(sent),
+                    "requester": self._who(self.pcp),
+                    "performerType": _concept(SNOMED, sct, sct_display),
+                    "performer": [role],
+                    "reasonReference": [self._ref(self.condition_ids[referral.reason])],
+                }
+            )
+            self._add(
+                {
+                    "resourceType": "Task",
+                    "id": task_id,
+                    "status": "in-progress",
+                    "intent": "order",
+                    "description": f"Track the {sct_display.lower()} referral until the consult note comes back",
+                    "focus": self._ref(referral_id),
+                    "for": self._subject(),
+                    "authoredOn": _instant(sent),
+                    "requester": self._who(self.pcp),
+                    "owner": role,
+                }
+            )
+            if referral.consult_note is None:
+                continue
+            answered = datetime(today.year, today.month, today.day, 9, 0) - timedelta(days=2)
+            note_id = self.ids.next()
+            self._add(
+                {
+                    "resourceType": "DocumentReference",
+                    "id": note_id,
+                    "status": "current",
+                    "type": _concept(LOINC, "11488-4", "Consult note"),
+                    "subject": self._subject(),
+                    "date": _instant(answered),
+                    "author": [role],
+                    "description": f"{sct_display} consult",
+                    "content": [
+                        {
+                            "attachment": {
+                                "contentType": "text/plain",
+                                "data": base64.b64encode(referral.consult_note.encode()).decode(),
+                            }
+                        }
+                    ],
+                }
+            )
+            self._add(
+                {
+                    "resourceType": "Communication",
+                    "id": self.ids.next(),
+                    "status": "completed",
+                    "basedOn": [self._ref(referral_id)],
+                    "subject": self._subject(),
+                    "sent": _instant(answered),
+                    "sender": role,
+                    "recipient": [self._who(self.pcp)],
+                    "payload": [
+                        {"contentString": f"{sct_display} consult note attached."},
+                        {"contentReference": self._ref(note_id)},
+                    ],
+                }
+            )
 
     def _referral(self, specialty: str, ctx: _Context, reason: str) -> None:
         _, _, sct, sct_display = SPECIALTIES[specialty]

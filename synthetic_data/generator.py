@@ -103,6 +103,11 @@ class Generator:
         if index < len(self.cases) and (presenting := self.cases[index].presenting) is not None:
             reason = (presenting.reason_code, presenting.reason_display)
             writer.presenting_encounter(reason, presenting.encounter_class, presenting.vitals)
+        if index < len(self.cases):
+            # After the rest of the case's chart, and drawing nothing from its random stream, so that what a
+            # case file already gave keeps its ids and values.
+            writer.case_orders(self.cases[index].orders)
+            writer.sent_referrals(self.cases[index].referrals)
         return resources, writer.full_urls, scope
 
 

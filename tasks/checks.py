@@ -5,7 +5,8 @@ this trainee wrote since the task started (``resource_versions`` records the
 actor and time of every version), filters with FHIRPath, follows references to
 what another search finds, and judges the count.  A ``cds`` check instead counts
 CDS Hooks cards shown to the trainee, or accepted or overridden by them, from the
-CDS Hooks log of the sandbox.  One run caches its searches:
+CDS Hooks log of the sandbox, and an ``hl7`` check counts HL7 v2 messages in the
+sandbox's message log (parsed with the listener's own ER7 parser).  One run caches its searches:
 the same ``when`` or ``refers`` target is searched once.
 """
 
@@ -21,9 +22,12 @@ from sandbox.cdshooks import log as cds_log
 from sandbox.fhir.interactions import Interactions
 from sandbox.fhir.outcome import FhirError
 from sandbox.fhir.validation import parse_json
+from sandbox.hl7v2 import log as hl7_log
+from sandbox.hl7v2.er7 import Message, V2Error
+from sandbox.hl7v2.er7 import parse as parse_er7
 from sandbox.store.layers import View
 from sandbox.store.schema import resource_versions
-from tasks.model import CdsCriteria, Check, FhirPath, Search, Task
+from tasks.model import CdsCriteria, Check, FhirPath, Hl7Criteria, Hl7Field, Search, Task
 
 PASS, FAIL, NOT_APPLICABLE = "pass", "fail", "not-applicable"
 _PLACEHOLDER = re.compile(r"\{([A-Za-z0-9_.\-]+)\}")
@@ -149,6 +153,8 @@ def _run(check: Check, scope: Scope, earlier: dict[str, CheckResult]) -> CheckRe
             return _na(check, "Does not apply to this patient", counts=False)
         if check.cds is not None:
             return _judge_cds(check, check.cds, scope)
+        if check.hl7 is not None:
+            return _judge_hl7(check, check.hl7, scope)
         assert check.search is not None
         found = scope.search(check.search, since_start=check.by_trainee)
     except FhirError as exc:  # a placeholder value the search refuses (e.g. a malformed id)
@@ -221,6 +227,66 @@ def cds_matches(scope: Scope, cds: CdsCriteria) -> list[str]:
         and (cds.reason is None or d.has_reason == cds.reason)
         and (cds.reason_code is None or ((d.override_reason or {}).get("reason") or {}).get("code") == cds.reason_code)
     ]
+
+
+def _judge_hl7(check: Check, hl7: Hl7Criteria, scope: Scope) -> CheckResult:
+    """Count the messages in the sandbox's HL7 v2 log since the attempt started that meet the criteria."""
+    found = hl7_matches(scope, hl7, by_trainee=check.by_trainee)
+    n = len(found)
+    what = hl7.describe() + (" sent for your writes" if check.by_trainee else "") + " since the task started"
+    if check.kind == "forbid":
+        ids = ", ".join(found[:3])
+        return _judged(check, n == 0, f"No {what}" if n == 0 else f"Found {n} {what}, which should not happen: {ids}")
+    ok = n >= check.min_count and (check.max_count is None or n <= check.max_count)
+    if ok:
+        return _judged(check, True, f"Found {n} {what}")
+    wanted = f"at least {check.min_count}" if check.max_count is None else f"{check.min_count} to {check.max_count}"
+    return _judged(check, False, f"Expected {wanted} {what}, found {n}")
+
+
+def hl7_matches(scope: Scope, hl7: Hl7Criteria, *, by_trainee: bool = False) -> list[str]:
+    """The control ids (MSH-10) of the logged messages that meet the criteria.  The log is the sandbox's own
+    (its overlay layer), so another sandbox's messages never count; a message logged before the attempt
+    started does not either.  ``by_trainee`` keeps the outbound messages sent for a resource this trainee wrote
+    since the attempt started (the log names the version a message was built from): in a sandbox a cohort
+    shares, another trainee's order is not yours."""
+    entries = hl7_log.since(
+        scope.conn, scope.view.overlay, scope.started, direction=hl7.direction, message_type=hl7.message_type
+    )
+    authored = scope.authored() if by_trainee else set()
+    matched = []
+    for entry in entries:
+        if by_trainee and not any(_source(r) in authored for r in entry.resources):
+            continue
+        if hl7.status is not None and entry.status != hl7.status:
+            continue
+        if hl7.ack_code is not None and entry.ack_code != hl7.ack_code:
+            continue
+        if hl7.fields:
+            try:
+                message = parse_er7(entry.content)
+            except V2Error:  # garbage logged as it came in holds no fields
+                continue
+            if not all(_holds(message, f) for f in hl7.fields):
+                continue
+        matched.append(entry.control_id or entry.id)
+    return matched
+
+
+def _source(reference: str) -> tuple[str, str]:
+    """``ServiceRequest/1/_history/2`` -> ``("ServiceRequest", "1")``."""
+    rtype, _, rest = reference.partition("/")
+    return rtype, rest.split("/", 1)[0]
+
+
+def _holds(message: Message, wanted: Hl7Field) -> bool:
+    """Some segment of that name has the value in some repetition of the field."""
+    for segment in message.all(wanted.segment):
+        repetitions = max(1, len(segment.repetitions(wanted.field)))
+        for n in range(repetitions):
+            if segment.get(wanted.field, wanted.component, wanted.subcomponent, n) == wanted.value:
+                return True
+    return False
 
 
 def _values(path: FhirPath, resource: dict[str, Any], env: dict[str, Any]) -> list[Any]:

@@ -31,7 +31,7 @@ from sandbox.store.database import Database
 from sandbox.store.layers import UnknownSandbox, View, resolve_view
 from sandbox.store.repository import Actor
 from sandbox.store.sandboxes import reset_sandbox
-from sandbox.store.schema import cds_calls, cds_decisions, resource_versions, task_attempts
+from sandbox.store.schema import cds_calls, cds_decisions, hl7v2_messages, resource_versions, task_attempts
 from tasks import timing
 from tasks.checks import CheckResult, Scope, run_checks
 from tasks.library import Library
@@ -359,7 +359,8 @@ class TaskEngine:
         end = timing.deadline(attempt.started_at, task.time_limit_minutes)
         assert end is not None
         # Judge the sandbox as it stood at the deadline: in a savepoint, undo what the trainee did since (FHIR
-        # writes, CDS Hooks calls and card decisions), run the checks, and roll all of that back.  Writes by
+        # writes, CDS Hooks calls and card decisions, and the HL7 v2 messages logged since), run the checks, and
+        # roll all of that back.  Writes by
         # others (an inbound HL7 v2 message, say) between the deadline and this close still count: the live
         # worker closes within one poll of the deadline, so that window is its interval.
         try:
@@ -377,6 +378,8 @@ class TaskEngine:
             )
             conn.execute(delete(cds_calls).where(c.layer_id == view.overlay, c.actor == actor, c.created_at >= end))
             conn.execute(delete(cds_decisions).where(d.layer_id == view.overlay, d.actor == actor, d.created_at >= end))
+            m = hl7v2_messages.c
+            conn.execute(delete(hl7v2_messages).where(m.layer_id == view.overlay, m.created_at >= end))
             results, scored = self._judge(conn, attempt, pack, task)
         finally:
             as_at_deadline.rollback()

@@ -63,6 +63,24 @@ class LiveChecker:
         self.chores = tuple(chores)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="task-recheck", daemon=True)
+        self._poked: set[str] = set()
+        self._poked_lock = threading.Lock()
+
+    def poke(self, sandbox_id: str) -> None:
+        """Re-check this sandbox at the next poll: its HL7 v2 message log changed (a delivery's ACK), which
+        makes no outbox event.  The HL7 v2 delivery worker of the same process calls it (``on_sent``)."""
+        with self._poked_lock:
+            self._poked.add(sandbox_id)
+
+    def recheck_poked(self) -> int:
+        """Re-check the sandboxes poked since the last poll; returns how many attempts were re-checked."""
+        with self._poked_lock:
+            poked, self._poked = self._poked, set()
+        rechecked = 0
+        for sandbox_id in sorted(poked):
+            with self.db.write() as conn:
+                rechecked += len(self.engine.recheck_sandbox(conn, sandbox_id))
+        return rechecked
 
     def start(self) -> None:
         with self.db.write() as conn:
@@ -78,6 +96,7 @@ class LiveChecker:
         while not self._stop.is_set():
             try:
                 consumed, _ = recheck_changed(self.engine, self.db)
+                self.recheck_poked()
             except Exception:  # a database hiccup must not end live checking for the life of the server
                 _log.exception("task re-check worker")
                 consumed = 0

@@ -20,16 +20,20 @@ from fhirpathpy.models import models
 from sandbox.fhir.outcome import FhirError
 from sandbox.fhir.search_params import registry
 from sandbox.fhir.search_plan import parse as parse_search
+from sandbox.hl7v2.log import STATUSES as HL7_STATUSES
 from tasks.located_yaml import LocatedDict, LocatedList, YamlSyntaxError, load_located
 from tasks.model import (
     BUILTIN_PLACEHOLDERS,
     CDS_OUTCOMES,
+    HL7_DIRECTIONS,
     RETRY_SCOPES,
     ROLES,
     CdsCriteria,
     Check,
     FhirPath,
     Hint,
+    Hl7Criteria,
+    Hl7Field,
     Pack,
     Refers,
     Search,
@@ -49,11 +53,19 @@ _TASK_FIELDS = {
 }  # fmt: skip
 _CHECK_FIELDS = {
     "id", "title", "points", "feedback", "search", "forbid", "where", "refers", "by_trainee", "count", "when",
-    "after", "critical", "as", "cds",
+    "after", "critical", "as", "cds", "hl7",
 }  # fmt: skip
 # A check on CDS Hooks cards has ``cds`` instead of ``search`` and none of the fields that judge resources.
 _CDS_CHECK_FIELDS = {"id", "title", "points", "feedback", "cds", "forbid", "count", "when", "after", "critical"}
 _CDS_FIELDS = {"service", "outcome", "indicator", "reason", "reason_code"}
+# A check on HL7 v2 messages likewise has ``hl7`` instead of ``search``.
+_HL7_CHECK_FIELDS = {
+    "id", "title", "points", "feedback", "hl7", "forbid", "count", "when", "after", "critical", "by_trainee",
+}  # fmt: skip
+_HL7_FIELDS = {"direction", "type", "status", "ack", "fields"}
+_HL7_TYPE = re.compile(r"^[A-Z][A-Z0-9]{2}\^[A-Z][A-Z0-9]{2}$")
+_HL7_PATH = re.compile(r"^([A-Z][A-Z0-9]{2})-([1-9][0-9]{0,2})(?:\.([1-9][0-9]?))?(?:\.([1-9][0-9]?))?$")
+_ACK_CODES = ("AA", "AE", "AR", "CA", "CE", "CR")
 _INDICATORS = ("info", "warning", "critical")
 
 
@@ -225,10 +237,17 @@ def _check(r: _Reader, raw: Any, line: int, field: str, names: set[str], earlier
     points = r.get(data, "points", field, (int, float))
     if points <= 0:
         raise r.fail(r.line_of(data, "points"), f"{field}.points", "must be above 0")
-    cds = None
+    cds = hl7 = None
+    if "cds" in data and "hl7" in data:
+        both = "a check judges CDS Hooks cards or HL7 v2 messages, not both"
+        raise r.fail(r.line_of(data, "hl7"), f"{field}.hl7", both)
     if "cds" in data:
         r.mapping(data, line, field, _CDS_CHECK_FIELDS)  # a cds check judges cards, not resources
         cds = _cds(r, data["cds"], r.line_of(data, "cds"), f"{field}.cds")
+        search = None
+    elif "hl7" in data:
+        r.mapping(data, line, field, _HL7_CHECK_FIELDS)  # an hl7 check judges logged messages, not resources
+        hl7 = _hl7(r, data["hl7"], r.line_of(data, "hl7"), f"{field}.hl7")
         search = None
     else:
         search = _search(r, r.get(data, "search", field, str), r.line_of(data, "search"), f"{field}.search", names)
@@ -284,7 +303,7 @@ def _check(r: _Reader, raw: Any, line: int, field: str, names: set[str], earlier
         search=search,
         where=where,
         refers=tuple(refers),
-        by_trainee=r.get(data, "by_trainee", field, bool, required=False) is not False,
+        by_trainee=_by_trainee(r, data, field, hl7),
         min_count=0 if forbid else min_count,
         max_count=0 if forbid else max_count,
         when=when,
@@ -292,6 +311,7 @@ def _check(r: _Reader, raw: Any, line: int, field: str, names: set[str], earlier
         critical=r.get(data, "critical", field, bool, required=False) or False,
         name=name,
         cds=cds,
+        hl7=hl7,
         line=line,
     )
 
@@ -322,6 +342,57 @@ def _cds(r: _Reader, raw: Any, line: int, field: str) -> CdsCriteria:
     if reason is False and reason_code is not None:
         raise r.fail(r.line_of(data, "reason_code"), f"{field}.reason_code", "contradicts reason: false")
     return CdsCriteria(tuple(services), outcome, indicator, reason, reason_code)
+
+
+def _hl7(r: _Reader, raw: Any, line: int, field: str) -> Hl7Criteria:
+    data = r.mapping(raw, line, field, _HL7_FIELDS)
+    direction = r.get(data, "direction", field, str, required=False) or "outbound"
+    if direction not in HL7_DIRECTIONS:
+        known = ", ".join(HL7_DIRECTIONS)
+        raise r.fail(r.line_of(data, "direction"), f"{field}.direction", f"'{direction}' is not one of {known}")
+    message_type = r.get(data, "type", field, str, required=False)
+    if message_type is not None and not _HL7_TYPE.match(message_type):
+        wanted = "is not a message type (MSH-9.1^MSH-9.2, e.g. ORM^O01)"
+        raise r.fail(r.line_of(data, "type"), f"{field}.type", f"'{message_type}' {wanted}")
+    status = r.get(data, "status", field, str, required=False)
+    if status is not None and status not in HL7_STATUSES[direction]:
+        allowed = ", ".join(HL7_STATUSES[direction])
+        wanted = f"is not a status of {direction} messages ({allowed})"
+        raise r.fail(r.line_of(data, "status"), f"{field}.status", f"'{status}' {wanted}")
+    ack = r.get(data, "ack", field, str, required=False)
+    if ack is not None and ack not in _ACK_CODES:
+        raise r.fail(r.line_of(data, "ack"), f"{field}.ack", f"'{ack}' is not an ACK code ({', '.join(_ACK_CODES)})")
+    fields = []
+    raw_fields = r.get(data, "fields", field, LocatedDict, required=False)
+    if raw_fields is not None and not raw_fields:
+        raise r.fail(r.line_of(data, "fields"), f"{field}.fields", "name at least one field, or leave fields out")
+    for path, value in (raw_fields or {}).items():
+        where = raw_fields.key_lines.get(path, raw_fields.line)  # type: ignore[union-attr]
+        match = _HL7_PATH.match(str(path))
+        if match is None:
+            raise r.fail(
+                where, f"{field}.fields.{path}", "not a field path (SEG-field[.component[.subcomponent]]: OBR-4.1)"
+            )
+        if match.group(1) == "MSH" and int(match.group(2)) <= 2:
+            raise r.fail(where, f"{field}.fields.{path}", "MSH-1 and MSH-2 are the separators, not data")
+        if isinstance(value, bool) or not isinstance(value, str | int) or not str(value).strip():
+            # A YAML number such as 7.90 would be compared as 7.9: the message holds text, so quote it.
+            raise r.fail(where, f"{field}.fields.{path}", f"expected the value as text (quote it), got {value!r}")
+        segment, number, component, sub = match.groups()
+        fields.append(Hl7Field(str(path), segment, int(number), int(component or 1), int(sub or 1), str(value).strip()))
+    return Hl7Criteria(direction, message_type, status, ack, tuple(fields))
+
+
+def _by_trainee(r: _Reader, data: LocatedDict, field: str, hl7: Hl7Criteria | None) -> bool:
+    """Default true; an inbound message is no trainee's write, so an inbound hl7 check cannot ask for one."""
+    given = r.get(data, "by_trainee", field, bool, required=False)
+    if hl7 is not None and hl7.direction == "inbound":
+        if given:
+            raise r.fail(
+                r.line_of(data, "by_trainee"), f"{field}.by_trainee", "an inbound message is not written by a trainee"
+            )
+        return False
+    return given is not False
 
 
 def _service_ref(value: Any) -> bool:

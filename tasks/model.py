@@ -75,6 +75,40 @@ class CdsCriteria:
         return f"{what} {self.outcome} by you{how}"
 
 
+HL7_DIRECTIONS = ("inbound", "outbound")
+
+
+@dataclass(frozen=True)
+class Hl7Field:
+    """``OBR-4.1 = 58410-2``: segment, field, component and subcomponent (1-based), and the value wanted."""
+
+    path: str
+    segment: str
+    field: int
+    component: int
+    subcomponent: int
+    value: str
+
+
+@dataclass(frozen=True)
+class Hl7Criteria:
+    """HL7 v2 messages in the sandbox's message log since the task started: their direction, type, log status and
+    ACK code, and fields that must hold given values (in any repetition of the field, any segment of that name)."""
+
+    direction: str = "outbound"
+    message_type: str | None = None  # MSH-9.1^MSH-9.2, e.g. ORM^O01
+    status: str | None = None  # a log status (sandbox.hl7v2.log.STATUSES)
+    ack_code: str | None = None  # AA, AE, AR, CA, CE, CR
+    fields: tuple[Hl7Field, ...] = ()
+
+    def describe(self) -> str:
+        what = f"{self.direction} {self.message_type or 'HL7 v2'} message"
+        how = [f"status {self.status}"] if self.status else []
+        how += [f"ACK {self.ack_code}"] if self.ack_code else []
+        how += [f"{f.path} = {f.value}" for f in self.fields]
+        return what + (f" with {', '.join(how)}" if how else "")
+
+
 @dataclass(frozen=True)
 class Check:
     id: str
@@ -82,7 +116,7 @@ class Check:
     points: float
     feedback: str
     kind: str  # "require": something matching must exist; "forbid": nothing matching may exist
-    search: Search | None  # None for a check on CDS Hooks cards (``cds``)
+    search: Search | None  # None for a check on CDS Hooks cards (``cds``) or HL7 v2 messages (``hl7``)
     where: tuple[FhirPath, ...] = ()
     refers: tuple[Refers, ...] = ()
     by_trainee: bool = True  # only resources this trainee wrote after the task started
@@ -93,6 +127,7 @@ class Check:
     critical: bool = False  # failing it fails the task whatever the score
     name: str | None = None  # ``as``: later checks may use {name} for the first match ("Type/id")
     cds: CdsCriteria | None = None  # instead of ``search``: what the trainee did with CDS Hooks cards
+    hl7: Hl7Criteria | None = None  # instead of ``search``: messages in the sandbox's HL7 v2 message log
     line: int = 0
 
 

@@ -22,6 +22,7 @@ from __future__ import annotations
 import logging
 import threading
 import uuid
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -157,12 +158,22 @@ def claim(db: Database, worker_id: str, *, batch: int = 10) -> list[log.LogEntry
 
 
 def deliver_due(
-    db: Database, worker_id: str, *, timeout: float = 10.0, backoff_base: float = 2.0, batch: int = 10
+    db: Database,
+    worker_id: str,
+    *,
+    timeout: float = 10.0,
+    backoff_base: float = 2.0,
+    batch: int = 10,
+    on_sent: Callable[[str], object] | None = None,
 ) -> int:
-    """Send what is due; returns how many were attempted."""
+    """Send what is due; returns how many were attempted.  ``on_sent`` hears the sandbox of each attempt once its
+    outcome is logged: the log changed without a FHIR write, so the outbox's consumers (the task engine's live
+    re-checks of checks on the log) would not hear of it otherwise."""
     entries = claim(db, worker_id, batch=batch)
     for entry in entries:
         _send(db, worker_id, entry, timeout=timeout, backoff_base=backoff_base)
+        if on_sent is not None:
+            on_sent(entry.layer_id)
     return len(entries)
 
 
@@ -230,6 +241,7 @@ class Worker:
         self.interval = interval
         self.backoff_base = backoff_base
         self.worker_id = f"hl7v2-{uuid.uuid4().hex[:12]}"
+        self.on_sent: Callable[[str], object] | None = None  # see ``deliver_due``; set before or after start
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="hl7v2-outbound", daemon=True)
 
@@ -244,7 +256,7 @@ class Worker:
         while not self._stop.is_set():
             try:
                 busy = translate(self.db, self.fhir, self.worker_id)
-                busy += deliver_due(self.db, self.worker_id, backoff_base=self.backoff_base)
+                busy += deliver_due(self.db, self.worker_id, backoff_base=self.backoff_base, on_sent=self.on_sent)
             except Exception:  # a database hiccup must not end delivery for the life of the server
                 _log.exception("hl7v2 outbound worker")
                 busy = 0

@@ -140,6 +140,18 @@ def listing(
     return [_entry(r) for r in rows]
 
 
+def since(
+    conn: Connection, layer_id: str, since: str, *, direction: str, message_type: str | None = None
+) -> list[LogEntry]:
+    """A sandbox's messages of one direction (and type) logged at ``since`` (index form) or later, oldest first:
+    what the task engine judges an attempt's HL7 v2 work by."""
+    m = hl7v2_messages.c
+    query = select(hl7v2_messages).where(m.layer_id == layer_id, m.direction == direction, m.created_at >= since)
+    if message_type:
+        query = query.where(m.message_type == message_type)
+    return [_entry(r) for r in conn.execute(query.order_by(m.created_at, m.id)).all()]
+
+
 def set_status(conn: Connection, layer_id: str, message_id: str, **values: Any) -> None:
     if "resources" in values:
         values["resources"] = json.dumps(values["resources"])

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from sandbox.fhir.interactions import Interactions
@@ -39,6 +40,7 @@ class Hl7v2Service:
         self.deliver = False
         self.server: Server | None = None
         self.worker: Worker | None = None
+        self.on_sent: Callable[[str], object] | None = None  # told of each delivery attempt (``deliver_due``)
 
     def configure(self, *, host: str, mllp_port: int | None, deliver: bool = True) -> None:
         self.listen = (host, mllp_port) if mllp_port is not None else None
@@ -57,6 +59,7 @@ class Hl7v2Service:
             from sandbox.hl7v2.delivery import Worker  # imports the outbound builders: only when delivering
 
             self.worker = Worker(self.db, self.fhir)
+            self.worker.on_sent = self.on_sent
             self.worker.start()
 
     async def stop(self) -> None:

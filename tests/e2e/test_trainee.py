@@ -112,6 +112,30 @@ def test_trainee_refers_to_cardiology_and_passes(live_server: LiveServer, page: 
     expect(page.locator("#result-summary")).to_contain_text("Passed")
 
 
+def test_trainee_closes_a_referral_loop_when_the_consult_note_has_arrived(
+    live_server: LiveServer, page: Page, artifacts: Path
+) -> None:
+    live_server.sign_in(page, ADA)
+    start(page, live_server, "Close the loop when the consult note arrives")
+    sections = page.get_by_role("navigation", name="Chart sections")
+    sections.get_by_role("link", name="Notes").click()
+    expect(page.locator("#notes")).to_contain_text("Metformin dose is at the renal maximum")  # the note arrived
+    sections.get_by_role("link", name="Referrals").click()
+    expect(page.locator("#referrals")).to_contain_text("in-progress")  # the loop is open
+    page.get_by_role("link", name="Close a referral loop").click()
+    page.get_by_label("Referral being tracked").select_option(option_value(page, "f-tracking_task", "referral"))
+    page.get_by_label("Consult note received").select_option(option_value(page, "f-note", "Endocrinology consult"))
+    expect(page.get_by_label("Mark the referral completed")).to_be_checked()
+    page.screenshot(path=artifacts / "form-close-referral.png", full_page=True)
+    page.get_by_role("button", name="Save").click()
+
+    expect(page.locator("#referrals")).to_contain_text("completed")
+    for check in ("task-completed", "note-linked", "referral-completed"):
+        expect(checklist_item(page, check)).to_have_class(re.compile(r"\bpass\b"))
+    page.get_by_role("button", name="Submit task").click()
+    expect(page.locator("#result-summary")).to_contain_text("Passed")
+
+
 def test_known_mistakes_get_the_packs_feedback(live_server: LiveServer, page: Page, artifacts: Path) -> None:
     live_server.sign_in(page, BEN)
     start(page, live_server, "Refer to cardiology, track the referral and tell the specialist")

@@ -15,7 +15,8 @@ from fhir.resources.R4B.bundle import Bundle
 
 from sandbox.fhir.validation import dump_json, validate
 from synthetic_data import DEFAULT_TODAY, GeneratorOptions, generate_population
-from synthetic_data.codes import CHRONIC_BY_KEY, LOINC, NPI_SYSTEM, RXNORM
+from synthetic_data.cases import builtin_cases
+from synthetic_data.codes import CHRONIC_BY_KEY, LOINC, MED, NPI_SYSTEM, RXNORM
 from synthetic_data.ids import IdSource, luhn_check_digit, make_npi, npi_valid
 from tests.synthetic_data.references import all_references
 
@@ -173,10 +174,18 @@ def test_every_medication_has_an_indication_and_avoids_the_patients_allergies() 
 def test_no_nsaids_with_ckd_heart_failure_or_anticoagulation_and_no_duplicate_long_term_drugs() -> None:
     risky = {CHRONIC_BY_KEY[k].snomed for k in ("ckd", "heart_failure", "atrial_fibrillation")}
     nsaids = {"849574", "197806"}  # naproxen, ibuprofen
+    # A training case may order an NSAID on purpose, for the pharmacist's review the task is about.
+    deliberate = {case.id: {MED[o.medication].rxnorm for o in case.orders} for case in builtin_cases()}
     for bundle in population(11, 300)[1:]:
         resources = resources_of(bundle)
         problems = {c for r in resources if r["resourceType"] == "Condition" for c in codes(r["code"])}
-        requests = [r for r in resources if r["resourceType"] == "MedicationRequest"]
+        patient = next(r["id"] for r in resources if r["resourceType"] == "Patient")
+        requests = [
+            r
+            for r in resources
+            if r["resourceType"] == "MedicationRequest"
+            and r["medicationCodeableConcept"]["coding"][0]["code"] not in deliberate.get(patient, set())
+        ]
         drugs = [r["medicationCodeableConcept"]["coding"][0]["code"] for r in requests]
         if problems & risky:
             assert not nsaids & set(drugs)

@@ -29,6 +29,7 @@ from sandbox.cdshooks.hooks import HookUser
 from sandbox.fhir.context import Views
 from sandbox.fhir.interactions import Interactions
 from sandbox.fhir.validation import parse_json
+from sandbox.hl7v2.delivery import deliver_due, translate
 from sandbox.store.database import Database
 from sandbox.store.layers import resolve_view
 from sandbox.store.repository import Actor
@@ -88,6 +89,15 @@ def write_as_trainee(
         with db.write() as conn:
             _write(conn, fhir, resolve_view(conn, sandbox_id), actor, context, names, write)
     return names
+
+
+def deliver_outbound(db: Database, fhir: Interactions) -> None:
+    """What the outbox worker does after the writes: every pending event turned into messages for the sandboxes'
+    MLLP destinations (a case baseline's load is in the outbox too, hence the large batches), and each sent."""
+    while translate(db, fhir, "reference-writes", batch=5000):
+        pass
+    while deliver_due(db, "reference-writes"):
+        pass
 
 
 def _cds_step(

@@ -338,6 +338,26 @@ class ChartReader:
                 ]
         return {"orders": orders, "referrals": referrals}
 
+    def open_referral_tasks(self) -> list[tuple[str, str]]:
+        """(Task/id, label) of the tasks tracking a referral that are not finished yet: loops still open."""
+        referrals = {f"ServiceRequest/{r['id']}": r for r in self.service_requests()["referrals"]}
+        open_tasks = []
+        for t in self.search("Task", ("patient", self.ref)):
+            focus = (t.get("focus") or {}).get("reference")
+            if focus in referrals and t.get("status") not in ("completed", "cancelled", "failed", "rejected"):
+                r = referrals[focus]
+                to = r["performer"] or "specialist"
+                label = f"{r['what']} to {to} · {r['authored']} · task {t.get('status', '')}"
+                open_tasks.append((f"Task/{t['id']}", label))
+        return open_tasks
+
+    def consult_notes(self) -> list[tuple[str, str]]:
+        """(DocumentReference/id, label) of the patient's notes, newest first, for linking to a referral."""
+        return [
+            (f"DocumentReference/{n['id']}", " · ".join(x for x in (n["title"] or n["type"], n["date"]) if x))
+            for n in self.notes()
+        ]
+
     def encounters(self, count: int = 50) -> list[dict[str, Any]]:
         return [
             {

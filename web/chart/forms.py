@@ -850,6 +850,46 @@ REFERRAL = Form(
     build_referral,
 )
 
+
+def build_close_referral(v: dict[str, Any], ctx: Context) -> list[Write]:
+    """Closing the loop: the tracking Task completed with the consult note as its output, and the referral
+    (the Task's focus) completed, as FHIR's referral workflow has it."""
+    task_id = v["tracking_task"].split("/", 1)[1]
+    task = ctx.read("Task", task_id)
+    task.pop("meta", None)
+    focus = str((task.get("focus") or {}).get("reference", ""))
+    if not focus.startswith("ServiceRequest/"):
+        raise FormErrors({"tracking_task": "This task does not track a referral."})
+    output = {
+        "type": {"text": "Consult note"},
+        "valueReference": _ref(v["note"], ctx.labels.get("consult_notes")),
+    }
+    closed: dict[str, Any] = {**task, "status": "completed", "lastModified": ctx.instant, "output": [output]}
+    if v["comment"]:
+        closed["note"] = [*task.get("note", []), {"text": v["comment"], "time": ctx.instant}]
+    writes = [Write("Task", task_id, closed, update=True)]
+    if v["complete_referral"]:
+        referral_id = focus.split("/", 1)[1]
+        referral = ctx.read("ServiceRequest", referral_id)
+        referral.pop("meta", None)
+        writes.append(Write("ServiceRequest", referral_id, {**referral, "status": "completed"}, update=True))
+    return writes
+
+
+CLOSE_REFERRAL = Form(
+    "close-referral",
+    "Close a referral loop",
+    "referrals",
+    (
+        Field("tracking_task", "Referral being tracked", "choice", True, source="open_referral_tasks"),
+        Field("note", "Consult note received", "choice", True, source="consult_notes"),
+        Field("complete_referral", "Mark the referral completed", "checkbox", default="on"),
+        Field("comment", "Comment", "text", max_length=500),
+    ),
+    build_close_referral,
+    intro="When the specialist's consult note has arrived: link it to the referral's tracking task and close both.",
+)
+
 # ---- registration and scheduling -----------------------------------------------------------------------
 
 GENDERS: Choices = (("female", "Female"), ("male", "Male"), ("other", "Other"), ("unknown", "Unknown"))
@@ -977,6 +1017,7 @@ FORMS: dict[str, Form] = {
         MED_ORDER,
         DISCONTINUE,
         REFERRAL,
+        CLOSE_REFERRAL,
         APPOINTMENT,
         REGISTER,
     )

@@ -70,7 +70,7 @@ SECTIONS: tuple[tuple[str, str, tuple[str, ...]], ...] = (  # id, title, the for
     ("results", "Results", ()),
     ("notes", "Notes", ("note",)),
     ("orders", "Orders", ("lab-order", "imaging-order")),
-    ("referrals", "Referrals", ("referral",)),
+    ("referrals", "Referrals", ("referral", "close-referral")),
     ("encounters", "Encounters", ("appointment",)),
     ("immunizations", "Immunizations", ("immunization",)),
 )
@@ -514,6 +514,10 @@ def _choices(request: Request, conn: Any, view: View, form: Form, reader: ChartR
             for m in reader.medications(statements=False)["orders"]
             if m["status"] == "active"
         )
+    if "open_referral_tasks" in wanted and reader is not None:
+        found["open_referral_tasks"] = tuple(reader.open_referral_tasks())
+    if "consult_notes" in wanted and reader is not None:
+        found["consult_notes"] = tuple(reader.consult_notes())
     return found
 
 

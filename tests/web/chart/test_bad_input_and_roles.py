@@ -67,6 +67,32 @@ def test_bad_entries_show_errors_beside_the_field_and_change_nothing(
     assert written(app) == before
 
 
+def test_closing_a_referral_loop_needs_an_open_tracking_task_and_the_patients_note(
+    client: TestClient, demo: Demo, ada: str, ada_sandbox: str, app
+) -> None:  # type: ignore[no-untyped-def]
+    before = written(app)
+    diabetes = f"/chart/{ada_sandbox}/patients/diabetes-uncontrolled/forms/close-referral"
+    bad = [
+        (diabetes, {"note": Pick("Endocrinology consult")}, "tracking_task", "Referral being tracked is required."),
+        (diabetes, {"tracking_task": Pick("Patient referral"), "note": "DocumentReference/another-patients"}, "note",
+         "Choose one of the listed"),
+        # Mr Okafor has no referral being tracked: another patient's task is not on his list.
+        (f"/chart/{ada_sandbox}/patients/{PATIENT}/forms/close-referral", {"tracking_task": "Task/x"}, "tracking_task",
+         "Choose one of the listed"),
+    ]  # fmt: skip
+    for url, fields, field, message in bad:
+        response = fill(client, url, **fields)
+        assert response.status_code == 422, (fields, response.text[:500])
+        error = re.search(rf'<p class="error" id="f-{field}-error">([^<]*)</p>', response.text)
+        assert error is not None and message in error.group(1), (fields, response.text)
+    assert written(app) == before
+    saved = fill(client, diabetes, tracking_task=Pick("Patient referral"), note=Pick("Endocrinology consult"))
+    assert saved.status_code == 303
+    # The loop is closed: the task no longer offers itself, so closing it twice is refused beside the field.
+    again = fill(client, diabetes, tracking_task="Task/anything", note=Pick("Endocrinology consult"))
+    assert again.status_code == 422 and 'id="f-tracking_task-error"' in again.text
+
+
 def test_registration_refuses_a_future_birth_date_and_a_taken_mrn(
     client: TestClient, demo: Demo, ada: str, ada_sandbox: str, app
 ) -> None:  # type: ignore[no-untyped-def]

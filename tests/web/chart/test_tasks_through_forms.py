@@ -4,13 +4,20 @@ panel's actions, the result page and the feedback question, on SQLite and Postgr
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
+import pytest
+from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from sqlalchemy import select
 
 from sandbox.demo import Demo
+from sandbox.hl7v2 import destinations
+from sandbox.store.database import Database
 from sandbox.store.schema import resource_versions, task_feedback
+from tests.sandbox.hl7v2.test_outbound import Destination
+from tests.tasks.reference_writes import deliver_outbound
 from tests.web.chart.browser_form import Pick, fill
 
 CHEST_PAIN, DIABETES, ASTHMA = "chest-pain-cardiology", "diabetes-uncontrolled", "pediatric-asthma"
@@ -84,12 +91,45 @@ SOLUTIONS: dict[str, tuple[str, list[tuple[str, dict[str, str | Pick | bool]]]]]
         [("referral", {"service": "91251008", "performer": Pick("Family practice"), "reason": Pick("diabetes"),
                        "priority": "routine"})],
     ),
+    "registration-and-referrals/referral-loop-closure": (
+        DIABETES,
+        [("close-referral", {"tracking_task": Pick("Patient referral"), "note": Pick("Endocrinology consult"),
+                             "complete_referral": True, "comment": "Consult note reviewed."})],
+    ),
+    "registration-and-referrals/renal-nsaid-review": (
+        DIABETES,
+        [("discontinue", {"order": Pick("Ibuprofen"), "stop_reason": "182840001",
+                          "reason_text": "NSAID stopped: CKD stage 3"}),
+         ("med-order", {"medication": "313782", "dose": "2", "dose_unit": "{tbl}", "route": "26643006",
+                        "frequency": "4"})],
+    ),
+    "registration-and-referrals/cardiology-consult-appointment": (
+        CHEST_PAIN,
+        [("appointment", {"start": NEXT_MONTH, "minutes": "45", "clinician": Pick("Cardiology"),
+                          "reason": Pick("Chest pain"), "service": "New patient cardiology consult"})],
+    ),
+    "orders-and-charting/hba1c-lab-interface": (
+        DIABETES, [("lab-order", {"test": "4548-4", "reason": Pick("diabetes")})]
+    ),
+    "orders-and-charting/asthma-reassessment": (
+        ASTHMA, [("vitals", {"heart_rate": "124", "resp_rate": "22", "spo2": "97"})]
+    ),
 }  # fmt: skip
 
 
+@pytest.fixture
+def lab() -> Iterator[Destination]:
+    """The lab's interface for the task whose checks read the HL7 v2 log: a real MLLP peer answering AA."""
+    peer = Destination()
+    yield peer
+    peer.close()
+
+
 def test_every_builtin_task_passes_through_the_forms(
-    client: TestClient, demo: Demo, ada: str, ada_sandbox: str
+    client: TestClient, demo: Demo, ada: str, ada_sandbox: str, db: Database, app: FastAPI, lab: Destination
 ) -> None:
+    with db.write() as conn:  # as the trainer sets it up for the lab-interface task
+        destinations.put(conn, ada_sandbox, "lab", {"host": "127.0.0.1", "port": lab.port})
     assignments = client.get("/assignments")
     assert assignments.status_code == 200
     listed = {task for task in SOLUTIONS if f'data-task="{task}"' in assignments.text}
@@ -114,6 +154,7 @@ def test_every_builtin_task_passes_through_the_forms(
             shown = client.get(saved.headers["location"])  # post/redirect/get: the section shows the entry
             assert shown.status_code == 200
             assert 'id="saved"' in shown.text
+        deliver_outbound(db, app.state.fhir)  # the outbox worker's part: orders to the lab
         submitted = client.post(
             f"/chart/{ada_sandbox}/task/submit", data={"csrf_token": ada, "task": task}, follow_redirects=False
         )
