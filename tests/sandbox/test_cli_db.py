@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import logging
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -118,6 +119,17 @@ def test_revision_needs_a_message_and_writes_nothing_without_one(
     assert sorted(p.name for p in versions.iterdir()) == ["0001_baseline.py"]
 
 
+@pytest.fixture
+def kept_logging() -> Iterator[None]:
+    """``serve`` and ``worker`` set up the root logger for a terminal; the tests after this one keep pytest's."""
+    root, alembic = logging.getLogger(), logging.getLogger("alembic")
+    handlers, level, alembic_level = root.handlers[:], root.level, alembic.level
+    yield
+    root.handlers[:] = handlers
+    root.setLevel(level)
+    alembic.setLevel(alembic_level)
+
+
 @pytest.mark.parametrize(
     ("url", "says"),
     [
@@ -127,7 +139,7 @@ def test_revision_needs_a_message_and_writes_nothing_without_one(
 )
 @pytest.mark.parametrize("argv", [["serve", "--no-demo"], ["worker"], ["sandbox", "list"]])
 def test_the_long_running_commands_say_the_database_is_unusable_in_one_line(
-    run: Run, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, argv: list[str], url: str, says: str
+    run: Run, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, argv: list[str], url: str, says: str, kept_logging: None
 ) -> None:
     monkeypatch.setenv("EHR_SANDBOX_DATA_DIR", str(tmp_path))
     monkeypatch.setenv("EHR_SANDBOX_ADMIN_TOKEN", "t" * 32)
