@@ -5,10 +5,8 @@ from __future__ import annotations
 
 import contextlib
 import socket
-from collections.abc import Iterator
 
 import pytest
-from fastapi.testclient import TestClient
 
 from sandbox.cli import main
 from sandbox.hl7v2.demo_lab import DEFAULT_DEMO_LAB_PORT, demo_lab_port, demo_lab_port_from_env
@@ -22,16 +20,6 @@ ORM = (
     "ORC|NW|ORD0001\r"
     "OBR|1|ORD0001||4548-4^Hemoglobin A1c^LN\r"
 )
-
-
-@pytest.fixture
-def lab_port(app) -> Iterator[int]:  # type: ignore[no-untyped-def]
-    """The app's demo lab on 127.0.0.1 (port chosen by the OS), with neither the listener nor deliveries."""
-    app.state.hl7v2.configure(host="127.0.0.1", mllp_port=None, deliver=False, demo_lab_port=0)
-    with TestClient(app):
-        assert app.state.hl7v2.server is None and app.state.hl7v2.worker is None
-        yield app.state.hl7v2.lab.port
-    assert app.state.hl7v2.lab is None  # stopped with the app
 
 
 def test_an_order_is_acknowledged_aa_with_its_control_id(lab_port: int) -> None:
