@@ -116,3 +116,41 @@ def test_a_demo_trainees_lab_order_reaches_the_built_in_lab_and_is_acknowledged(
         ).json()["messages"]
         == []
     )
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["worker"],  # the outbox worker of a deployment where no single-process `serve` runs the lab
+        ["serve", "--workers", "2", "--no-demo", "--mllp-port", "0"],  # the supervising process runs it
+    ],
+)
+def test_the_other_delivering_processes_run_the_demo_lab_when_asked(command: list[str], tmp_path: Path) -> None:
+    lab_port = _free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("EHR_SANDBOX_")}
+    env["EHR_SANDBOX_DATA_DIR"] = str(tmp_path)
+    argv = [sys.executable, "-m", "sandbox.cli", *command, "--demo-lab-port", str(lab_port)]
+    if command[0] == "serve":
+        argv += ["--port", str(_free_port()), "--no-access-log"]
+    proc = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    assert proc.stdout is not None
+    try:
+        lines: list[str] = []
+        while not any("Demo lab" in line for line in lines):  # the banner, printed once the process is up
+            line = proc.stdout.readline()
+            assert line, "".join(lines)  # the process ended without saying where its demo lab is
+            lines.append(line)
+        assert f"Demo lab (takes orders, ACKs AA): 127.0.0.1:{lab_port}" in "".join(lines)
+        for _ in range(300):  # serve's supervisor prints the banner just before it binds the lab
+            try:
+                client = Client("127.0.0.1", lab_port)
+                break
+            except ConnectionRefusedError:
+                time.sleep(0.1)
+        else:
+            pytest.fail("the demo lab did not start")
+        with client:
+            assert msa(client.send(adt("A04", "LAB0001"))) == ("AA", "LAB0001")
+    finally:
+        proc.terminate()
+        proc.communicate(timeout=60)
