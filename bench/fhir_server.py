@@ -279,6 +279,7 @@ def _start_server(args: argparse.Namespace, url: str, work: Path) -> subprocess.
         "EHR_SANDBOX_DATA_DIR": str(work),
         "EHR_SANDBOX_ADMIN_TOKEN": secrets.token_urlsafe(16),
         "EHR_SANDBOX_MLLP_PORT": "0",  # any free port: another server on this machine may hold 2575
+        "EHR_SANDBOX_DEMO_LAB_PORT": "off",
     }
     log = (work / "server.log").open("wb")
     cmd = [exe, "serve", "--port", str(args.port), "--no-access-log", "--log-level", "warning", "--no-demo"]

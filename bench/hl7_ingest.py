@@ -105,7 +105,7 @@ def main(argv: list[str] | None = None) -> int:
     http_port, mllp_port = _free_port(), _free_port()
     server = subprocess.Popen(
         [sys.executable, "-m", "sandbox.cli", "serve", "--port", str(http_port), "--mllp-port", str(mllp_port)]
-        + ["--no-access-log", "--log-level", "warning", "--no-demo"],
+        + ["--no-access-log", "--log-level", "warning", "--no-demo", "--demo-lab-port", "off"],
         env=env,
         stdout=subprocess.DEVNULL,
     )

@@ -97,6 +97,7 @@ class Server(Process):
         self.port = free_port()
         self.base = f"http://127.0.0.1:{self.port}"
         args = ["serve", "--port", str(self.port), "--mllp-port", str(free_port()), "--no-access-log", "--no-demo"]
+        args += ["--demo-lab-port", "off"]  # several servers on one machine: the demo lab's port is not shared
         super().__init__([*args, *extra], database_url, data_dir, name)
 
     def wait_ready(self, timeout: float = 90) -> None:

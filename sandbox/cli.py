@@ -12,6 +12,7 @@ from sqlalchemy.exc import ArgumentError, OperationalError
 
 from sandbox.config import Settings, load_or_create_admin_token
 from sandbox.demo import create_demo, needs_demo
+from sandbox.hl7v2.demo_lab import DESTINATION_ID, demo_lab_port, demo_lab_port_from_env, reachable_host
 from sandbox.logs import FORMATS as LOG_FORMATS
 from sandbox.store.migrations import SchemaError
 
@@ -40,6 +41,10 @@ def _serve(args: argparse.Namespace) -> None:
     workers = args.workers if args.workers is not None else _int_env("EHR_SANDBOX_WORKERS", 1)
     if workers < 1:
         raise CliError(f"--workers must be 1 or more, not {workers}")
+    try:
+        lab_port = _demo_lab_port(args.demo_lab_port, from_env=True)
+    except ValueError as exc:
+        raise CliError(str(exc)) from None
     in_process_worker = args.worker and os.environ.get("EHR_SANDBOX_NO_WORKER", "") in ("", "0", "false")
     try:
         log_config = configure_logs(settings.log_format, args.log_level)
@@ -61,11 +66,12 @@ def _serve(args: argparse.Namespace) -> None:
         mllp_port = args.mllp_port if args.mllp_port is not None else mllp_port_from_env()
     except ValueError as exc:
         raise CliError(str(exc)) from None
+    lab = (reachable_host(settings.host), lab_port) if lab_port is not None else None
     db = app.state.db
     with db.exclusive("demo"):  # servers starting together: one makes the demo, the others see it made
         demo = None
         if args.demo and needs_demo(db):
-            demo = create_demo(db, app.state.fhir, settings.data_dir)
+            demo = create_demo(db, app.state.fhir, settings.data_dir, lab=lab)
     base = settings.public_base
     print(f"ehr-sandbox serving on {base}" + (f" ({workers} worker processes)" if workers > 1 else ""))
     print(f"  FHIR R4 (default sandbox, open): {base}/fhir  (metadata: {base}/fhir/metadata)")
@@ -76,6 +82,10 @@ def _serve(args: argparse.Namespace) -> None:
         )
     else:
         print("  HL7 v2 MLLP: not in the web processes with --workers; run `ehr-sandbox mllp` beside them")
+    if lab_port is not None:
+        print(f"  Demo lab (takes orders, ACKs AA): {settings.host}:{lab_port}  (destination '{DESTINATION_ID}')")
+    else:
+        print("  Demo lab: off (--demo-lab-port 0)")
     if not in_process_worker:
         print("  Outbox (HL7 v2 delivery, task re-checks): not in this process; run `ehr-sandbox worker`")
     print(f"  Health: {base}/healthz  readiness: {base}/readyz  metrics: {base}/metrics")
@@ -94,6 +104,8 @@ def _serve(args: argparse.Namespace) -> None:
     if workers > 1:
         if in_process_worker:
             _start_outbox_consumers(app)  # threads in the supervising process, which serves no requests
+        if lab_port is not None:
+            _start_demo_lab(settings.host, lab_port)  # beside the deliveries, so the demo's orders are answered
         app.state.db.dispose()
         uvicorn.run(
             "sandbox.app:app_from_env",
@@ -109,7 +121,9 @@ def _serve(args: argparse.Namespace) -> None:
             timeout_worker_healthcheck=60,
         )
         return
-    app.state.hl7v2.configure(host=settings.host, mllp_port=mllp_port, deliver=in_process_worker)
+    app.state.hl7v2.configure(
+        host=settings.host, mllp_port=mllp_port, deliver=in_process_worker, demo_lab_port=lab_port
+    )
     if in_process_worker:
         from sandbox.worker import housekeeping
         from tasks.live import start_live_checks  # task checklists re-checked as sandboxes change
@@ -133,6 +147,25 @@ def _start_outbox_consumers(app: object) -> None:
 
     state = app.state  # type: ignore[attr-defined]
     asyncio.run(OutboxConsumers(state.db, state.fhir).start())  # starts daemon threads, then returns
+
+
+def _start_demo_lab(host: str, port: int) -> None:
+    """The demo lab on its own event loop, in a daemon thread of the supervising process (``--workers``)."""
+    import asyncio
+    import threading
+
+    from sandbox.hl7v2.demo_lab import DemoLab
+
+    loop = asyncio.new_event_loop()
+    loop.run_until_complete(DemoLab(host, port).start())  # binds here: a taken port fails the start, not a thread
+    threading.Thread(target=loop.run_forever, name="demo-lab", daemon=True).start()
+
+
+def _demo_lab_port(flag: str | None, *, from_env: bool) -> int | None:
+    """``--demo-lab-port``, else (``from_env``) $EHR_SANDBOX_DEMO_LAB_PORT or the default; None: no lab."""
+    if flag is not None:
+        return demo_lab_port(flag, "--demo-lab-port")
+    return demo_lab_port_from_env() if from_env else None
 
 
 def _env_for_children(settings: Settings, log_level: str) -> dict[str, str]:
@@ -162,6 +195,10 @@ def _worker(args: argparse.Namespace) -> None:
     from sandbox.worker import run_outbox_worker
 
     settings = Settings.from_env()
+    try:
+        lab_port = _demo_lab_port(args.demo_lab_port, from_env=False)
+    except ValueError as exc:
+        raise CliError(str(exc)) from None
     configure_logs(_log_format(args, settings), args.log_level)
     if args.interval <= 0:
         raise CliError(f"--interval must be a positive number of seconds, not {args.interval}")
@@ -169,9 +206,12 @@ def _worker(args: argparse.Namespace) -> None:
     def started() -> None:
         _serve_metrics(args.metrics_port, settings)
         print(f"ehr-sandbox outbox worker on {_redact(settings.database_url)} (HL7 v2 delivery, task re-checks)")
+        if lab_port is not None:
+            print(f"  Demo lab (takes orders, ACKs AA): {settings.host}:{lab_port}")
         sys.stdout.flush()
 
-    run_outbox_worker(settings, interval=args.interval, started=started)
+    demo_lab = (settings.host, lab_port) if lab_port is not None else None
+    run_outbox_worker(settings, interval=args.interval, started=started, demo_lab=demo_lab)
 
 
 def _mllp(args: argparse.Namespace) -> None:
@@ -229,6 +269,12 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--mllp-port", type=int, default=None, help="HL7 v2 MLLP port (default 2575, or $EHR_SANDBOX_MLLP_PORT)"
     )
+    serve.add_argument(
+        "--demo-lab-port",
+        default=None,
+        help="port of the built-in demo lab that acknowledges outbound orders (default 2576, or "
+        "$EHR_SANDBOX_DEMO_LAB_PORT; 0 or off: none)",
+    )
     serve.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
     serve.add_argument("--no-access-log", dest="access_log", action="store_false")
     serve.add_argument(
@@ -258,6 +304,12 @@ def build_parser() -> argparse.ArgumentParser:
         "worker", help="run the outbox consumers (HL7 v2 outbound delivery, task re-checks) without HTTP"
     )
     worker.add_argument("--interval", type=float, default=0.5, help="seconds between polls when idle (default 0.5)")
+    worker.add_argument(
+        "--demo-lab-port",
+        default=None,
+        help="also run the built-in demo lab on this port (off by default: `serve` runs it; use this where the "
+        "deliveries run on a host without a single-process `serve`)",
+    )
     worker.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
     worker.add_argument("--log-format", default=None, choices=LOG_FORMATS, help="($EHR_SANDBOX_LOG_FORMAT)")
     worker.add_argument(

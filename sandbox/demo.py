@@ -1,7 +1,8 @@
 """The demo cohort `ehr-sandbox serve` sets up on its first start, so a new install has something to practise on.
 
 A baseline holding the generator's training cases (the patients the built-in
-task packs are about), a trainer, two trainees with a private sandbox each,
+task packs are about), a trainer, two trainees with a private sandbox each
+(each sending its lab orders to the built-in demo lab, ``sandbox.hl7v2.demo_lab``),
 and a cohort tying them together.  Passwords are generated, saved beside the
 admin token (mode 0600) and printed once, like the admin token.
 """
@@ -17,6 +18,8 @@ from sqlalchemy import func, select
 from sandbox.accounts.cohorts import add_member, create_cohort
 from sandbox.accounts.users import create_user
 from sandbox.fhir.interactions import Interactions
+from sandbox.hl7v2 import destinations
+from sandbox.hl7v2.demo_lab import DESTINATION_ID
 from sandbox.store.database import Database
 from sandbox.store.schema import cohorts, layers
 from tasks.cases import load_case_baseline
@@ -47,7 +50,8 @@ def needs_demo(db: Database) -> bool:
     return not other_layers and not any_cohort
 
 
-def create_demo(db: Database, fhir: Interactions, data_dir: Path) -> Demo:
+def create_demo(db: Database, fhir: Interactions, data_dir: Path, *, lab: tuple[str, int] | None = None) -> Demo:
+    """``lab`` (host, port) of the built-in demo lab: each trainee sandbox sends its lab orders there."""
     baseline = load_case_baseline(db, fhir, "Demo: training cases", baseline_id=DEMO_BASELINE)
     db.analyze()  # the planner's statistics on an empty store pick slow plans for the cases' charts
     accounts: list[tuple[str, str, str]] = []
@@ -61,6 +65,12 @@ def create_demo(db: Database, fhir: Interactions, data_dir: Path) -> Demo:
         packs = list(Library.builtin().packs)
         cohort = create_cohort(conn, "Demo cohort", users[0].id, baseline_id=baseline, packs=packs)
         sandboxes = {user.email: add_member(conn, cohort.id, user.id).sandbox_id for user in users[1:]}
+        if lab is not None:
+            for sandbox_id in sandboxes.values():
+                # ORM^O01 only: the lab-interface task is about orders, and an ADT to a lab would only add noise.
+                destinations.put(
+                    conn, sandbox_id, DESTINATION_ID, {"host": lab[0], "port": lab[1], "message_types": ["ORM^O01"]}
+                )
     saved_to = data_dir / "demo-accounts.txt"
     data_dir.mkdir(parents=True, exist_ok=True)
     saved_to.write_text("".join(f"{email}\t{role}\t{password}\n" for email, role, password in accounts))

@@ -46,7 +46,9 @@ def interactions_for(settings: Settings, db: Database) -> Interactions:
 class OutboxConsumers:
     """HL7 v2 outbound delivery and task re-checks: the work that follows commits; and the housekeeping chores."""
 
-    def __init__(self, db: Database, fhir: Interactions, *, interval: float = 0.5) -> None:
+    def __init__(
+        self, db: Database, fhir: Interactions, *, interval: float = 0.5, demo_lab: tuple[str, int] | None = None
+    ) -> None:
         from tasks.live import start_live_checks  # the task engine loads the packs: only where it runs
 
         self._start_live_checks = start_live_checks
@@ -54,7 +56,8 @@ class OutboxConsumers:
         self.fhir = fhir
         self.interval = interval
         self.hl7v2 = Hl7v2Service(db, fhir)
-        self.hl7v2.configure(host="", mllp_port=None, deliver=True)
+        host, lab_port = demo_lab if demo_lab is not None else ("", None)
+        self.hl7v2.configure(host=host, mllp_port=None, deliver=True, demo_lab_port=lab_port)
         self._checker = None
 
     async def start(self) -> None:
@@ -93,12 +96,19 @@ def _prepared(settings: Settings) -> tuple[Database, Interactions]:
     return db, interactions_for(settings, db)
 
 
-def run_outbox_worker(settings: Settings, *, interval: float, started: Callable[[], None]) -> None:
-    """Consume the outbox until SIGTERM or SIGINT, then finish the batch in hand and return."""
+def run_outbox_worker(
+    settings: Settings,
+    *,
+    interval: float,
+    started: Callable[[], None],
+    demo_lab: tuple[str, int] | None = None,
+) -> None:
+    """Consume the outbox until SIGTERM or SIGINT, then finish the batch in hand and return; ``demo_lab`` (host,
+    port) also runs the built-in demo lab, for deployments whose deliveries run where no ``serve`` runs it."""
     db, fhir = _prepared(settings)
 
     async def main() -> None:
-        consumers = OutboxConsumers(db, fhir, interval=interval)
+        consumers = OutboxConsumers(db, fhir, interval=interval, demo_lab=demo_lab)
         await consumers.start()
         try:
             await _until_signalled(started)

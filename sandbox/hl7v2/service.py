@@ -1,6 +1,7 @@
-"""The HL7 v2 service of one app: the inbound processor, the MLLP listener and the outbound delivery worker.
+"""The HL7 v2 service of one app: the inbound processor, the MLLP listener, the outbound delivery worker and the
+built-in demo lab (``demo_lab``) that outbound orders can be sent to.
 
-``ehr-sandbox serve`` turns the listener and the worker on (``configure``)
+``ehr-sandbox serve`` turns the listener, the worker and the lab on (``configure``)
 before the app starts; tests and embedded uses start what they need.  Both
 run on the app's event loop; database work goes to threads.
 """
@@ -13,6 +14,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from sandbox.fhir.interactions import Interactions
+from sandbox.hl7v2.demo_lab import DemoLab
 from sandbox.hl7v2.inbound import Inbound
 from sandbox.hl7v2.mllp import Server
 from sandbox.metrics import count_mllp
@@ -39,12 +41,17 @@ class Hl7v2Service:
         self.listen: tuple[str, int] | None = None
         self.deliver = False
         self.server: Server | None = None
+        self.lab_listen: tuple[str, int] | None = None
+        self.lab: DemoLab | None = None
         self.worker: Worker | None = None
         self.on_sent: Callable[[str], object] | None = None  # told of each delivery attempt (``deliver_due``)
 
-    def configure(self, *, host: str, mllp_port: int | None, deliver: bool = True) -> None:
+    def configure(
+        self, *, host: str, mllp_port: int | None, deliver: bool = True, demo_lab_port: int | None = None
+    ) -> None:
         self.listen = (host, mllp_port) if mllp_port is not None else None
         self.deliver = deliver
+        self.lab_listen = (host, demo_lab_port) if demo_lab_port is not None else None
 
     async def handle_frame(self, data: bytes) -> bytes | None:
         result = await asyncio.to_thread(self.inbound.handle, data)
@@ -55,6 +62,10 @@ class Hl7v2Service:
         if self.listen is not None and self.server is None:
             self.server = Server(self.handle_frame, *self.listen)
             await self.server.start()
+        if self.lab_listen is not None and self.lab is None:
+            lab = DemoLab(*self.lab_listen)
+            await lab.start()
+            self.lab = lab
         if self.deliver and self.worker is None:
             from sandbox.hl7v2.delivery import Worker  # imports the outbound builders: only when delivering
 
@@ -66,6 +77,9 @@ class Hl7v2Service:
         if self.server is not None:
             await self.server.stop()
             self.server = None
+        if self.lab is not None:
+            await self.lab.stop()
+            self.lab = None
         if self.worker is not None:
             await asyncio.to_thread(self.worker.stop)
             self.worker = None

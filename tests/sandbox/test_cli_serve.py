@@ -30,7 +30,7 @@ def _start(data_dir: Path, *extra: str) -> tuple[str, subprocess.Popen[str]]:
     port = _free_port()
     proc = subprocess.Popen(
         [sys.executable, "-m", "sandbox.cli", "serve", "--port", str(port), "--mllp-port", str(_free_port())]
-        + ["--no-access-log", *extra],
+        + ["--demo-lab-port", str(_free_port()), "--no-access-log", *extra],
         env=_env(data_dir),
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
@@ -78,7 +78,7 @@ def test_serve_on_a_taken_port_prints_one_line_and_fails(server, tmp_path):
     base, _ = server
     port = base.rsplit(":", 1)[1]
     result = subprocess.run(
-        [sys.executable, "-m", "sandbox.cli", "serve", "--port", port],
+        [sys.executable, "-m", "sandbox.cli", "serve", "--port", port, "--demo-lab-port", "off"],
         env=_env(tmp_path / "other"),
         capture_output=True,
         text=True,

@@ -1,4 +1,4 @@
-"""HL7 v2 fixtures: the app with its MLLP listener on a real socket (an ephemeral port), and messages."""
+"""HL7 v2 fixtures: the app with its MLLP listener or its demo lab on a real socket (an ephemeral port); messages."""
 
 from __future__ import annotations
 
@@ -22,6 +22,16 @@ def mllp_app(app):  # type: ignore[no-untyped-def]
 @pytest.fixture
 def mllp_port(mllp_app) -> int:  # type: ignore[no-untyped-def]
     return mllp_app.mllp_port
+
+
+@pytest.fixture
+def lab_port(app) -> Iterator[int]:  # type: ignore[no-untyped-def]
+    """The app's built-in demo lab on 127.0.0.1 (port chosen by the OS), with neither the listener nor deliveries."""
+    app.state.hl7v2.configure(host="127.0.0.1", mllp_port=None, deliver=False, demo_lab_port=0)
+    with TestClient(app):
+        assert app.state.hl7v2.server is None and app.state.hl7v2.worker is None
+        yield app.state.hl7v2.lab.port
+    assert app.state.hl7v2.lab is None  # stopped with the app
 
 
 def adt(
