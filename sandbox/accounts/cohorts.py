@@ -14,7 +14,7 @@ from typing import Any
 from sqlalchemy import Connection, delete, insert, select, union
 
 from sandbox.accounts.roster import RosterLine, check_roster_role
-from sandbox.accounts.users import User, create_user, find_by_email, lookup_user
+from sandbox.accounts.users import User, create_user, find_by_email, lookup_user, revoke_smart_grants
 from sandbox.fhir.values import instant_now
 from sandbox.store import sandboxes
 from sandbox.store.admin_errors import Conflict, Invalid, NotFound
@@ -178,7 +178,10 @@ def remove_member(conn: Connection, cohort_id: str, user_ref: str) -> None:
         )
     )
     if member.sandbox_id != get_cohort(conn, cohort_id).shared_sandbox_id:
-        sandboxes.delete_sandbox(conn, member.sandbox_id)
+        sandboxes.delete_sandbox(conn, member.sandbox_id)  # its SMART tokens go with it
+    else:
+        # The sandbox stays for the others; the apps this member approved in it lose their access.
+        revoke_smart_grants(conn, member.user.id, member.sandbox_id)
 
 
 def delete_cohort(conn: Connection, cohort_id: str) -> None:

@@ -137,6 +137,7 @@ def delete_user(conn: Connection, user_id: str) -> None:
     if trains or member:
         raise Conflict(f"User '{user_id}' is in cohort '{(trains or member)[0]}'; remove them from it first")
     conn.execute(delete(api_tokens).where(api_tokens.c.user_id == user_id))
+    revoke_smart_grants(conn, user_id)
     _end_web_sessions(conn, user_id)
     conn.execute(delete(users).where(users.c.id == user_id))
 
@@ -144,6 +145,14 @@ def delete_user(conn: Connection, user_id: str) -> None:
 @cache
 def _unmatchable_hash() -> str:
     return hash_password(secrets.token_urlsafe(32))
+
+
+def revoke_smart_grants(conn: Connection, user_id: str, sandbox_id: str | None = None) -> None:
+    """The SMART apps the user approved lose the access the user lent them (in one sandbox, or everywhere)."""
+    # Imported here: the auth package builds on the accounts (bearer tokens, who reaches which sandbox).
+    from sandbox.auth.tokens import revoke_user_grants
+
+    revoke_user_grants(conn, user_id, sandbox_id)
 
 
 def _end_web_sessions(conn: Connection, user_id: str) -> None:

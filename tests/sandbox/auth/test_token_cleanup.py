@@ -369,3 +369,42 @@ def test_the_background_loop_of_serve_and_worker_sweeps(db: Database, settings: 
     finally:
         checker.stop()
     assert rows(db, smart_tokens) == 0 and calls.count("broken") >= 2
+
+
+def test_a_user_taken_off_a_shared_sandbox_or_deleted_takes_back_the_access_their_apps_had(db: Database) -> None:
+    """Tokens of the grants a user approved are revoked when the user leaves a shared sandbox (only there) and
+    when the user is deleted; the other members' tokens keep working."""
+    from sandbox.accounts.cohorts import add_member, create_cohort, remove_member
+    from sandbox.accounts.users import create_user, delete_user
+    from sandbox.auth.tokens import find_token
+
+    ensure_default_sandbox(db)
+    policy = SmartPolicy()
+    with db.write() as conn:
+        create_user(conn, "Tess Trainer", "tess@example.org", "trainer")
+        ann = create_user(conn, "Ann Trainee", "ann@example.org", "trainee")
+        ben = create_user(conn, "Ben Trainee", "ben@example.org", "trainee")
+        cohort = create_cohort(conn, "Shared", "tess@example.org", mode="shared")
+        for user in (ann, ben):
+            add_member(conn, cohort.id, user.email)
+        sandbox_id = cohort.shared_sandbox_id
+        assert sandbox_id is not None
+
+        def token(user_id: str, sandbox: str) -> str:
+            grant = Grant("app", ("launch", "patient/*.rs", "offline_access"), patient="p1", user_id=user_id)
+            return issue_tokens(conn, sandbox, grant, policy).access_token
+
+        anns, bens, anns_elsewhere = token(ann.id, sandbox_id), token(ben.id, sandbox_id), token(ann.id, "default")
+
+    def revoked(sandbox: str, access: str) -> bool:
+        with db.read() as conn:
+            record = find_token(conn, sandbox, access)
+            assert record is not None
+            return record.revoked
+
+    with db.write() as conn:
+        remove_member(conn, cohort.id, ann.email)
+    assert revoked(sandbox_id, anns) and not revoked(sandbox_id, bens) and not revoked("default", anns_elsewhere)
+    with db.write() as conn:
+        delete_user(conn, ann.id)
+    assert revoked("default", anns_elsewhere) and not revoked(sandbox_id, bens)
