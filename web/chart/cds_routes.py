@@ -4,7 +4,7 @@ top of the chart (patient-view), and the page of a draft order stored in the cha
 A stored draft is what an accepted suggestion makes (the demo AI card's atorvastatin, the allergy card's
 azithromycin: MedicationRequests with status ``draft``).  Signing one calls order-sign like an order form does
 and, once no critical card is left undecided, updates it to ``active`` through ``Interactions`` as the user.
-Every post needs the CSRF token; the pages follow the chart's access rules (``routes._view``).
+Every post needs the CSRF token; the pages follow the chart's access rules (``context.sandbox_view``).
 """
 
 from __future__ import annotations
@@ -23,21 +23,21 @@ from sandbox.cdshooks.hooks import ORDER_SIGN, PATIENT_VIEW
 from sandbox.fhir.outcome import FhirError
 from sandbox.store.layers import View
 from web.chart import chart_data
-from web.chart.decision_support import OrderCards, call_ids, decided_text, parse_choice, touched
-from web.chart.routes import (
+from web.chart.context import (
     SECTION_IDS,
     SECTIONS,
-    _base,
-    _chart,
-    _id_of,
-    _reader,
-    _recheck,
-    _view,
-    _with_task,
     actor_of,
+    base_context,
     chart_cds,
+    chart_reader,
     chart_user,
+    id_of,
+    load_chart,
+    recheck_tasks,
+    sandbox_view,
+    with_task,
 )
+from web.chart.decision_support import OrderCards, call_ids, decided_text, parse_choice, touched
 from web.pages import WebRoute, page, redirect
 from web.signin import WebError, csrf_protected
 
@@ -60,7 +60,7 @@ async def chart_card(
     task = str(form.get("task") or "") or None
     section = str(form.get("section") or "")
     section = section if section in SECTION_IDS else "summary"
-    await run_in_threadpool(_view, request, session, sandbox_id)
+    await run_in_threadpool(sandbox_view, request, session, sandbox_id)
     support = chart_cds(request, session, sandbox_id, patient_id)
     try:
         choice = parse_choice(form)
@@ -74,12 +74,12 @@ async def chart_card(
     except CdsError as exc:
         latest = await support.latest(PATIENT_VIEW)
         cards = latest if choice.call_id in latest.call_ids else shown  # the card in an older tab: show its own
-        chart = await run_in_threadpool(_chart, request, session, sandbox_id, patient_id, section, task)
+        chart = await run_in_threadpool(load_chart, request, session, sandbox_id, patient_id, section, task)
         return chart.response(cards.with_error(choice.call_id, choice.key, exc.message), exc.status)
-    await run_in_threadpool(_recheck, request, sandbox_id)
+    await run_in_threadpool(recheck_tasks, request, sandbox_id)
     written = _section_of(decision) if decision.outcome == log.ACCEPTED else None
     path = f"/chart/{sandbox_id}/patients/{patient_id}/{written or section}"
-    return redirect(_with_task(path, task, saved=decided_text(shown, choice, decision)))
+    return redirect(with_task(path, task, saved=decided_text(shown, choice, decision)))
 
 
 def _section_of(decision: log.Decision) -> str | None:
@@ -97,9 +97,9 @@ def _draft(
     """(the sandbox's view, the draft, the banner); the 404 page unless it is a draft order of this patient."""
     if rtype not in ORDER_SECTIONS:
         raise WebError(404, "Not found", f"There is no draft order '{rtype}/{rid}'.")
-    view = _view(request, session, sandbox_id)
+    view = sandbox_view(request, session, sandbox_id)
     with request.app.state.db.read() as conn:
-        banner = _reader(request, conn, view, patient_id).banner()
+        banner = chart_reader(request, conn, view, patient_id).banner()
         try:
             draft = chart_data.resource_of(request.app.state.fhir.read(conn, view, rtype, rid))
         except FhirError:
@@ -121,7 +121,7 @@ def _draft_page(
     status: int = 200,
 ) -> Response:
     rtype = draft["resourceType"]
-    context = _base(request, session, sandbox_id, task) | {
+    context = base_context(request, session, sandbox_id, task) | {
         "banner": banner,
         "patient_id": patient_id,
         "section": ORDER_SECTIONS[rtype],
@@ -179,10 +179,10 @@ async def sign_draft(
             decision = await support.decide(choice, order.signing)
         except CdsError as exc:
             return again(order.with_error(choice, exc.message), exc.status)
-        await run_in_threadpool(_recheck, request, sandbox_id)
+        await run_in_threadpool(recheck_tasks, request, sandbox_id)
         outcome = decided_text(order.signing, choice, decision)
         if touched(decision, f"{rtype}/{rid}"):  # the suggestion replaced or removed the draft
-            return redirect(_with_task(done, task, saved=outcome))
+            return redirect(with_task(done, task, saved=outcome))
         return again(OrderCards(rid, signing=await support.shown(order.signing.call_ids, ORDER_SIGN), message=outcome))
     if form.get("step") == "discard":
 
@@ -191,13 +191,13 @@ async def sign_draft(
                 request.app.state.fhir.delete(conn, view, rtype, rid, actor_of(session))
 
         await run_in_threadpool(discard)
-        await run_in_threadpool(_recheck, request, sandbox_id)
-        return redirect(_with_task(done, task, saved="draft order discarded"))
-    encounter_id = _id_of((draft.get("encounter") or {}).get("reference"))
+        await run_in_threadpool(recheck_tasks, request, sandbox_id)
+        return redirect(with_task(done, task, saved="draft order discarded"))
+    encounter_id = id_of((draft.get("encounter") or {}).get("reference"))
     signing, ready = await support.sign(encounter_id, [draft], order.signing)
     if not ready:
         if signing.cards:
-            await run_in_threadpool(_recheck, request, sandbox_id)
+            await run_in_threadpool(recheck_tasks, request, sandbox_id)
         message = (
             "Not signed: accept a suggestion of each critical alert below, or override it with a reason."
             if signing.undecided_critical
@@ -216,5 +216,5 @@ async def sign_draft(
     except FhirError as exc:
         problem = "The order was not signed: " + "; ".join(i.diagnostics for i in exc.issues)[:500]
         return again(OrderCards(rid, signing=signing, message=problem, alert=True), 422)
-    await run_in_threadpool(_recheck, request, sandbox_id)
-    return redirect(_with_task(done, task, saved="order signed"))
+    await run_in_threadpool(recheck_tasks, request, sandbox_id)
+    return redirect(with_task(done, task, saved="order signed"))

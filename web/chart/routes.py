@@ -10,14 +10,11 @@ shown again with an error beside each field, and nothing is written.
 
 from __future__ import annotations
 
-import math
 import re
 from dataclasses import dataclass, replace
-from datetime import UTC, date, datetime
-from functools import cache
+from datetime import UTC, datetime
 from importlib import resources
 from typing import Any
-from urllib.parse import urlencode
 
 from fastapi import APIRouter, Depends, Request
 from starlette.concurrency import run_in_threadpool
@@ -32,19 +29,32 @@ from sandbox.store.admin_errors import AdminError
 from sandbox.store.layers import View
 from sandbox.store.repository import Actor
 from sandbox.urls import public_root
-from tasks import timing
-from tasks.engine import ACTIVE, TIMED_OUT, Attempt, TaskEngine, TaskFailure, TimeIsUp
+from tasks.engine import Attempt, TaskFailure, TimeIsUp
 from tasks.feedback import MAX_COMMENT, QUESTION, RATINGS, record_feedback
-from tasks.library import Library, UnknownTask
-from tasks.model import Hint, Pack, Task
+from tasks.library import UnknownTask
 from web.chart import chart_data
-from web.chart.app_launch import LaunchableApp, launch_app, launchable_apps
-from web.chart.assignments import CHART_ROLES, assignments_for, may_open, memberships
-from web.chart.chart_data import VITAL_ROWS, ChartReader, PatientNotFound
+from web.chart.app_launch import launch_app
+from web.chart.assignments import CHART_ROLES, assignments_for, memberships
+from web.chart.chart_data import ChartReader
+from web.chart.context import (
+    SECTION_IDS,
+    SECTIONS,
+    actor_of,
+    base_context,
+    chart_cds,
+    chart_reader,
+    chart_user,
+    id_of,
+    load_chart,
+    panel_for,
+    recheck_tasks,
+    sandbox_view,
+    task_engine,
+    today,
+    with_task,
+)
 from web.chart.decision_support import (
     LINK,
-    Cards,
-    ChartCds,
     OrderCards,
     call_ids,
     decided_text,
@@ -54,55 +64,16 @@ from web.chart.decision_support import (
 )
 from web.chart.forms import FORMS, Choices, Context, Form, FormErrors, Write, new_id, read_form
 from web.chart.value_sets import value_set
-from web.chart.vitals_plot import trend_svg
 from web.pages import WebRoute, csp_allowing, page, redirect
 from web.signin import WebError, csrf_protected, require_role
 
 router = APIRouter(route_class=WebRoute, include_in_schema=False)
 
-WEB_ROUTE = "web-ui"
-SECTIONS: tuple[tuple[str, str, tuple[str, ...]], ...] = (  # id, title, the forms that add to it
-    ("summary", "Summary", ("code-status",)),
-    ("problems", "Problems", ("problem",)),
-    ("medications", "Medications", ("med-order", "medrec", "discontinue")),
-    ("allergies", "Allergies", ("allergy",)),
-    ("vitals", "Vitals", ("vitals",)),
-    ("results", "Results", ()),
-    ("notes", "Notes", ("note",)),
-    ("orders", "Orders", ("lab-order", "imaging-order")),
-    ("referrals", "Referrals", ("referral", "close-referral")),
-    ("encounters", "Encounters", ("appointment",)),
-    ("immunizations", "Immunizations", ("immunization",)),
-)
-SECTION_IDS = {s[0] for s in SECTIONS}
 # The site's own files in web/static: a plain name with one of these endings, nothing else.
 _STATIC_NAME = re.compile(r"^[a-z0-9][a-z0-9-]*\.(css|js)$")
 _STATIC_TYPES = {"css": "text/css; charset=utf-8", "js": "text/javascript; charset=utf-8"}
 
-chart_user = require_role(*CHART_ROLES)
 trainee_only = require_role("trainee")
-
-
-@cache
-def builtin_library() -> Library:
-    return Library.builtin()
-
-
-def task_engine(request: Request) -> TaskEngine:
-    """The app's task engine (``app.state.tasks``), made on first use over the built-in packs."""
-    engine = getattr(request.app.state, "tasks", None)
-    if engine is None:
-        engine = TaskEngine(request.app.state.db, request.app.state.fhir, builtin_library())
-        request.app.state.tasks = engine
-    return engine
-
-
-def actor_of(session: WebSession) -> Actor:
-    return Actor(f"user:{session.user.id}", WEB_ROUTE)
-
-
-def today() -> date:
-    return datetime.now(UTC).date()
 
 
 # ---- static files: the project's own stylesheet and script ----------------------------------------------
@@ -116,89 +87,6 @@ def static_file(name: str) -> Response:
     if found is None or not file.is_file():
         raise WebError(404, "Not found", "There is no such file.")
     return Response(file.read_bytes(), media_type=_STATIC_TYPES[found.group(1)])
-
-
-# ---- access --------------------------------------------------------------------------------------------
-
-
-def _view(request: Request, session: WebSession, sandbox_id: str) -> View:
-    with request.app.state.db.read() as conn:
-        allowed = may_open(conn, session.user, sandbox_id)
-    if not allowed:
-        raise WebError(403, "Not your sandbox", "You can open charts only in the sandboxes of your own cohorts.")
-    try:
-        return request.app.state.views.get(sandbox_id)
-    except FhirError:
-        raise WebError(404, "No such sandbox", f"There is no sandbox '{sandbox_id}'.") from None
-
-
-# ---- the task panel --------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Panel:
-    ref: str
-    pack: Pack
-    task: Task
-    attempt: Attempt | None
-    hints: list[Hint]
-    now: str = ""  # the engine's time when the panel was drawn (index form): what the time left counts from
-
-    @property
-    def active(self) -> bool:
-        return self.attempt is not None and self.attempt.status == ACTIVE
-
-    @property
-    def timed_out(self) -> bool:
-        return self.attempt is not None and self.attempt.status == TIMED_OUT
-
-    @property
-    def deadline(self) -> str | None:
-        """When the attempt's time is up (index form, UTC), if the task is timed and an attempt exists."""
-        return timing.deadline(self.attempt.started_at, self.task.time_limit_minutes) if self.attempt else None
-
-    @property
-    def seconds_left(self) -> int | None:
-        """Whole seconds left of an active timed attempt, as the server saw it when drawing the panel."""
-        if not self.active or self.attempt is None:
-            return None
-        left = timing.seconds_left(self.attempt.started_at, self.task.time_limit_minutes, self.now)
-        # Rounded up, so the page's clock reaches zero no earlier than the deadline itself.
-        return None if left is None else math.ceil(left)
-
-    @property
-    def time_left(self) -> str:
-        """``14:05`` (minutes:seconds), or ``1:02:03`` past an hour; the page's script counts it down."""
-        left = self.seconds_left or 0
-        hours, rest = divmod(left, 3600)
-        minutes, seconds = divmod(rest, 60)
-        return f"{hours}:{minutes:02d}:{seconds:02d}" if hours else f"{minutes}:{seconds:02d}"
-
-    @property
-    def more_hints(self) -> bool:
-        return self.active and len(self.hints) < len(self.task.hints)
-
-    @property
-    def passed_checks(self) -> int:
-        return sum(1 for r in self.attempt.results if r.status == "pass") if self.attempt else 0
-
-
-def _panel(request: Request, session: WebSession, sandbox_id: str, ref: str | None) -> Panel | None:
-    if not ref or session.user.role != "trainee":
-        return None
-    engine = task_engine(request)
-    try:
-        pack, task = engine.library.find(ref)
-    except UnknownTask:
-        return None
-    attempt = engine.latest(sandbox_id, session.user.id, f"{pack.id}/{task.id}")  # closes it if time is up
-    hints = list(task.hints[: attempt.hints_used]) if attempt else []
-    return Panel(f"{pack.id}/{task.id}", pack, task, attempt, hints, engine.now())
-
-
-def _with_task(path: str, task: str | None, **extra: str) -> str:
-    params = {k: v for k, v in {"task": task or "", **extra}.items() if v}
-    return path + ("?" + urlencode(params) if params else "")
 
 
 # ---- assignments ---------------------------------------------------------------------------------------
@@ -232,7 +120,7 @@ async def start_task(request: Request, session: WebSession = Depends(csrf_protec
         except (UnknownTask, TaskFailure) as exc:
             raise WebError(400, "Cannot start the task", str(exc)) from None
         patient_id = attempt.context["patient"].split("/", 1)[1]
-        return _with_task(f"/chart/{sandbox_id}/patients/{patient_id}", f"{attempt.pack_id}/{attempt.task_id}")
+        return with_task(f"/chart/{sandbox_id}/patients/{patient_id}", f"{attempt.pack_id}/{attempt.task_id}")
 
     return redirect(await run_in_threadpool(start))
 
@@ -257,7 +145,7 @@ def patient_list(
     """The patient list, a page at a time: ``cursor`` is the FHIR search's own paging cursor, which the Previous
     and Next links carry (a position in the order, so the pages hold no page numbers).  A cursor that is not one
     of the search's is 400."""
-    view = _view(request, session, sandbox_id)
+    view = sandbox_view(request, session, sandbox_id)
     fhir = request.app.state.fhir
     status, problem = 200, ""
     with request.app.state.db.read() as conn:
@@ -269,9 +157,9 @@ def patient_list(
                 status, problem = 400, "That page of the list cannot be shown (the link is not a list page)."
 
     def page_url(position: str | None) -> str | None:
-        return _with_task(request.url.path, task, q=q[:100], cursor=position) if position else None
+        return with_task(request.url.path, task, q=q[:100], cursor=position) if position else None
 
-    context = _base(request, session, sandbox_id, task) | {
+    context = base_context(request, session, sandbox_id, task) | {
         "patients": found.rows,
         "q": q[:100],
         "per_page": chart_data.PATIENTS_PER_PAGE,
@@ -280,19 +168,6 @@ def patient_list(
         "problem": problem,
     }
     return page("chart/patients.html", context, status)
-
-
-def _base(request: Request, session: WebSession, sandbox_id: str, task: str | None) -> dict[str, Any]:
-    return {
-        "user": session.user,
-        "csrf_token": session.csrf_token,
-        "sandbox_id": sandbox_id,
-        "task": task or "",
-        "panel": _panel(request, session, sandbox_id, task),
-        "with_task": _with_task,
-        "saved": request.query_params.get("saved", "")[:100],
-        "back": request.url.path,
-    }
 
 
 # ---- the chart -------------------------------------------------------------------------------------------
@@ -313,69 +188,15 @@ async def chart_page(
     if section not in SECTION_IDS:
         raise WebError(404, "Not found", f"The chart has no section '{section}'.")
     opening = "section" not in request.path_params
-    chart = await run_in_threadpool(_chart, request, session, sandbox_id, patient_id, section, task, opening)
+    chart = await run_in_threadpool(load_chart, request, session, sandbox_id, patient_id, section, task, opening)
     support = chart_cds(request, session, sandbox_id, patient_id)
     if opening:
         cards = await support.patient_view(chart.encounter_id)
         if cards.cards:  # a task may judge the cards shown (the task engine's cds check)
-            await run_in_threadpool(_recheck, request, sandbox_id)
+            await run_in_threadpool(recheck_tasks, request, sandbox_id)
     else:
         cards = await support.latest(PATIENT_VIEW)
     return chart.response(cards)
-
-
-@dataclass(frozen=True)
-class ChartPage:
-    context: dict[str, Any]
-    apps: list[LaunchableApp]
-    encounter_id: str | None  # the visit in progress, when the chart was opened
-
-    def response(self, cards: Cards, status: int = 200) -> Response:
-        # A "new tab" launch posts here and is answered with a redirect to the app: form-action must allow it.
-        return page(
-            "chart/chart.html",
-            self.context | {"cds": cards},
-            status,
-            headers=csp_allowing(form_action=[a.origin for a in self.apps]),
-        )
-
-
-def _chart(
-    request: Request,
-    session: WebSession,
-    sandbox_id: str,
-    patient_id: str,
-    section: str,
-    task: str | None,
-    opening: bool = False,
-) -> ChartPage:
-    view = _view(request, session, sandbox_id)
-    with request.app.state.db.read() as conn:
-        reader = _reader(request, conn, view, patient_id)
-        data = _section_data(reader, section)
-        banner = reader.banner()
-        apps = launchable_apps(conn, session.user)
-        visits = reader.encounter_choices() if opening else []
-    context = _base(request, session, sandbox_id, task) | {
-        "banner": banner,
-        "patient_id": patient_id,
-        "section": section,
-        "sections": SECTIONS,
-        "forms": FORMS,
-        "data": data,
-        "apps": apps,
-    }
-    in_progress = [ref for ref, label in visits if label.endswith("in-progress")]
-    return ChartPage(context, apps, _id_of(in_progress[0]) if in_progress else None)
-
-
-def chart_cds(request: Request, session: WebSession, sandbox_id: str, patient_id: str) -> ChartCds:
-    return ChartCds(request.app.state, sandbox_id, session.user, patient_id, public_root(request))
-
-
-def _id_of(reference: Any) -> str | None:
-    """``Encounter/123`` -> ``123``."""
-    return reference.split("/", 1)[1] if isinstance(reference, str) and "/" in reference else None
 
 
 @router.post("/chart/{sandbox_id}/patients/{patient_id}/launch/{client_id}")
@@ -390,12 +211,12 @@ async def launch_page(
     mode = "tab" if form.get("mode") == "tab" else "embedded"
     task = str(form.get("task") or "") or None
     link = str(form.get(LINK) or "")
-    view = _view(request, session, sandbox_id)
+    view = sandbox_view(request, session, sandbox_id)
     state = request.app.state
 
     def work() -> tuple[str, str, dict[str, Any]]:
         with state.db.write() as conn:
-            banner = _reader(request, conn, view, patient_id).banner()
+            banner = chart_reader(request, conn, view, patient_id).banner()
             try:
                 context = (
                     link_app_context(conn, view.overlay, session.user, patient_id, link, client_id) if link else None
@@ -421,7 +242,7 @@ async def launch_page(
     url, origin, banner = await run_in_threadpool(work)
     if mode == "tab":
         return RedirectResponse(url, status_code=303)
-    context = _base(request, session, sandbox_id, task) | {
+    context = base_context(request, session, sandbox_id, task) | {
         "banner": banner,
         "patient_id": patient_id,
         "section": "",
@@ -431,58 +252,6 @@ async def launch_page(
         "back": f"/chart/{sandbox_id}/patients/{patient_id}",
     }
     return page("chart/launch.html", context, headers=csp_allowing(frame_src=[origin]))
-
-
-def _reader(request: Request, conn: Any, view: View, patient_id: str) -> ChartReader:
-    try:
-        return ChartReader(conn, request.app.state.fhir, view, patient_id, today())
-    except PatientNotFound:
-        raise WebError(404, "No such patient", f"There is no patient '{patient_id}' in this sandbox.") from None
-
-
-def _section_data(reader: ChartReader, section: str) -> dict[str, Any]:
-    if section == "summary":
-        vitals = reader.vitals(count=40)
-        meds = reader.medications(statements=False)
-        return {
-            "problems": [p for p in reader.problems() if p["clinical_status"] == "active"],
-            "medications": [m for m in meds["orders"] if m["status"] == "active"],
-            "vitals": {
-                "times": vitals["times"][:1],
-                "rows": [{**r, "values": r["values"][:1]} for r in vitals["rows"]],
-            },
-            "results": reader.results(count=8),
-            "appointments": reader.appointments(),
-            "coverage": reader.coverage(),
-        }
-    if section == "problems":
-        return {"problems": reader.problems()}
-    if section == "medications":
-        return reader.medications()
-    if section == "allergies":
-        return {"allergies": reader.allergies()}
-    if section == "vitals":
-        vitals = reader.vitals()
-        plots = []
-        for key, label, _, unit in VITAL_ROWS:
-            points = vitals["series"].get(key)
-            if points:
-                second = vitals["series"].get("bp-diastolic") if key == "bp" else None
-                plots.append({"label": label, "svg": trend_svg(label, points, unit, second)})
-        return {
-            "times": vitals["times"][:12],
-            "rows": [{**r, "values": r["values"][:12]} for r in vitals["rows"]],
-            "plots": plots,
-        }
-    if section == "results":
-        return {"results": reader.results()}
-    if section == "notes":
-        return {"notes": reader.notes()}
-    if section in ("orders", "referrals"):
-        return reader.service_requests()
-    if section == "encounters":
-        return {"encounters": reader.encounters(), "appointments": reader.appointments()}
-    return {"immunizations": reader.immunizations()}
 
 
 # ---- entry forms -------------------------------------------------------------------------------------------
@@ -556,7 +325,7 @@ def _form_page(
         if f.kind == "code" and values.get(f.name, "").split():
             concept = value_set(f.value_set).find(values[f.name].split()[0])
             picked[f.name] = concept.display if concept else ""
-    context = _base(request, session, sandbox_id, task) | {
+    context = base_context(request, session, sandbox_id, task) | {
         "form": form,
         "values": values,
         "errors": errors,
@@ -584,9 +353,9 @@ def form_page(
     session: WebSession = Depends(chart_user),
 ) -> Response:
     form = _form(form_id)
-    view = _view(request, session, sandbox_id)
+    view = sandbox_view(request, session, sandbox_id)
     with request.app.state.db.read() as conn:
-        reader = _reader(request, conn, view, patient_id)
+        reader = chart_reader(request, conn, view, patient_id)
         choices = _choices(request, conn, view, form, reader)
         banner = reader.banner()
     values = _defaults(form, choices, request)
@@ -611,7 +380,7 @@ def register_page(
     request: Request, sandbox_id: str, task: str | None = None, session: WebSession = Depends(chart_user)
 ) -> Response:
     form = FORMS["register"]
-    view = _view(request, session, sandbox_id)
+    view = sandbox_view(request, session, sandbox_id)
     with request.app.state.db.read() as conn:
         choices = _choices(request, conn, view, form, None)
     values = _defaults(form, choices, request)
@@ -641,9 +410,9 @@ def _entry(
 ) -> Entry:
     if session.user.role not in CHART_ROLES:
         raise WebError(403, "Not allowed", f"The chart is not for a {session.user.role}.")
-    view = _view(request, session, sandbox_id)
+    view = sandbox_view(request, session, sandbox_id)
     with request.app.state.db.read() as conn:
-        reader = _reader(request, conn, view, patient_id) if patient_id else None
+        reader = chart_reader(request, conn, view, patient_id) if patient_id else None
         choices = _choices(request, conn, view, form, reader)
         banner = reader.banner() if reader else None
     values, errors = read_form(form, posted, choices)
@@ -724,10 +493,10 @@ def _save(
         return again(exc.errors)
     except FhirError as exc:
         return again({}, _not_saved(exc))
-    _recheck(request, sandbox_id)
+    recheck_tasks(request, sandbox_id)
     if patient_id is None:
         patient_id = next(w.id for w in writes if w.resource_type == "Patient")
-    return redirect(_with_task(f"/chart/{sandbox_id}/patients/{patient_id}/{form.section}", task, saved=form.title))
+    return redirect(with_task(f"/chart/{sandbox_id}/patients/{patient_id}/{form.section}", task, saved=form.title))
 
 
 # ---- order forms: decision support before an order is signed -----------------------------------------------
@@ -773,10 +542,10 @@ async def _save_order(
             decision = await support.decide(choice, order.cards)
         except CdsError as exc:
             return again(exc.status, order.with_error(choice, exc.message))
-        await run_in_threadpool(_recheck, request, sandbox_id)
+        await run_in_threadpool(recheck_tasks, request, sandbox_id)
         outcome = decided_text(order.cards, choice, decision)
         if touched(decision, f"{form.order}/{draft_id}"):  # the suggestion replaced or removed the draft
-            return redirect(_with_task(section_url, task, saved=outcome))
+            return redirect(with_task(section_url, task, saved=outcome))
         order = OrderCards(
             draft_id,
             await support.shown(order.selected.call_ids, ORDER_SELECT),
@@ -791,11 +560,11 @@ async def _save_order(
     except FormErrors as exc:
         return again(422, order, exc.errors)
     drafts = [{**w.resource, "id": w.id, "status": "draft"} for w in writes if w.id == draft_id]
-    encounter_id = _id_of(entry.values.get("encounter"))
+    encounter_id = id_of(entry.values.get("encounter"))
     if posted.get("step") == "check":
         selected = await support.order_select(encounter_id, drafts)
         if selected.cards:
-            await run_in_threadpool(_recheck, request, sandbox_id)
+            await run_in_threadpool(recheck_tasks, request, sandbox_id)
         count = len(selected.cards)
         said = f"{count} card{'s' if count != 1 else ''} below" if count else "nothing to add"
         return again(200, replace(order, selected=selected, message=f"Decision support checked the draft: {said}."))
@@ -803,7 +572,7 @@ async def _save_order(
     order = replace(order, signing=signing)
     if not ready:
         if signing.cards:
-            await run_in_threadpool(_recheck, request, sandbox_id)
+            await run_in_threadpool(recheck_tasks, request, sandbox_id)
         if signing.undecided_critical:
             message = "Not signed: accept a suggestion of each critical alert below, or override it with a reason."
         else:
@@ -813,8 +582,8 @@ async def _save_order(
         await run_in_threadpool(_sign_writes, request, session, entry, writes)
     except FhirError as exc:
         return again(422, order, problem=_not_saved(exc))
-    await run_in_threadpool(_recheck, request, sandbox_id)
-    return redirect(_with_task(section_url, task, saved=form.title))
+    await run_in_threadpool(recheck_tasks, request, sandbox_id)
+    return redirect(with_task(section_url, task, saved=form.title))
 
 
 def _draft_writes(request: Request, entry: Entry, form: Form, patient_id: str, draft_id: str) -> list[Write]:
@@ -841,12 +610,6 @@ def _apply(fhir: Any, conn: Any, view: View, writes: list[Write], actor: Actor) 
             fhir.create(conn, view, w.resource, actor, rid=w.id)
 
 
-def _recheck(request: Request, sandbox_id: str) -> None:
-    """The live checklist: every active attempt in the sandbox judged again now that its data changed."""
-    with request.app.state.db.write() as conn:
-        task_engine(request).recheck_sandbox(conn, sandbox_id)
-
-
 # ---- task actions ------------------------------------------------------------------------------------------
 
 
@@ -859,11 +622,11 @@ async def _task_form(request: Request, session: WebSession) -> tuple[str, str]:
 def _back(sandbox_id: str, back: str, task: str) -> str:
     prefix = f"/chart/{sandbox_id}/"
     path = back if back.startswith(prefix) and "?" not in back and "//" not in back else prefix + "patients"
-    return _with_task(path, task)
+    return with_task(path, task)
 
 
 def _task_action(request: Request, session: WebSession, sandbox_id: str, ref: str, action: str) -> Attempt | None:
-    _view(request, session, sandbox_id)
+    sandbox_view(request, session, sandbox_id)
     engine = task_engine(request)
     try:
         if action == "check":
@@ -893,7 +656,7 @@ async def task_action(
         request.app.state.views.forget(sandbox_id)  # a retry may reset the sandbox's overlay
     await run_in_threadpool(_task_action, request, session, sandbox_id, ref, action)
     if action == "submit":
-        return redirect(_with_task(f"/chart/{sandbox_id}/task/result", ref))
+        return redirect(with_task(f"/chart/{sandbox_id}/task/result", ref))
     return redirect(_back(sandbox_id, back, ref))
 
 
@@ -901,17 +664,17 @@ async def task_action(
 def task_result(
     request: Request, sandbox_id: str, task: str = "", session: WebSession = Depends(trainee_only)
 ) -> Response:
-    _view(request, session, sandbox_id)
+    sandbox_view(request, session, sandbox_id)
     return _result_page(request, session, sandbox_id, task, {}, "", 200)
 
 
 def _result_page(
     request: Request, session: WebSession, sandbox_id: str, task: str, errors: dict[str, str], comment: str, status: int
 ) -> Response:
-    panel = _panel(request, session, sandbox_id, task)
+    panel = panel_for(request, session, sandbox_id, task)
     if panel is None or panel.attempt is None:
         raise WebError(404, "No attempt", "You have not started this task here.")
-    context = _base(request, session, sandbox_id, task) | {
+    context = base_context(request, session, sandbox_id, task) | {
         "question": QUESTION,
         "ratings": RATINGS,
         "thanks": request.query_params.get("thanks") == "1",
@@ -926,8 +689,8 @@ def task_panel(
     request: Request, sandbox_id: str, task: str = "", back: str = "", session: WebSession = Depends(trainee_only)
 ) -> Response:
     """The task panel alone, for the page's script to refresh the checklist when the live worker re-checks."""
-    _view(request, session, sandbox_id)
-    panel = _panel(request, session, sandbox_id, task)
+    sandbox_view(request, session, sandbox_id)
+    panel = panel_for(request, session, sandbox_id, task)
     if panel is None:
         raise WebError(404, "No task", "There is no such task.")
     return page(
@@ -944,8 +707,8 @@ async def task_feedback(request: Request, sandbox_id: str, session: WebSession =
     ref, rating_raw, comment = (str(form.get(k, "")).strip() for k in ("task", "rating", "comment"))
 
     def save() -> Response:
-        _view(request, session, sandbox_id)
-        panel = _panel(request, session, sandbox_id, ref)
+        sandbox_view(request, session, sandbox_id)
+        panel = panel_for(request, session, sandbox_id, ref)
         if panel is None or panel.attempt is None:
             raise WebError(404, "No attempt", "You have not started this task here.")
         errors = {}
@@ -968,6 +731,6 @@ async def task_feedback(request: Request, sandbox_id: str, session: WebSession =
                 int(rating_raw),
                 comment,
             )
-        return redirect(_with_task(f"/chart/{sandbox_id}/task/result", ref, thanks="1"))
+        return redirect(with_task(f"/chart/{sandbox_id}/task/result", ref, thanks="1"))
 
     return await run_in_threadpool(save)
