@@ -24,7 +24,7 @@ from sandbox.store.sandboxes import get_layer
 from tasks.cases import load_case_baseline
 from tests.e2e.conftest import LiveServer
 from tests.web.console_data import VITALS, VITALS_SOLUTION, small_case_baseline
-from web.console.access import task_engine
+from web.task_engine import task_engine
 
 PASSWORD = "correct horse battery"
 

@@ -15,7 +15,7 @@ from sandbox.store.repository import Actor
 from sandbox.store.sandboxes import baseline_view_for_loading, create_baseline
 from tasks.engine import Attempt
 from tests.tasks.reference_writes import load_solutions, write_as_trainee
-from web.console.access import task_engine
+from web.task_engine import task_engine
 
 PASSWORD = "correct horse battery"
 CASE = "chest-pain-cardiology"

@@ -34,7 +34,7 @@ from tests.web.console_data import (
     sign_in,
     small_case_baseline,
 )
-from web.console.access import task_engine
+from web.task_engine import task_engine
 
 
 @dataclass

@@ -10,7 +10,6 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
-from functools import cache
 from typing import Any
 from urllib.parse import urlencode
 
@@ -24,7 +23,7 @@ from sandbox.store.repository import Actor
 from sandbox.urls import public_root
 from tasks import timing
 from tasks.engine import ACTIVE, TIMED_OUT, Attempt, TaskEngine
-from tasks.library import Library, UnknownTask
+from tasks.library import UnknownTask
 from tasks.model import Hint, Pack, Task
 from web.chart.app_launch import LaunchableApp, launchable_apps
 from web.chart.assignments import CHART_ROLES, may_open
@@ -34,6 +33,7 @@ from web.chart.forms import FORMS
 from web.chart.vitals_plot import trend_svg
 from web.pages import csp_allowing, page
 from web.signin import WebError, require_role
+from web.task_engine import task_engine as app_task_engine
 
 WEB_ROUTE = "web-ui"
 SECTIONS: tuple[tuple[str, str, tuple[str, ...]], ...] = (  # id, title, the forms that add to it
@@ -54,18 +54,9 @@ SECTION_IDS = {s[0] for s in SECTIONS}
 chart_user = require_role(*CHART_ROLES)
 
 
-@cache
-def builtin_library() -> Library:
-    return Library.builtin()
-
-
 def task_engine(request: Request) -> TaskEngine:
-    """The app's task engine (``app.state.tasks``), made on first use over the built-in packs."""
-    engine = getattr(request.app.state, "tasks", None)
-    if engine is None:
-        engine = TaskEngine(request.app.state.db, request.app.state.fhir, builtin_library())
-        request.app.state.tasks = engine
-    return engine
+    """The app's task engine (``web.task_engine``), for a chart request."""
+    return app_task_engine(request.app)
 
 
 def actor_of(session: WebSession) -> Actor:

@@ -11,28 +11,18 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TypeVar
 
-from fastapi import FastAPI, Request
+from fastapi import Request
 from sqlalchemy import Connection
 from starlette.concurrency import run_in_threadpool
 
 from sandbox.accounts import cohorts as cohort_ops
 from sandbox.accounts.users import User
 from sandbox.store.admin_errors import AdminError
-from tasks.engine import TaskEngine
-from tasks.library import Library
 from web.signin import WebError
 
 T = TypeVar("T")
 
 _TITLES = {400: "Cannot do that", 404: "Not found", 409: "Cannot do that now"}
-
-
-def task_engine(app: FastAPI) -> TaskEngine:
-    """The app's task engine over the built-in packs, made on first use (``app.state.tasks``)."""
-    engine = getattr(app.state, "tasks", None)
-    if engine is None:
-        engine = app.state.tasks = TaskEngine(app.state.db, app.state.fhir, Library.builtin())
-    return engine
 
 
 def trained_cohort(conn: Connection, user: User, cohort_id: str) -> cohort_ops.Cohort:

@@ -22,9 +22,10 @@ from sandbox.accounts.sessions import WebSession
 from sandbox.store import sandboxes
 from sandbox.store.admin_errors import AdminError, NotFound
 from sandbox.urls import fhir_base
-from web.console.access import run, task_engine, trained_cohort
+from web.console.access import run, trained_cohort
 from web.pages import WebRoute, page, redirect
 from web.signin import csrf_protected, require_role
+from web.task_engine import task_engine
 
 router = APIRouter(route_class=WebRoute, include_in_schema=False)
 trainer_only = require_role("trainer", "admin")

@@ -31,11 +31,12 @@ from tasks.reports import (
     to_csv,
 )
 from tasks.reports import xapi_statements as report_statements
-from web.console.access import run, task_engine, trained_cohort
+from web.console.access import run, trained_cohort
 from web.console.cohorts import trainer_only
 from web.console.entries import Entry, trainee_entries
 from web.pages import WebRoute, page
 from web.signin import WebError
+from web.task_engine import task_engine
 
 router = APIRouter(route_class=WebRoute, include_in_schema=False)
 
