@@ -21,7 +21,7 @@ from sandbox.fhir.outcome import FhirError
 from sandbox.fhir.search_params import Registry
 from sandbox.fhir.validation import dump_json
 from sandbox.fhir.values import instant_now
-from sandbox.store.indexer import index_resource
+from sandbox.store.indexer import COLUMNS, index_resource, index_tuples
 from sandbox.store.layers import View
 from sandbox.store.schema import INDEX_TABLES, layers, outbox, resource_versions, resources
 
@@ -96,18 +96,18 @@ def prepare_creates(
     instant, last_updated = now
     keys: list[tuple[str, str]] = []
     contents: list[bytes] = []
-    # Per index table: its columns (the indexer builds every row of a kind with the same keys) and rows.
+    # Per index table: its columns and rows.
     index_rows: dict[str, tuple[tuple[str, ...], list[tuple]]] = {}
     for rtype, rid, resource in items:
         body, content = _stamped(resource, rtype, rid, 1, instant)
         keys.append((rtype, rid))
         contents.append(content)
-        for kind, rows in index_resource(registry, body).items():
+        key = (layer_id, rtype, rid)
+        for kind, rows in index_tuples(registry, body).items():
             batch = index_rows.get(kind)
             if batch is None:
-                batch = index_rows[kind] = (("layer_id", "resource_type", "resource_id", *rows[0]), [])
-            names = batch[0][3:]
-            batch[1].extend([(layer_id, rtype, rid, *[row[k] for k in names]) for row in rows])
+                batch = index_rows[kind] = (("layer_id", "resource_type", "resource_id", *COLUMNS[kind]), [])
+            batch[1].extend([key + row for row in rows])
     return PreparedCreates(layer_id, instant, last_updated, tuple(keys), tuple(contents), index_rows)
 
 
