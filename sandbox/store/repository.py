@@ -205,9 +205,12 @@ class HeldIndexRows:
 
     def insert(self, conn: Connection) -> None:
         """Insert the kept rows (sorted by layer, type and resource id) and hold nothing more."""
-        by_resource = itemgetter(0, 1, 2)
         for kind, (columns, rows) in self._kept.items():
-            rows.sort(key=by_resource)
+            # Stable sorts by id, then type, then layer: sorted by (layer, type, id), equal keys as held.  Three
+            # sorts on str keys (which CPython compares on a fast path) took a third of the time of one sort on
+            # (layer, type, id) tuples.
+            for position in (2, 1, 0):
+                rows.sort(key=itemgetter(position))
             _insert_many(conn, INDEX_TABLES[kind], columns, rows)
         self._kept = {}
 
