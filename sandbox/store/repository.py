@@ -132,13 +132,29 @@ def _current_statement(depth: int) -> Select:
     )
 
 
-# Built once: built per call, coercing and cache-keying its 500 ids cost more than running it (a loader
-# looks up every PUT of a Bundle this way).
-_CURRENT_MANY = select(*_CURRENT_COLUMNS).where(
-    resources.c.layer_id.in_(bindparam("layers", expanding=True)),
-    resources.c.resource_type == bindparam("rtype"),
-    resources.c.id.in_(bindparam("ids", expanding=True)),
-)
+_CURRENT_MANY_SQL: dict[tuple[str, int, int], tuple[str, tuple[str, ...] | None]] = {}
+
+
+def _current_many_sql(conn: Connection, depth: int, count: int) -> tuple[str, tuple[str, ...] | None]:
+    """The SQL reading up to ``count`` ids of one type in a view of ``depth`` layers, compiled once per size,
+    and its parameter order if positional (``count`` is a power of two: callers pad their ids).
+
+    A loader looks up every PUT of a Bundle this way: an expanding IN, compiled again for every call,
+    cost more than running it.
+    """
+    key = (conn.dialect.name, depth, count)
+    found = _CURRENT_MANY_SQL.get(key)
+    if found is None:
+        statement = select(*_CURRENT_COLUMNS).where(
+            resources.c.layer_id.in_([bindparam(f"layer{n}") for n in range(depth)]),
+            resources.c.resource_type == bindparam("rtype"),
+            resources.c.id.in_([bindparam(f"id{n}") for n in range(count)]),
+        )
+        compiled = statement.compile(dialect=conn.dialect)
+        found = (str(compiled), tuple(compiled.positiontup or ()) if compiled.positional else None)
+        _CURRENT_MANY_SQL[key] = found
+    return found
+
 
 _CURRENT_SQL: dict[tuple[str, int], tuple[str, tuple[str, ...] | None]] = {}
 
@@ -268,9 +284,15 @@ class Repository:
         for rtype, rid in keys:
             by_type.setdefault(rtype, []).append(rid)
         for rtype, ids in by_type.items():
-            for chunk in _chunks(sorted(set(ids)), 500):
-                params = {"layers": view.layers, "rtype": rtype, "ids": chunk}
-                rows = conn.execute(_CURRENT_MANY, params).all()
+            for chunk in _chunks(sorted(set(ids)), 512):
+                # Padded with its last id to a power of two (an id twice in IN is the same as once), so that few
+                # statements are ever compiled.
+                size = 1 << (len(chunk) - 1).bit_length()
+                sql, order = _current_many_sql(conn, len(view.layers), size)
+                params = {f"layer{n}": layer for n, layer in enumerate(view.layers)}
+                params.update({f"id{n}": chunk[min(n, len(chunk) - 1)] for n in range(size)})
+                params["rtype"] = rtype
+                rows = conn.exec_driver_sql(sql, tuple(params[name] for name in order) if order else params).all()
                 for row in sorted(rows, key=lambda r: -view.layers.index(r.layer_id)):
                     found[(rtype, row.id)] = _stored(row)
         return {k: v for k, v in found.items() if include_deleted or not v.deleted}
