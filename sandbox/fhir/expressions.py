@@ -12,6 +12,7 @@ ContactPoint.  The handful of other expressions go through fhirpathpy.
 
 from __future__ import annotations
 
+import itertools
 import re
 from dataclasses import dataclass, field
 from typing import Any
@@ -179,7 +180,7 @@ def _compile_steps(branch: str, resource_type: str) -> list[_Step]:
 def _narrowed(steps: list[_Step]) -> list[_Step]:
     """A choice element followed by a cast to one of its types reads only that type's key: ``value.as(Quantity)``
     reads ``valueQuantity`` alone.  The same values come out (the cast stays, and drops the other types'),
-    and the expression's top-level elements (``root_elements``) narrow to the one that can give any."""
+    and the keys the branch can start from (``Branch.roots``) narrow to the one that can give any."""
     out: list[_Step] = []
     for n, step in enumerate(steps):
         after = steps[n + 1] if n + 1 < len(steps) else None
@@ -268,7 +269,7 @@ class Branch:
 
     def __init__(self, steps: list[_Step]) -> None:
         self.steps = tuple(steps)
-        self.key: int | None = _BRANCH_KEYS.setdefault(self.steps, len(_BRANCH_KEYS))
+        self.key: int | None = _BRANCH_KEYS.setdefault(self.steps, next(_NEW_KEYS))
         # The keys of its focus it can start from (``valueQuantity`` for ``value.as(Quantity)``; every
         # ``value[x]`` key for ``value``): a focus holding none of them gives it nothing, so the indexer
         # need not run it.  None: any focus may give it something.
@@ -284,6 +285,9 @@ class Branch:
 
 
 _BRANCH_KEYS: dict[tuple[_Step, ...], int] = {}
+# Atomic under threads (a server compiles parameters as requests first need them): two different branches
+# must never get one key, and setdefault keeps the first key of equal ones.
+_NEW_KEYS = itertools.count()
 
 
 class _FhirpathBranch(Branch):
@@ -312,11 +316,6 @@ def compile_expression(expression: str, resource_type: str) -> tuple[Branch, ...
         return (_FhirpathBranch(expression),)
 
 
-def evaluate(branches: tuple[Branch, ...], resource: dict) -> list[Typed]:
-    """The values of a compiled expression (``compile_expression``) in ``resource``."""
-    return [value for branch in branches for value in branch.run(resource)]
-
-
 # Per branch of the focus: the branch, and each component's branches (relative to a focus element).
 Composite = tuple[tuple[Branch, tuple[tuple[Branch, ...], ...]], ...]
 
@@ -334,16 +333,6 @@ def compile_composite(expression: str, resource_type: str, components: list[str]
         parts = tuple(tuple(Branch(_compile_relative(c, focus_path)) for c in comp.split(" | ")) for comp in components)
         compiled.append((Branch(_compile_steps(branch, resource_type)), parts))
     return tuple(compiled)
-
-
-def evaluate_composite(composite: Composite, resource: dict) -> list[tuple[list[Typed], ...]]:
-    """For each focus element, the values of each component within it."""
-    rows: list[tuple[list[Typed], ...]] = []
-    for focus_branch, components in composite:
-        for focus, _ in focus_branch.run(resource):
-            if isinstance(focus, dict):
-                rows.append(tuple(evaluate(branches, focus) for branches in components))
-    return rows
 
 
 def _focus_path(branch: str, resource_type: str) -> str | None:

@@ -47,12 +47,12 @@ class SearchParam:
 
     @cached_property
     def branches(self) -> tuple[Branch, ...]:
-        """The expression, compiled (``expressions.evaluate`` runs it)."""
+        """The expression, compiled: its values are those of each branch in turn."""
         return compile_expression(self.expression, self.resource_type)
 
     @cached_property
     def composite(self) -> Composite:
-        """A composite parameter's focus and components, compiled (``expressions.evaluate_composite``)."""
+        """A composite parameter's focus and components, compiled."""
         return compile_composite(self.expression, self.resource_type, [c.expression for c in self.components])
 
     @cached_property
