@@ -180,6 +180,15 @@ def oru_r01(
     return "\r".join(segments) + "\r"
 
 
+def _is_vital_sign(observation: dict[str, Any]) -> bool:
+    """Whether an Observation is categorized vital-signs (a code status, for one, has no category)."""
+    return any(
+        coding.get("code") == "vital-signs"
+        for category in observation.get("category", [])
+        for coding in category.get("coding", [])
+    )
+
+
 def messages_for(resources: list[dict[str, Any]], directory: dict[str, dict[str, Any]], number: int) -> tuple[str, str]:
     """The ADT^A04 and the ORU^R01 of one patient's resources (``number`` makes the control ids unique)."""
     patient = next(r for r in resources if r["resourceType"] == "Patient")
@@ -204,7 +213,7 @@ def messages_for(resources: list[dict[str, Any]], directory: dict[str, dict[str,
             for r in resources
             if r["resourceType"] == "Observation"
             and r.get("encounter", {}).get("reference") == encounter_url
-            and r["category"][0]["coding"][0]["code"] == "vital-signs"
+            and _is_vital_sign(r)
         ]
         if vitals:
             reports.append((_VITAL_SIGNS_PANEL, hl7_time(latest["period"]["start"]), vitals))

@@ -115,6 +115,9 @@ class _Unit:
     atomic: bool
     labels: list[str]  # per entry, for rejections: "file entry 3" or "file line 17"
     unreadable: list[Rejection] = field(default_factory=list)  # NDJSON lines that are not JSON at all
+    # A JSON file's bytes, which ``_json_unit`` makes into this very unit again: what a worker is sent.
+    # Pickled, the Bundle took a worker longer to unpickle (its decimals above all) than the bytes to parse.
+    source: bytes | None = None
 
 
 class Loader:
@@ -162,7 +165,9 @@ class Loader:
                 plan = None
                 if pool is not None and job.unit is not None and job.unit.bundle["entry"]:
                     # The moment its creates are written at is taken now, in the order the units commit.
-                    plan = pool.submit(_plan, job.unit.bundle, self.base, self.view, instant_now())
+                    unit = job.unit
+                    sent = (unit.where, unit.source) if unit.source is not None else unit.bundle
+                    plan = pool.submit(_plan, sent, self.base, self.view, instant_now())
                 ahead.append((job, plan))
                 if len(ahead) > 2 * self.workers:
                     self._finish(*ahead.popleft(), writer, report, len(files), started)
@@ -281,8 +286,16 @@ def _jobs(files: list[Path]) -> Iterator[_Job]:
             yield _Job(number, unit, None, last=n == len(units))
 
 
-def _plan(bundle: dict[str, Any], base: str, view: View, now: tuple[str, str]) -> TransactionPlan | None:
-    """In a worker process: the plan for running ``bundle`` as a transaction (see ``Loader._run``)."""
+def _plan(
+    sent: dict[str, Any] | tuple[str, bytes], base: str, view: View, now: tuple[str, str]
+) -> TransactionPlan | None:
+    """In a worker process: the plan for running a unit's Bundle as a transaction (see ``Loader._run``); ``sent``
+    is the Bundle, or the file and bytes it was read from (``_Unit.source``)."""
+    if isinstance(sent, tuple):
+        where, source = sent
+        bundle = _json_unit(Path(where), source).bundle
+    else:
+        bundle = sent
     return plan_transaction({**bundle, "type": "transaction"}, registry(), view, LOADER, base, now)
 
 
@@ -367,15 +380,19 @@ def _units_of(path: Path) -> Iterator[_Unit]:
     if path.suffix == ".ndjson":
         yield from _ndjson_units(path)
         return
+    yield _json_unit(path, path.read_bytes())
+
+
+def _json_unit(path: Path, source: bytes) -> _Unit:
+    """The one unit of a JSON file (a Bundle or a single resource), read from its bytes."""
     try:
-        data = parse_json(path.read_bytes())
+        data = parse_json(source)
     except FhirError as exc:
         raise LoadError(f"not valid JSON ({_reason(exc)})") from None
     if not isinstance(data, dict) or "resourceType" not in data:
         raise LoadError("not a FHIR resource (no resourceType)")
     if data["resourceType"] != "Bundle":
-        yield _Unit(str(path), _bundle_of([data]), atomic=True, labels=[str(path)])
-        return
+        return _Unit(str(path), _bundle_of([data]), atomic=True, labels=[str(path)], source=source)
     kind = data.get("type")
     entries = data.get("entry") or []
     if not isinstance(entries, list):
@@ -383,13 +400,12 @@ def _units_of(path: Path) -> Iterator[_Unit]:
     labels = [f"{path} entry {n}" for n in range(len(entries))]
     if kind in ("transaction", "batch"):
         bundle = {**data, "entry": [_keep_id(e) if isinstance(e, dict) else e for e in entries]}
-        yield _Unit(str(path), bundle, atomic=kind == "transaction", labels=labels)
-    elif kind in ("collection", "searchset", "document", "message"):
+        return _Unit(str(path), bundle, atomic=kind == "transaction", labels=labels, source=source)
+    if kind in ("collection", "searchset", "document", "message"):
         resources = [e.get("resource") for e in entries if isinstance(e, dict)]
         bundle = _bundle_of(resources, [e.get("fullUrl") for e in entries if isinstance(e, dict)])
-        yield _Unit(str(path), bundle, atomic=False, labels=labels)
-    else:
-        raise LoadError(f"a Bundle of type '{kind}' holds nothing to load")
+        return _Unit(str(path), bundle, atomic=False, labels=labels, source=source)
+    raise LoadError(f"a Bundle of type '{kind}' holds nothing to load")
 
 
 def _ndjson_units(path: Path) -> Iterator[_Unit]:

@@ -12,8 +12,8 @@ ContactPoint.  The handful of other expressions go through fhirpathpy.
 
 from __future__ import annotations
 
+import itertools
 import re
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -174,7 +174,22 @@ def _compile_steps(branch: str, resource_type: str) -> list[_Step]:
         walk(cast["rest"])
     else:
         walk(branch)
-    return steps
+    return _narrowed(steps)
+
+
+def _narrowed(steps: list[_Step]) -> list[_Step]:
+    """A choice element followed by a cast to one of its types reads only that type's key: ``value.as(Quantity)``
+    reads ``valueQuantity`` alone.  The same values come out (the cast stays, and drops the other types'),
+    and the keys the branch can start from (``Branch.roots``) narrow to the one that can give any."""
+    out: list[_Step] = []
+    for n, step in enumerate(steps):
+        after = steps[n + 1] if n + 1 < len(steps) else None
+        if isinstance(step, _Field) and step.choices and isinstance(after, _Cast):
+            kept = tuple(suffix for suffix in step.choices if type_name(suffix) == after.type)
+            if kept:
+                step = _Field(step.name, None, kept)
+        out.append(step)
+    return out
 
 
 def _run(steps: list[_Step], resource: dict) -> list[Typed]:
@@ -242,99 +257,82 @@ def reference_type(value: Any) -> str | None:
     return t if isinstance(t, str) else None
 
 
-Evaluator = Callable[[dict], list[Typed]]
+class Branch:
+    """One ``|``-separated branch of an expression, compiled to steps over the resource JSON.
 
-
-def root_elements(expression: str, resource_type: str) -> frozenset[str] | None:
-    """The top-level JSON keys an expression can start from (``valueQuantity``, ``valueRange``, ... for a choice).
-
-    A resource holding none of them gives the expression nothing, so the indexer can skip it
-    without running it: most of a type's parameters are absent from any one resource.  None when
-    that cannot be known (expressions left to fhirpathpy).
+    Equal branches share one ``key`` (``Observation.code`` of the ``code`` parameter, of ``combo-code`` and
+    of every ``code-value-*`` composite's ``code`` component), so the indexer can work out each once per
+    resource and reuse it (``sandbox.store.indexer``).
     """
-    return composite_root_elements(expression, resource_type, None)
+
+    __slots__ = ("steps", "key", "roots")
+
+    def __init__(self, steps: list[_Step]) -> None:
+        self.steps = tuple(steps)
+        self.key: int | None = _BRANCH_KEYS.setdefault(self.steps, next(_NEW_KEYS))
+        # The keys of its focus it can start from (``valueQuantity`` for ``value.as(Quantity)``; every
+        # ``value[x]`` key for ``value``): a focus holding none of them gives it nothing, so the indexer
+        # need not run it.  None: any focus may give it something.
+        first = self.steps[0] if self.steps else None
+        self.roots: frozenset[str] | None = None
+        if isinstance(first, _Field):
+            self.roots = frozenset(key for key, _ in first.choice_keys) if first.choices else frozenset([first.name])
+
+    def run(self, focus: dict) -> list[Typed]:
+        """The values the branch reaches from ``focus`` (a resource, or an element of one); callers must
+        not change the list."""
+        return _run(self.steps, focus)
 
 
-def composite_root_elements(expression: str, resource_type: str, first_component: str | None) -> frozenset[str] | None:
-    """``root_elements`` for a composite's focus; a focus that is the resource itself (``Observation``)
-    starts from where its first component starts (a composite value needs every component)."""
-    roots: set[str] = set()
-    for branch in (b for b in expression.split(" | ") if b.strip()):
-        try:
-            steps = _compile_steps(branch, resource_type)
-        except _Unsupported:
-            return None
-        if steps:
-            starts = [steps[0]]
-        elif first_component is not None:
-            starts = [(_compile_relative(c, resource_type) or [None])[0] for c in first_component.split(" | ")]
-        else:
-            return None
-        for first in starts:
-            if not isinstance(first, _Field):
-                return None
-            roots.update([first.name + suffix for suffix in first.choices] if first.choices else [first.name])
-    return frozenset(roots)
+_BRANCH_KEYS: dict[tuple[_Step, ...], int] = {}
+# Atomic under threads (a server compiles parameters as requests first need them): two different branches
+# must never get one key, and setdefault keeps the first key of equal ones.
+_NEW_KEYS = itertools.count()
 
 
-def compile_expression(expression: str, resource_type: str) -> Evaluator:
-    """Compile a search parameter expression (narrowed to ``resource_type``) into an evaluator."""
+class _FhirpathBranch(Branch):
+    """An expression the steps cannot express, run by fhirpathpy (no ``key``: nothing to share)."""
+
+    __slots__ = ("_fn",)
+
+    def __init__(self, expression: str) -> None:
+        # resolve() is not implemented by fhirpathpy; the few expressions using it are handled by steps.
+        self.steps = ()
+        self.key = None
+        self.roots = None
+        self._fn = fhirpath_compile(expression, _MODEL)
+
+    def run(self, focus: dict) -> list[Typed]:
+        return [(v, None) for v in self._fn(focus) if v is not None]
+
+
+def compile_expression(expression: str, resource_type: str) -> tuple[Branch, ...]:
+    """Compile a search parameter expression (narrowed to ``resource_type``): its branches, whose values,
+    in order, are the expression's."""
     branches = [b for b in expression.split(" | ") if b.strip()]
     try:
-        compiled = [_compile_steps(b, resource_type) for b in branches]
+        return tuple(Branch(_compile_steps(b, resource_type)) for b in branches)
     except _Unsupported:
-        return _fhirpath_evaluator(expression)
-
-    def evaluate(resource: dict) -> list[Typed]:
-        found: list[Typed] = []
-        for steps in compiled:
-            found.extend(_run(steps, resource))
-        return found
-
-    return evaluate
+        return (_FhirpathBranch(expression),)
 
 
-def _fhirpath_evaluator(expression: str) -> Evaluator:
-    # resolve() is not implemented by fhirpathpy; the few expressions using it are handled above.
-    fn = fhirpath_compile(expression, _MODEL)
-
-    def evaluate(resource: dict) -> list[Typed]:
-        return [(v, None) for v in fn(resource) if v is not None]
-
-    return evaluate
+# Per branch of the focus: the branch, and each component's branches (relative to a focus element).
+Composite = tuple[tuple[Branch, tuple[tuple[Branch, ...], ...]], ...]
 
 
-CompositeEvaluator = Callable[[dict], list[tuple[list[Typed], ...]]]
-
-
-def compile_composite(expression: str, resource_type: str, components: list[str]) -> CompositeEvaluator:
-    """A composite parameter: for each focus element, the values of each component within it.
+def compile_composite(expression: str, resource_type: str, components: list[str]) -> Composite:
+    """A composite parameter: the branches that find each focus element, and for each component the
+    branches that find its values within a focus.
 
     Component expressions are relative to the focus (``code``, ``value.as(Quantity)``),
     so each is compiled against the element definition the focus branch ends on.
     """
-    compiled: list[tuple[list[_Step], list[list[list[_Step]]]]] = []
+    compiled = []
     for branch in (b.strip() for b in expression.split(" | ") if b.strip()):
-        focus_steps = _compile_steps(branch, resource_type)
         focus_path = _focus_path(branch, resource_type)
-        compiled.append(
-            (focus_steps, [[_compile_relative(c, focus_path) for c in comp.split(" | ")] for comp in components])
-        )
-
-    def evaluate(resource: dict) -> list[tuple[list[Typed], ...]]:
-        rows: list[tuple[list[Typed], ...]] = []
-        for focus_steps, component_branches in compiled:
-            for focus, _ in _run(focus_steps, resource):
-                if isinstance(focus, dict):
-                    rows.append(
-                        tuple(
-                            [v for steps in branches for v in _run_from(steps, focus)]
-                            for branches in component_branches
-                        )
-                    )
-        return rows
-
-    return evaluate
+        parts = tuple(tuple(Branch(_compile_relative(c, focus_path)) for c in comp.split(" | ")) for comp in components)
+        compiled.append((Branch(_compile_steps(branch, resource_type)), parts))
+    return tuple(compiled)
 
 
 def _focus_path(branch: str, resource_type: str) -> str | None:
@@ -359,9 +357,4 @@ def _compile_relative(expression: str, context_path: str | None) -> list[_Step]:
         elif isinstance(step, _Cast) and cursor is not None:
             cursor.cast(step.type)
         typed.append(step)
-    return typed
-
-
-def _run_from(steps: list[_Step], focus: dict) -> list[Typed]:
-    saved = focus.get("resourceType")
-    return _run(steps, focus) if saved is not None else _run(steps, {**focus, "resourceType": None})
+    return _narrowed(typed)

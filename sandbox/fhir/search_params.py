@@ -13,12 +13,10 @@ from functools import cache, cached_property
 from pathlib import Path
 
 from sandbox.fhir.expressions import (
-    CompositeEvaluator,
-    Evaluator,
+    Branch,
+    Composite,
     compile_composite,
     compile_expression,
-    composite_root_elements,
-    root_elements,
 )
 from sandbox.fhir.resource_types import resource_types
 
@@ -48,19 +46,19 @@ class SearchParam:
     components: tuple[Component, ...] = field(default=())
 
     @cached_property
-    def evaluate(self) -> Evaluator:
+    def branches(self) -> tuple[Branch, ...]:
+        """The expression, compiled: its values are those of each branch in turn."""
         return compile_expression(self.expression, self.resource_type)
 
     @cached_property
-    def evaluate_composite(self) -> CompositeEvaluator:
+    def composite(self) -> Composite:
+        """A composite parameter's focus and components, compiled."""
         return compile_composite(self.expression, self.resource_type, [c.expression for c in self.components])
 
     @cached_property
-    def roots(self) -> frozenset[str] | None:
-        """The top-level elements the expression reads (None: unknown, always evaluate)."""
-        if self.type == "composite" and self.components:
-            return composite_root_elements(self.expression, self.resource_type, self.components[0].expression)
-        return root_elements(self.expression, self.resource_type)
+    def component_codes(self) -> tuple[str, ...]:
+        """The ``param`` a composite's index rows carry per component: ``code-value-quantity$0``, ``...$1``."""
+        return tuple(f"{self.code}${n}" for n in range(len(self.components)))
 
     @property
     def indexed(self) -> bool:
@@ -68,31 +66,62 @@ class SearchParam:
         return bool(self.expression) and self.code not in UNSUPPORTED_COMMON | FROM_RESOURCE_TABLE
 
 
-class IndexPlan:
-    """A type's indexed parameters, found by the top-level elements they read.
+# What the indexer runs for one resource: per parameter, the branches of its expression that can find
+# something there (a composite's: each focus branch with its components' branches).
+Planned = tuple[tuple[SearchParam, tuple[Branch, ...] | Composite], ...]
 
-    The indexer runs only the parameters whose elements a resource holds (a few of a type's forty
-    or so), in registry order, so the rows come out as if every parameter had been run.
+
+class IndexPlan:
+    """A type's indexed parameters, narrowed to what can find anything in a resource of a given shape.
+
+    A resource's top-level keys say which branches can give anything (``Branch.roots``): of a type's forty
+    or so parameters a few, and of ``combo-value-quantity``'s four branches one.  The narrowed plan is
+    worked out once per shape (the keys, in order) and kept; parameters stay in registry order and
+    branches in expression order, so the rows come out as if everything had been run.
     """
+
+    # Shapes kept per type; beyond it (clients sending resources of ever new shapes) plans are not kept.
+    MAX_SHAPES = 4096
 
     def __init__(self, params: list[SearchParam]) -> None:
         self.params = params
-        self._always = tuple(n for n, p in enumerate(params) if p.roots is None)
-        by_root: dict[str, list[int]] = {}
-        for n, param in enumerate(params):
-            for root in param.roots or ():
-                by_root.setdefault(root, []).append(n)
-        self._by_root = {root: tuple(found) for root, found in by_root.items()}
+        self._shapes: dict[tuple[str, ...], Planned] = {}
 
-    def relevant(self, resource: dict) -> list[SearchParam]:
-        wanted = set(self._always)
-        by_root = self._by_root
-        for key in resource:
-            found = by_root.get(key)
-            if found is not None:
-                wanted.update(found)
-        params = self.params
-        return [params[n] for n in sorted(wanted)]
+    def for_shape(self, keys: tuple[str, ...]) -> Planned:
+        """The plan for a resource with these top-level keys."""
+        planned = self._shapes.get(keys)
+        if planned is None:
+            planned = self._narrowed(frozenset(keys))
+            if len(self._shapes) < self.MAX_SHAPES:
+                self._shapes[keys] = planned
+        return planned
+
+    def _narrowed(self, keys: frozenset[str]) -> Planned:
+        out: list[tuple[SearchParam, tuple[Branch, ...] | Composite]] = []
+        for param in self.params:
+            if param.type != "composite":
+                branches = tuple(b for b in param.branches if _may_find(b, keys))
+                if branches:
+                    out.append((param, branches))
+                continue
+            foci = []
+            for focus, components in param.composite:
+                if not _may_find(focus, keys):
+                    continue
+                if not focus.steps and focus.key is not None:
+                    # The focus is the resource itself: its components start from its top-level keys too,
+                    # and a composite value needs every component.
+                    components = tuple(tuple(b for b in branches if _may_find(b, keys)) for branches in components)
+                    if not all(components):
+                        continue
+                foci.append((focus, components))
+            if foci:
+                out.append((param, tuple(foci)))
+        return tuple(out)
+
+
+def _may_find(branch: Branch, keys: frozenset[str]) -> bool:
+    return branch.roots is None or not branch.roots.isdisjoint(keys)
 
 
 class Registry:

@@ -28,6 +28,7 @@ import re
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from functools import cache
 from http import HTTPStatus
 from typing import Any
 from urllib.parse import parse_qsl
@@ -543,12 +544,12 @@ def check_bundle(bundle: Any, *, shell_checked: bool = False) -> str:
     entries = bundle.get("entry", [])
     if not isinstance(entries, list) or not all(isinstance(e, dict) for e in entries):
         raise FhirError.of(400, "structure", "Bundle.entry must be an array of objects", "Bundle.entry")
-    # Each entry's resource is validated once, when it is written; here only the Bundle around them.
-    shells = [{k: v for k, v in e.items() if k != "resource"} for e in entries]
-    shell = {**bundle, "entry": [s for s in shells if s]}  # an entry without request is reported as such later
-    if not shell["entry"]:
-        del shell["entry"]
     if not shell_checked:
+        # Each entry's resource is validated once, when it is written; here only the Bundle around them.
+        shells = [{k: v for k, v in e.items() if k != "resource"} for e in entries]
+        shell = {**bundle, "entry": [s for s in shells if s]}  # an entry without request is reported as such later
+        if not shell["entry"]:
+            del shell["entry"]
         validate(shell, "Bundle")
     seen: dict[str, int] = {}
     for n, entry in enumerate(entries):
@@ -719,6 +720,7 @@ def _expression(expression: str | None, entry: Entry) -> str:
     return where
 
 
+@cache
 def _status_line(status: int) -> str:
     try:
         return f"{status} {HTTPStatus(status).phrase}"

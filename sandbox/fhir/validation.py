@@ -58,14 +58,15 @@ def validate(resource: Any, expected_type: str | None = None) -> dict[str, Any]:
         raise FhirError.of(
             400, "invalid", f"Resource type '{rtype}' does not match the URL's type '{expected_type}'", "resourceType"
         )
-    # Nearly every resource has no empty or null value: a walk without paths finds that out cheaply.
-    issues = _empty_and_null(resource, rtype) if _has_empty_or_null(resource) else []
+    # Nearly every resource has no empty or null value and no NUL: one walk without paths finds that out cheaply.
+    suspect = _may_have_empty_null_or_nul(resource)
+    issues = _empty_and_null(resource, rtype) if suspect else []
     try:
         model_class(rtype).model_validate(resource)
     except ValidationError as exc:
         issues.extend(_pydantic_issues(exc, rtype))
     issues.extend(check_required_bindings(resource))
-    if _has_nul(resource):
+    if suspect:
         issues.extend(_nul_characters(resource, rtype))
     if rtype == "Subscription" and not issues:
         issues.extend(check_subscription(resource))  # its criteria must be a search this server can run
@@ -99,8 +100,8 @@ def fhirpath_of(rtype: str, loc: tuple | list) -> str:
     return path
 
 
-def _has_empty_or_null(value: Any) -> bool:
-    """Whether ``_empty_and_null`` would find anything (the same rules, no issues built)."""
+def _may_have_empty_null_or_nul(value: Any) -> bool:
+    """Whether ``_empty_and_null`` or ``_nul_characters`` could find anything (their rules, no issues built)."""
     if isinstance(value, dict):
         if not value:
             return True
@@ -108,12 +109,12 @@ def _has_empty_or_null(value: Any) -> bool:
             if item is None:
                 if not key.startswith("_"):
                     return True
-            elif _has_empty_or_null(item):
+            elif _may_have_empty_null_or_nul(item):
                 return True
         return False
     if isinstance(value, list):
-        return not value or any(item is not None and _has_empty_or_null(item) for item in value)
-    return isinstance(value, str) and not value.strip()
+        return not value or any(item is not None and _may_have_empty_null_or_nul(item) for item in value)
+    return isinstance(value, str) and (not value.strip() or "\x00" in value)
 
 
 def _empty_and_null(value: Any, path: str) -> list[Issue]:
@@ -137,21 +138,6 @@ def _empty_and_null(value: Any, path: str) -> list[Issue]:
     elif isinstance(value, str) and not value.strip():
         issues.append(Issue("value", f"Empty string at {path}", expression=path))
     return issues
-
-
-def _has_nul(value: Any) -> bool:
-    """Whether ``_nul_characters`` would find anything (the same walk, no paths built: nearly no resource has one)."""
-    if isinstance(value, str):
-        return "\x00" in value
-    if isinstance(value, dict):
-        for item in value.values():
-            if _has_nul(item):
-                return True
-    elif isinstance(value, list):
-        for item in value:
-            if _has_nul(item):
-                return True
-    return False
 
 
 def _nul_characters(value: Any, path: str) -> list[Issue]:

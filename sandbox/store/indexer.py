@@ -6,84 +6,111 @@ resources: search never scans JSON.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from decimal import Decimal
 from typing import Any
 
-from sandbox.fhir.expressions import Typed, reference_type
-from sandbox.fhir.search_params import Registry, SearchParam
+from sandbox.fhir.expressions import Branch, Typed, reference_type
+from sandbox.fhir.search_params import Registry
 from sandbox.fhir.values import MAX_DATE, MIN_DATE, date_range, fold
 
 Row = dict[str, Any]
 # A string value longer than this is cut in the index; FHIR servers commonly index a prefix.
 MAX_STRING = 255
 
+# Each index table kind's value columns, in the order its rows hold them; a row then ends with param and grp.
+VALUE_COLUMNS: dict[str, tuple[str, ...]] = {
+    "string": ("value", "exact"),
+    "token": ("system", "code", "text"),
+    "reference": ("target_type", "target_id", "url", "ident_system", "ident_value"),
+    "date": ("low", "high"),
+    "number": ("low", "high"),
+    "quantity": ("system", "code", "low", "high"),
+    "uri": ("value",),
+}
+COLUMNS: dict[str, tuple[str, ...]] = {kind: (*names, "param", "grp") for kind, names in VALUE_COLUMNS.items()}
+
 
 def index_resource(registry: Registry, resource: dict) -> dict[str, list[Row]]:
-    """All index rows for ``resource``, keyed by index table type ("string", "token", ...)."""
-    rows: dict[str, list[Row]] = {}
-    rtype = resource["resourceType"]
+    """All index rows for ``resource``, keyed by index table kind ("string", "token", ...), each row a dict
+    of its columns (``COLUMNS``)."""
+    return {
+        kind: [dict(zip(COLUMNS[kind], row, strict=True)) for row in rows]
+        for kind, rows in index_tuples(registry, resource).items()
+    }
+
+
+def index_tuples(registry: Registry, resource: dict) -> dict[str, list[tuple]]:
+    """``index_resource``'s rows as tuples, in the order of ``COLUMNS[kind]``: what bulk inserts take."""
+    rows: dict[str, list[tuple]] = {}
+    # Values turned into rows once per resource and element: Observation.code gives the rows of code,
+    # combo-code and the code component of two composites, valueQuantity those of four parameters.
+    memo: dict[tuple[str, int, int], list[tuple]] = {}
     grp = 0
-    # Parameters reading none of the resource's top-level elements would find nothing: they are not run.
-    for param in registry.index_plan(rtype).relevant(resource):
-        if param.type == "composite":
-            for focus in param.evaluate_composite(resource):
-                parts: list[list[Row]] = []
-                for component, values in zip(param.components, focus, strict=True):
-                    part = _rows(component.type, values)
+    # Only what can find anything in a resource of this shape is run (``IndexPlan``).
+    for param, planned in registry.index_plan(resource["resourceType"]).for_shape(tuple(resource)):
+        if param.type != "composite":
+            found = _branch_rows(param.type, planned, resource, memo)  # type: ignore[arg-type]
+            if found:
+                tail = (param.code, 0)
+                rows.setdefault(param.type, []).extend([row + tail for row in found])
+            continue
+        kinds = [component.type for component in param.components]
+        for focus_branch, components in planned:  # type: ignore[misc]
+            for focus, _ in focus_branch.run(resource):
+                if not isinstance(focus, dict):
+                    continue
+                parts: list[list[tuple]] = []
+                for kind, branches in zip(kinds, components, strict=True):
+                    part = _branch_rows(kind, branches, focus, memo)
                     if not part:
                         break  # a composite value needs every component: the rest need not be worked out
                     parts.append(part)
                 else:
                     grp += 1
-                    for n, (component, part) in enumerate(zip(param.components, parts, strict=True)):
-                        for row in part:
-                            row["param"], row["grp"] = f"{param.code}${n}", grp
-                            rows.setdefault(component.type, []).append(row)
-            continue
-        for row in _rows(param.type, param.evaluate(resource), param):
-            row["param"], row["grp"] = param.code, 0
-            rows.setdefault(param.type, []).append(row)
-    return {kind: _dedupe(found) for kind, found in rows.items()}
+                    for kind, code, part in zip(kinds, param.component_codes, parts, strict=True):
+                        tail = (code, grp)
+                        rows.setdefault(kind, []).extend([row + tail for row in part])
+    # The first of equal rows is kept, in order.
+    return {kind: list(dict.fromkeys(found)) for kind, found in rows.items()}
 
 
-def _dedupe(rows: list[Row]) -> list[Row]:
-    seen: set[tuple] = set()
-    out: list[Row] = []
-    for row in rows:
-        # Rows of one kind are built with their keys in one order, so the items need no sorting.
-        key = tuple(row.items())
-        if key not in seen:
-            seen.add(key)
-            out.append(row)
+def _branch_rows(
+    kind: str, branches: tuple[Branch, ...], focus: dict, memo: dict[tuple[str, int, int], list[tuple]]
+) -> list[tuple]:
+    """The value columns of the rows an expression's values in ``focus`` give (not to be changed: shared)."""
+    convert = _CONVERTERS.get(kind)
+    if convert is None:
+        return []
+    out: list[tuple] = []
+    for branch in branches:
+        if branch.key is None:
+            found = _converted(convert, branch.run(focus))
+        else:
+            # ``focus`` is the resource or an element of it, so its id stays its own while the resource is indexed.
+            key = (kind, id(focus), branch.key)
+            found = memo.get(key)  # type: ignore[assignment]
+            if found is None:
+                found = memo[key] = _converted(convert, branch.run(focus))
+        if len(branches) == 1:
+            return found
+        out.extend(found)
     return out
 
 
-def _rows(kind: str, values: list[Typed], param: SearchParam | None = None) -> list[Row]:
-    out: list[Row] = []
+def _converted(convert: Callable[[Any, str | None], list[tuple]], values: list[Typed]) -> list[tuple]:
+    out: list[tuple] = []
     for value, type_ in values:
-        if kind == "string":
-            out.extend(_string_rows(value))
-        elif kind == "token":
-            out.extend(_token_rows(value, type_))
-        elif kind == "reference":
-            out.extend(_reference_rows(value, type_))
-        elif kind == "date":
-            out.extend(_date_rows(value, type_))
-        elif kind == "number":
-            out.extend(_number_rows(value))
-        elif kind == "quantity":
-            out.extend(_quantity_rows(value))
-        elif kind == "uri" and isinstance(value, str):
-            out.append({"value": value})
+        out.extend(convert(value, type_))
     return out
 
 
-def _string_rows(value: Any) -> list[Row]:
+def _string_rows(value: Any, type_: str | None = None) -> list[tuple]:
     if isinstance(value, str):
-        return [{"value": fold(value)[:MAX_STRING], "exact": value[:MAX_STRING]}]
+        return [(fold(value)[:MAX_STRING], value[:MAX_STRING])]
     if isinstance(value, dict):
         # HumanName, Address and the like: every string part is searchable on its own.
-        parts: list[Row] = []
+        parts: list[tuple] = []
         for key, part in value.items():
             if key in ("use", "period", "extension", "id", "type"):
                 continue
@@ -94,32 +121,30 @@ def _string_rows(value: Any) -> list[Row]:
     return []
 
 
-def _token_rows(value: Any, type_: str | None) -> list[Row]:
+def _token_rows(value: Any, type_: str | None) -> list[tuple]:
     if isinstance(value, bool):
-        return [{"system": None, "code": "true" if value else "false", "text": None}]
+        return [(None, "true" if value else "false", None)]
     if isinstance(value, str | int):
-        return [{"system": None, "code": str(value), "text": None}]
+        return [(None, str(value), None)]
     if not isinstance(value, dict):
         return []
     if type_ == "CodeableConcept" or "coding" in value:
         text = fold(value["text"]) if isinstance(value.get("text"), str) else None
         rows = [
-            {"system": c.get("system"), "code": c.get("code"), "text": _coding_text(c) or text}
+            (c.get("system"), c.get("code"), _coding_text(c) or text)
             for c in value.get("coding", [])
             if isinstance(c, dict)
         ]
-        if not rows and text or text:
-            rows.append({"system": None, "code": None, "text": text})
+        if text:
+            rows.append((None, None, text))
         return rows
     if type_ == "ContactPoint":
-        return [{"system": value.get("system"), "code": value.get("value"), "text": None}] if "value" in value else []
+        return [(value.get("system"), value.get("value"), None)] if "value" in value else []
     if type_ == "Identifier" or ("value" in value and "code" not in value):
         type_text = value.get("type", {}).get("text") if isinstance(value.get("type"), dict) else None
-        return [
-            {"system": value.get("system"), "code": value.get("value"), "text": fold(type_text) if type_text else None}
-        ]
+        return [(value.get("system"), value.get("value"), fold(type_text) if type_text else None)]
     if "code" in value or "system" in value:  # Coding, Quantity as token
-        return [{"system": value.get("system"), "code": value.get("code"), "text": _coding_text(value)}]
+        return [(value.get("system"), value.get("code"), _coding_text(value))]
     return []
 
 
@@ -128,34 +153,25 @@ def _coding_text(coding: dict) -> str | None:
     return fold(display) if isinstance(display, str) else None
 
 
-def _reference_rows(value: Any, type_: str | None) -> list[Row]:
+def _reference_rows(value: Any, type_: str | None) -> list[tuple]:
     if isinstance(value, str):  # canonical or uri used as a reference
-        return [_reference_row(value)]
+        return [_reference_row(value, None)]
     if not isinstance(value, dict):
         return []
-    rows: list[Row] = []
+    rows: list[tuple] = []
     ref = value.get("reference")
     if isinstance(ref, str) and not ref.startswith("#"):
-        row = _reference_row(ref)
-        if row["target_type"] is None and isinstance(value.get("type"), str):
-            row["target_type"] = value["type"]
-        rows.append(row)
+        declared = value.get("type")
+        rows.append(_reference_row(ref, declared if isinstance(declared, str) else None))
     ident = value.get("identifier")
     if isinstance(ident, dict) and ident.get("value"):
-        rows.append(
-            {
-                "target_type": reference_type(value),
-                "target_id": None,
-                "url": None,
-                "ident_system": ident.get("system"),
-                "ident_value": ident["value"],
-            }
-        )
+        rows.append((reference_type(value), None, None, ident.get("system"), ident["value"]))
     return rows
 
 
-def _reference_row(ref: str) -> Row:
-    """``Patient/1``, ``Patient/1/_history/2`` or an absolute ``http://host/fhir/Patient/1``.
+def _reference_row(ref: str, declared_type: str | None) -> tuple:
+    """``Patient/1``, ``Patient/1/_history/2`` or an absolute ``http://host/fhir/Patient/1``; a reference
+    whose text names no type takes ``declared_type`` (``Reference.type``).
 
     Absolute URLs keep their text in ``url`` too: the search side decides
     whether they belong to this server.
@@ -163,24 +179,22 @@ def _reference_row(ref: str) -> Row:
     # A canonical may carry a version (``http://x/Questionnaire/q|2``); the reference is to the resource.
     plain = ref.split("/_history/")[0].split("|")[0]
     parts = plain.split("/")
-    row: Row = {"target_type": None, "target_id": None, "url": None, "ident_system": None, "ident_value": None}
-    if "://" in ref or ref.startswith("urn:"):
-        row["url"] = plain
+    url = plain if "://" in ref or ref.startswith("urn:") else None
     if len(parts) >= 2 and parts[-2][:1].isupper() and parts[-1]:
-        row["target_type"], row["target_id"] = parts[-2], parts[-1]
-    return row
+        return (parts[-2], parts[-1], url, None, None)
+    return (declared_type, None, url, None, None)
 
 
-def _date_rows(value: Any, type_: str | None) -> list[Row]:
+def _date_rows(value: Any, type_: str | None) -> list[tuple]:
     if isinstance(value, str):
         found = date_range(value)
-        return [{"low": found[0], "high": found[1]}] if found else []
+        return [found] if found else []
     if not isinstance(value, dict):
         return []
     if "start" in value or "end" in value:  # Period: open ends reach to the ends of time
         start = date_range(value["start"]) if isinstance(value.get("start"), str) else None
         end = date_range(value["end"]) if isinstance(value.get("end"), str) else None
-        return [{"low": start[0] if start else MIN_DATE, "high": end[1] if end else MAX_DATE}]
+        return [(start[0] if start else MIN_DATE, end[1] if end else MAX_DATE)]
     if "event" in value or "repeat" in value:  # Timing
         rows = [r for e in value.get("event", []) for r in _date_rows(e, "dateTime")]
         bounds = value.get("repeat", {}).get("boundsPeriod")
@@ -190,13 +204,13 @@ def _date_rows(value: Any, type_: str | None) -> list[Row]:
     return []
 
 
-def _number_rows(value: Any) -> list[Row]:
+def _number_rows(value: Any, type_: str | None = None) -> list[tuple]:
     if isinstance(value, int | float | Decimal) and not isinstance(value, bool):
-        return [{"low": float(value), "high": float(value)}]
+        return [(float(value), float(value))]
     return []
 
 
-def _quantity_rows(value: Any) -> list[Row]:
+def _quantity_rows(value: Any, type_: str | None = None) -> list[tuple]:
     if not isinstance(value, dict):
         return []
     if "low" in value or "high" in value:  # Range
@@ -204,12 +218,28 @@ def _quantity_rows(value: Any) -> list[Row]:
         unit = low or high
         lo = float(low["value"]) if "value" in low else float("-inf")
         hi = float(high["value"]) if "value" in high else float("inf")
-        return [{"system": unit.get("system"), "code": unit.get("code") or unit.get("unit"), "low": lo, "high": hi}]
+        return [(unit.get("system"), unit.get("code") or unit.get("unit"), lo, hi)]
     if "value" not in value or not isinstance(value["value"], int | float | Decimal):
         return []
     number = float(value["value"])
     code = value.get("code") or value.get("unit") or value.get("currency")
-    rows = [{"system": value.get("system"), "code": code, "low": number, "high": number}]
+    rows = [(value.get("system"), code, number, number)]
     if value.get("unit") and value.get("code") and value["unit"] != value["code"]:
-        rows.append({"system": None, "code": value["unit"], "low": number, "high": number})
+        rows.append((None, value["unit"], number, number))
     return rows
+
+
+def _uri_rows(value: Any, type_: str | None) -> list[tuple]:
+    return [(value,)] if isinstance(value, str) else []
+
+
+# How a value becomes the value columns of its rows, per index table kind (other kinds index nothing).
+_CONVERTERS: dict[str, Callable[[Any, str | None], list[tuple]]] = {
+    "string": _string_rows,
+    "token": _token_rows,
+    "reference": _reference_rows,
+    "date": _date_rows,
+    "number": _number_rows,
+    "quantity": _quantity_rows,
+    "uri": _uri_rows,
+}

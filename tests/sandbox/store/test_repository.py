@@ -136,6 +136,35 @@ def test_concurrent_updates_of_one_version_never_both_win(db, repo):
         assert repo.current(conn, DEFAULT, "Patient", "p1").version_id == 2
 
 
+def test_current_many_sees_the_top_layers_version_keeps_tombstones_only_if_asked_and_reads_ids_in_chunks(db, repo):
+    """600 ids of one type (more than one statement's worth), some of them in the baseline, one replaced and one
+    deleted by the sandbox, and one of another type."""
+    base, s1 = View("base", ("base",)), View("s1", ("s1", "base"))
+    with db.write() as conn:
+        conn.execute(insert(layers).values(id="base", kind="baseline", name="Base", created_at="2026-01-01"))
+        conn.execute(
+            insert(layers).values(id="s1", kind="sandbox", name="S1", baseline_id="base", created_at="2026-01-01")
+        )
+        loader = Actor("loader", "loader")
+        for n in range(0, 600, 7):
+            repo.write(conn, base, _patient(f"P{n}"), loader, rtype="Patient", rid=f"p{n:03d}", method="PUT")
+        repo.write(conn, base, {"resourceType": "Group", "type": "person", "actual": True}, loader,
+                   rtype="Group", rid="p007", method="PUT")  # fmt: skip
+        repo.write(conn, s1, _patient("Changed"), NURSE, rtype="Patient", rid="p014", method="PUT")
+        repo.write(conn, s1, None, NURSE, rtype="Patient", rid="p021", method="DELETE")
+    keys = [("Patient", f"p{n:03d}") for n in range(600)] + [("Group", "p007"), ("Group", "p008")]
+    with db.read() as conn:
+        found = repo.current_many(conn, s1, keys)
+        with_tombstones = repo.current_many(conn, s1, keys, include_deleted=True)
+    stored = {f"p{n:03d}" for n in range(0, 600, 7)}
+    assert set(found) == {("Patient", rid) for rid in stored - {"p021"}} | {("Group", "p007")}
+    assert set(with_tombstones) == set(found) | {("Patient", "p021")}
+    assert with_tombstones["Patient", "p021"].deleted
+    assert (found["Patient", "p014"].layer_id, found["Patient", "p014"].version_id) == ("s1", 2)
+    assert (found["Patient", "p007"].layer_id, found["Patient", "p007"].version_id) == ("base", 1)
+    assert b'"Changed"' in (found["Patient", "p014"].content or b"")
+
+
 def test_sandbox_over_a_baseline_sees_baseline_until_it_writes_its_own_version(db, repo):
     with db.write() as conn:
         conn.execute(insert(layers).values(id="base", kind="baseline", name="Base", created_at="2026-01-01"))
