@@ -17,6 +17,7 @@ from starlette.concurrency import run_in_threadpool
 
 from sandbox.accounts import cohorts as cohort_ops
 from sandbox.accounts.users import User
+from sandbox.fhir.outcome import FhirError
 from sandbox.store.admin_errors import AdminError
 from web.signin import WebError
 
@@ -33,8 +34,11 @@ def trained_cohort(conn: Connection, user: User, cohort_id: str) -> cohort_ops.C
     return cohort
 
 
-def as_web_error(exc: AdminError) -> WebError:
-    return WebError(exc.status, _TITLES.get(exc.status, "Cannot do that"), exc.message)
+def as_web_error(exc: AdminError | FhirError) -> WebError:
+    """A service's refusal as an error page: the admin services' errors, and the FHIR-facing services' (HL7 v2's
+    log: a message not in it, or resent the wrong way) with their OperationOutcome's diagnostics."""
+    message = exc.message if isinstance(exc, AdminError) else "; ".join(i.diagnostics for i in exc.issues)
+    return WebError(exc.status, _TITLES.get(exc.status, "Cannot do that"), message)
 
 
 async def run(request: Request, work: Callable[[Connection], T], *, read_only: bool = False) -> T:
@@ -47,5 +51,5 @@ async def run(request: Request, work: Callable[[Connection], T], *, read_only: b
 
     try:
         return await run_in_threadpool(go)
-    except AdminError as exc:
+    except (AdminError, FhirError) as exc:
         raise as_web_error(exc) from None

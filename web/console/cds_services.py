@@ -15,22 +15,20 @@ from typing import Any
 
 import orjson
 from fastapi import APIRouter, Depends, Request
-from sqlalchemy import Connection, select
+from sqlalchemy import Connection
 from starlette.responses import Response
 
 from sandbox.accounts.sessions import WebSession
 from sandbox.cdshooks import log, services
 from sandbox.cdshooks.client import CdsClient
 from sandbox.cdshooks.discovery import DiscoveryError
-from sandbox.store import sandboxes
 from sandbox.store.admin_errors import AdminError
 from sandbox.store.layers import DEFAULT_SANDBOX, resolve_view
-from sandbox.store.schema import layers
 from sandbox.urls import public_root
 from web.console.access import as_web_error, run
 from web.console.cohorts import FormErrors
 from web.console.smart_apps import vendor_or_admin, vendor_or_admin_post
-from web.console.vendor import SECTIONS, vendor_sandboxes
+from web.console.vendor import SECTIONS, console_sandbox, console_sandboxes
 from web.pages import WebRoute, page, redirect
 from web.signin import WebError
 
@@ -63,24 +61,14 @@ def _cds(request: Request) -> CdsClient:
     return request.app.state.cds
 
 
-def _visible(conn: Connection, session: WebSession) -> list[tuple[str, str]]:
-    """(id, name) of the sandboxes the page shows: the vendor's own, or every sandbox for an admin."""
-    if session.user.role != "admin":
-        return [(sandbox_id, name) for sandbox_id, name, _shared in vendor_sandboxes(conn, session.user.id)]
-    rows = conn.execute(select(layers.c.id, layers.c.name).where(layers.c.kind == "sandbox")).all()
-    return sorted(((r.id, r.name) for r in rows), key=lambda r: (r[0] != DEFAULT_SANDBOX, r[1].lower(), r[0]))
-
-
 def own_sandbox(conn: Connection, session: WebSession, sandbox_id: str, *, write: bool = False) -> str:
     """The sandbox's overlay layer (where its CDS log is), if the user may see it (``write``: change its
     services): 404 if there is no such sandbox, 403 if it is not one of the vendor's."""
-    sandboxes.get_layer(conn, sandbox_id, "sandbox")  # NotFound -> 404 first
-    if session.user.role != "admin":
-        if sandbox_id not in {sid for sid, _name in _visible(conn, session)}:
-            raise WebError(403, "Not allowed", "This sandbox is not one of yours.")
-        if write and sandbox_id == DEFAULT_SANDBOX:  # open to everyone: as in the admin API, only an admin sets it
-            raise WebError(403, "Not allowed", "Only an admin may change the default sandbox's CDS services.")
-    return resolve_view(conn, sandbox_id).overlay
+    _name, view = console_sandbox(conn, session, sandbox_id)
+    if write and session.user.role != "admin" and sandbox_id == DEFAULT_SANDBOX:
+        # Open to everyone: as in the admin API, only an admin sets its services.
+        raise WebError(403, "Not allowed", "Only an admin may change the default sandbox's CDS services.")
+    return view.overlay
 
 
 def field_of(message: str) -> str:
@@ -101,7 +89,7 @@ async def _page(
     """The page; ``only`` narrows it to one sandbox, ``failed`` is (sandbox, registration, why) of a refresh."""
 
     def load(conn: Connection) -> list[CdsSandbox]:
-        shown = _visible(conn, session)
+        shown = console_sandboxes(conn, session)
         if only is not None:
             own_sandbox(conn, session, only)
             shown = [(sid, name) for sid, name in shown if sid == only]

@@ -10,15 +10,13 @@ member of (another's is 403, an unknown one 404); an admin in every sandbox, as 
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlencode, urlsplit
 
 import orjson
 from fastapi import APIRouter, Depends, Request
-from sqlalchemy import Connection, select
+from sqlalchemy import Connection
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import FormData
 from starlette.responses import Response
@@ -29,16 +27,14 @@ from sandbox.hl7v2 import destinations, log, replay
 from sandbox.hl7v2.er7 import MAX_MESSAGE_BYTES, V2Error, parse
 from sandbox.hl7v2.inbound import Result
 from sandbox.hl7v2.service import mllp_port_from_env
-from sandbox.store import sandboxes
 from sandbox.store.admin_errors import NotFound
-from sandbox.store.layers import View, resolve_view
+from sandbox.store.layers import View
 from sandbox.store.repository import Repository
-from sandbox.store.schema import layers
 from sandbox.urls import public_root
-from web.console.access import run
+from web.console.access import as_web_error, run
 from web.console.cohorts import FormErrors, Rejected
 from web.console.smart_apps import vendor_or_admin, vendor_or_admin_post
-from web.console.vendor import SECTIONS, vendor_sandboxes
+from web.console.vendor import SECTIONS, console_sandbox, console_sandboxes
 from web.pages import WebRoute, page, redirect
 from web.signin import WebError
 
@@ -64,36 +60,6 @@ STATUS_CLASS = {
     "failed": "check-fail",
 }
 _DESTINATION_TEXT = ("destination_id", "host", "port", "receiving_application", "receiving_facility")
-_REFUSAL_TITLES = {404: "Not found", 409: "Cannot do that now"}
-
-
-@contextmanager
-def _refusals_as_pages() -> Iterator[None]:
-    """A refusal of the HL7 v2 service (404 not in the log, 409 wrong direction) as an error page."""
-    try:
-        yield
-    except FhirError as exc:
-        message = "; ".join(i.diagnostics for i in exc.issues)
-        raise WebError(exc.status, _REFUSAL_TITLES.get(exc.status, "Cannot do that"), message) from None
-
-
-def _sandbox(conn: Connection, session: WebSession, sandbox_id: str) -> tuple[str, View]:
-    """The sandbox's name and view, if the user may work in it: 404 if there is no such sandbox, 403 if it is
-    not one of the vendor's (admins may work in any)."""
-    name = sandboxes.get_layer(conn, sandbox_id, "sandbox").name  # NotFound -> 404 first
-    if session.user.role != "admin" and sandbox_id not in {s for s, _n, _x in vendor_sandboxes(conn, session.user.id)}:
-        raise WebError(403, "Not allowed", "This sandbox is not one of yours.")
-    return name, resolve_view(conn, sandbox_id)
-
-
-def _listed(conn: Connection, session: WebSession) -> list[tuple[str, str]]:
-    """(id, name) of the sandboxes the page offers: the vendor's own, or every sandbox for an admin."""
-    if session.user.role != "admin":
-        return [(sandbox_id, name) for sandbox_id, name, _shared in vendor_sandboxes(conn, session.user.id)]
-    rows = conn.execute(
-        select(layers.c.id, layers.c.name).where(layers.c.kind == "sandbox").order_by(layers.c.name, layers.c.id)
-    )
-    return [(r.id, r.name) for r in rows]
 
 
 @dataclass(frozen=True)
@@ -121,7 +87,7 @@ def _reach(request: Request) -> Reach:
 @router.get(PATH)
 async def interfaces(request: Request, session: WebSession = Depends(vendor_or_admin)) -> Response:
     def load(conn: Connection) -> list[tuple[str, str]]:
-        return _listed(conn, session)
+        return console_sandboxes(conn, session)
 
     context = {
         "user": session.user,
@@ -193,7 +159,7 @@ async def _sandbox_page(
     shown = log_filter or LogFilter("", "", 1)
 
     def load(conn: Connection) -> tuple[str, list[destinations.Destination], list[log.LogEntry]]:
-        name, view = _sandbox(conn, session, sandbox_id)
+        name, view = console_sandbox(conn, session, sandbox_id)
         entries = log.listing(
             conn,
             view.overlay,
@@ -292,7 +258,7 @@ async def save_destination(
     errors = FormErrors()
 
     def save(conn: Connection) -> None:
-        _sandbox(conn, session, sandbox_id)
+        console_sandbox(conn, session, sandbox_id)
         try:
             destinations.put(conn, sandbox_id, destination_id, body)
         except FhirError as exc:
@@ -312,7 +278,7 @@ async def delete_destination(
     sandbox_id: str, destination_id: str, request: Request, session: WebSession = Depends(vendor_or_admin_post)
 ) -> Response:
     def remove(conn: Connection) -> None:
-        _sandbox(conn, session, sandbox_id)
+        console_sandbox(conn, session, sandbox_id)
         if not destinations.remove(conn, sandbox_id, destination_id):
             raise NotFound(f"No destination '{destination_id}' in this sandbox.")
 
@@ -330,7 +296,7 @@ async def send_test_message(
     values = {"message": typed, "strict": "on" if form.get("strict") else ""}
 
     def check(conn: Connection) -> None:
-        _sandbox(conn, session, sandbox_id)
+        console_sandbox(conn, session, sandbox_id)
 
     await run(request, check, read_only=True)
     # A textarea sends its lines with CRLF; segments end with CR.
@@ -403,12 +369,11 @@ async def message_page(
     repo = request.app.state.fhir.repo
 
     def load(conn: Connection) -> tuple[str, log.LogEntry, list[LinkedResource]]:
-        name, view = _sandbox(conn, session, sandbox_id)
+        name, view = console_sandbox(conn, session, sandbox_id)
         entry = replay.logged(conn, view.overlay, message_id)
         return name, entry, _linked(conn, repo, view, entry.resources)
 
-    with _refusals_as_pages():
-        name, entry, linked = await run(request, load, read_only=True)
+    name, entry, linked = await run(request, load, read_only=True)
     context = {
         "user": session.user,
         "csrf_token": session.csrf_token,
@@ -433,11 +398,10 @@ async def resend(
     sandbox_id: str, message_id: str, request: Request, session: WebSession = Depends(vendor_or_admin_post)
 ) -> Response:
     def queue(conn: Connection) -> None:
-        _name, view = _sandbox(conn, session, sandbox_id)
+        _name, view = console_sandbox(conn, session, sandbox_id)
         replay.resend(conn, view.overlay, message_id)
 
-    with _refusals_as_pages():
-        await run(request, queue)
+    await run(request, queue)
     return redirect(f"{PATH}/{sandbox_id}/messages/{message_id}?done=resent")
 
 
@@ -446,12 +410,14 @@ async def reprocess(
     sandbox_id: str, message_id: str, request: Request, session: WebSession = Depends(vendor_or_admin_post)
 ) -> Response:
     def check(conn: Connection) -> View:
-        return _sandbox(conn, session, sandbox_id)[1]
+        return console_sandbox(conn, session, sandbox_id)[1]
 
     view = await run(request, check, read_only=True)
     inbound = request.app.state.hl7v2.inbound
-    with _refusals_as_pages():
+    try:
         result = await run_in_threadpool(replay.reprocess, inbound, sandbox_id, view.overlay, message_id)
+    except FhirError as exc:
+        raise as_web_error(exc) from None
     if result.message_id is None:  # the server failed half-way (logged, rolled back): there is no new entry
         return redirect(f"{PATH}/{sandbox_id}/messages/{message_id}?done=not-reprocessed")
     return redirect(f"{PATH}/{sandbox_id}/messages/{result.message_id}?done=reprocessed")

@@ -21,6 +21,7 @@ from sandbox.accounts.sessions import WebSession
 from sandbox.fhir.request_log import LoggedRequest
 from sandbox.store import sandboxes
 from sandbox.store.admin_errors import Conflict
+from sandbox.store.layers import DEFAULT_SANDBOX, View, resolve_view
 from sandbox.store.schema import cohort_members, layers
 from sandbox.urls import fhir_base
 from web.console.access import run
@@ -63,6 +64,24 @@ def vendor_sandboxes(conn: Connection, user_id: str) -> list[tuple[str, str, boo
         .order_by(layers.c.name, m.sandbox_id)
     ).all()
     return [(r.sandbox_id, r.name, bool(r.others)) for r in rows]
+
+
+def console_sandboxes(conn: Connection, session: WebSession) -> list[tuple[str, str]]:
+    """(id, name) of the sandboxes a vendor console page offers: the vendor's own, or every sandbox for an admin
+    (the default sandbox first, then by name)."""
+    if session.user.role != "admin":
+        return [(sandbox_id, name) for sandbox_id, name, _shared in vendor_sandboxes(conn, session.user.id)]
+    rows = conn.execute(select(layers.c.id, layers.c.name).where(layers.c.kind == "sandbox")).all()
+    return sorted(((r.id, r.name) for r in rows), key=lambda r: (r[0] != DEFAULT_SANDBOX, r[1].lower(), r[0]))
+
+
+def console_sandbox(conn: Connection, session: WebSession, sandbox_id: str) -> tuple[str, View]:
+    """The sandbox's name and view, if the user may work in it from the console: 404 if there is no such
+    sandbox, 403 if it is not one of the vendor's (an admin may work in any)."""
+    name = sandboxes.get_layer(conn, sandbox_id, "sandbox").name  # NotFound -> 404 first
+    if session.user.role != "admin" and sandbox_id not in {sid for sid, _name in console_sandboxes(conn, session)}:
+        raise WebError(403, "Not allowed", "This sandbox is not one of yours.")
+    return name, resolve_view(conn, sandbox_id)
 
 
 @router.get("/vendor")
