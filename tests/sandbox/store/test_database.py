@@ -22,3 +22,16 @@ def test_analyze_after_a_load_gives_the_planner_statistics(db: Database):
                 )
             ).scalar()
             assert analyzed
+
+
+def test_every_sqlite_connection_is_set_up_for_a_server(tmp_path):
+    """WAL with NORMAL sync, and a checkpoint every 10,000 pages: at SQLite's 1,000 a FHIR write (many index pages)
+    paid a checkpoint every few commits."""
+    db = Database(f"sqlite:///{tmp_path / 'settings.db'}")
+    try:
+        with db.read() as conn:
+            names = ("journal_mode", "synchronous", "wal_autocheckpoint")
+            pragma = {name: conn.exec_driver_sql(f"PRAGMA {name}").scalar() for name in names}
+        assert pragma == {"journal_mode": "wal", "synchronous": 1, "wal_autocheckpoint": 10000}
+    finally:
+        db.dispose()
