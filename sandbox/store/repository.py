@@ -21,6 +21,7 @@ from sandbox.fhir.outcome import FhirError
 from sandbox.fhir.search_params import Registry
 from sandbox.fhir.validation import dump_json
 from sandbox.fhir.values import instant_now
+from sandbox.store.database import driver_rows
 from sandbox.store.indexer import COLUMNS, index_resource, index_tuples
 from sandbox.store.layers import View
 from sandbox.store.schema import INDEX_TABLES, layers, outbox, resource_versions, resources
@@ -265,11 +266,12 @@ class Repository:
         sql, order = _current_sql(conn, len(view.layers))
         params: dict[str, str] = {f"layer{n}": layer for n, layer in enumerate(view.layers)}
         params["rtype"], params["rid"] = rtype, rid
-        rows = conn.exec_driver_sql(sql, tuple(params[name] for name in order) if order else params).all()
+        rows = driver_rows(conn, sql, tuple(params[name] for name in order) if order else params)
         if not rows:
             return None
-        row = rows[0] if len(rows) == 1 else min(rows, key=lambda r: view.layers.index(r.layer_id))
-        return _stored(row)
+        # Columns as _CURRENT_COLUMNS: layer_id first.
+        row = rows[0] if len(rows) == 1 else min(rows, key=lambda r: view.layers.index(r[0]))
+        return Stored(row[1], row[2], row[3], row[4], bool(row[5]), row[6], row[0])
 
     def current_many(
         self, conn: Connection, view: View, keys: list[tuple[str, str]], *, include_deleted: bool = False

@@ -5,10 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import pytest
 from sqlalchemy import text
+from sqlalchemy.exc import DBAPIError
 
 from sandbox.demo import create_demo
-from sandbox.store.database import Database
+from sandbox.store.database import Database, driver_rows
 
 
 def test_analyze_after_a_load_gives_the_planner_statistics(db: Database):
@@ -49,5 +51,46 @@ def test_every_sqlite_connection_is_set_up_for_a_server(tmp_path):
             names = ("journal_mode", "synchronous", "wal_autocheckpoint")
             pragma = {name: conn.exec_driver_sql(f"PRAGMA {name}").scalar() for name in names}
         assert pragma == {"journal_mode": "wal", "synchronous": 1, "wal_autocheckpoint": 10000}
+    finally:
+        db.dispose()
+
+
+def test_a_driver_level_read_joins_its_snapshot(db: Database):
+    """``driver_rows`` skips SQLAlchemy's execution machinery (the read by id), not the transaction: in a snapshot
+    read it begins one first, so what later statements see is what it saw."""
+    with db.read() as conn:
+        before = driver_rows(conn, "SELECT count(*) FROM layers", ())[0][0]
+        assert conn.in_transaction()
+        with db.write() as other:
+            other.execute(text("INSERT INTO layers (id, kind, name, created_at) VALUES ('b', 'baseline', 'B', 'now')"))
+        if db.is_sqlite:  # PostgreSQL reads committed rows statement by statement anyway
+            assert conn.execute(text("SELECT count(*) FROM layers")).scalar() == before
+    with db.read(snapshot=False) as conn:  # a single statement is its own snapshot: nothing to begin
+        assert driver_rows(conn, "SELECT count(*) FROM layers", ())[0][0] == before + 1
+        assert not conn.in_transaction() or not db.is_sqlite
+
+
+def test_driver_level_errors_arrive_as_sqlalchemys(db: Database):
+    with db.read(snapshot=False) as conn, pytest.raises(DBAPIError) as raised:
+        driver_rows(conn, "SELECT * FROM no_such_table", ())
+    assert "no_such_table" in str(raised.value) and not raised.value.connection_invalidated
+
+
+@pytest.mark.postgres
+def test_a_lost_connection_is_dropped_with_the_pool(pg_database: Database):
+    """PostgreSQL restarted under a server: the read that finds its connection gone fails, and the next reads
+    get new connections rather than the pool's other dead ones."""
+    db = Database(pg_database.url)  # a pool of this test's own
+    try:
+        with db.read(snapshot=False) as first, db.read(snapshot=False) as second:
+            pids = [driver_rows(conn, "SELECT pg_backend_pid()", ())[0][0] for conn in (first, second)]
+            with pg_database.write() as other:
+                for pid in pids:
+                    other.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})
+            with pytest.raises(DBAPIError) as raised:
+                driver_rows(first, "SELECT 1", ())
+        assert raised.value.connection_invalidated
+        with db.read(snapshot=False) as first, db.read(snapshot=False) as second:
+            assert [driver_rows(conn, "SELECT 1", ()) for conn in (first, second)] == [[(1,)], [(1,)]]
     finally:
         db.dispose()
