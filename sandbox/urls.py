@@ -6,11 +6,29 @@ from starlette.requests import Request
 
 from sandbox.store.layers import DEFAULT_SANDBOX
 
+# The request's root URL by what it is made of: building it (Starlette's URL parsing) was a tenth of a read by id.
+_ROOTS: dict[tuple[object, ...], str] = {}
+
 
 def public_root(request: Request) -> str:
     """The server's public URL: ``EHR_SANDBOX_BASE_URL`` / ``--base-url`` when set (a proxy), else the request's."""
     base_url = request.app.state.settings.base_url
-    return (base_url or str(request.base_url)).rstrip("/")
+    if base_url:
+        return base_url.rstrip("/")
+    scope = request.scope
+    server = scope.get("server")
+    key = (
+        scope.get("scheme"),
+        tuple(server) if server else None,  # a list under some servers (and Starlette's TestClient)
+        request.headers.get("host"),
+        scope.get("app_root_path", scope.get("root_path", "")),
+    )
+    root = _ROOTS.get(key)
+    if root is None:
+        if len(_ROOTS) >= 256:  # Host headers are the client's to choose: keep the cache bounded
+            _ROOTS.clear()
+        root = _ROOTS[key] = str(request.base_url).rstrip("/")
+    return root
 
 
 def fhir_base(request: Request, sandbox_id: str) -> str:

@@ -203,12 +203,17 @@ def _read_current(ctx: FhirContext, rtype: str, rid: str) -> Stored:
         return ctx.fhir.read(conn, ctx.view, rtype, rid)
 
 
+def _read_inline(ctx: FhirContext, rtype: str, rid: str) -> Stored:
+    with ctx.db.inline_read() as conn:
+        return ctx.fhir.read(conn, ctx.view, rtype, rid)
+
+
 @router.get("/{rtype}/{rid}")
 async def read(rtype: str, rid: str, request: Request, ctx: FhirContext = Depends(fhir_context)) -> Response:
     """Read by id, the hottest route: on SQLite the one-row lookup runs inline, cheaper than a thread hop."""
     _type(rtype)
     if ctx.db.inline_reads:
-        stored = _read_current(ctx, rtype, rid)
+        stored = _read_inline(ctx, rtype, rid)
     else:
         stored = await run_in_threadpool(_read_current, ctx, rtype, rid)
     headers = resource_headers(stored)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import threading
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -67,6 +68,8 @@ class Database:
 
         # The same pool; connections taken through it run each statement in its own transaction.
         self._autocommit = self.engine.execution_options(isolation_level="AUTOCOMMIT")
+        self._inline: Connection | None = None
+        self._inline_lock = threading.Lock()
 
     def create_schema(self) -> tuple[str, ...]:
         """Bring the schema to this version's newest migration; safe when several processes start together.
@@ -131,6 +134,24 @@ class Database:
                 conn.info.pop("autocommit", None)
 
     @contextmanager
+    def inline_read(self) -> Iterator[Connection]:
+        """``read(snapshot=False)`` for the event loop's own reads (see ``inline_reads``), on one connection kept
+        for them: taking a pooled connection and wrapping it in a new SQLAlchemy Connection was a third of the
+        database's share of a read by id.  The lock keeps it to one caller at a time (tests run several event
+        loops, in threads); a caller that began a transaction on it has it rolled back, so that no read snapshot
+        outlives the call (an open one would keep SQLite's WAL from being checkpointed)."""
+        with self._inline_lock:
+            conn = self._inline
+            if conn is None or conn.closed or conn.invalidated:
+                conn = self._inline = self.engine.connect()
+                conn.info["autocommit"] = True
+            try:
+                yield conn
+            finally:
+                if conn.in_transaction():
+                    conn.rollback()
+
+    @contextmanager
     def write(self) -> Iterator[Connection]:
         with self.engine.connect() as conn:
             # conn.info lives as long as the pooled DBAPI connection: always clear the flag.
@@ -177,6 +198,12 @@ class Database:
                 conn.exec_driver_sql("VACUUM ANALYZE")
 
     def dispose(self) -> None:
+        with self._inline_lock:
+            if self._inline is not None:
+                if not self._inline.invalidated:
+                    self._inline.info.pop("autocommit", None)
+                self._inline.close()
+                self._inline = None
         self.engine.dispose()
 
     def layer_exists(self, conn: Connection, layer_id: str) -> bool:

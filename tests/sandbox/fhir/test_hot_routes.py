@@ -25,3 +25,27 @@ def test_an_id_r4_does_not_allow_is_answered_by_the_generic_routes_as_before(cli
         assert response.json()["resourceType"] == "OperationOutcome"
     unknown = client.get("/fhir/NoSuchType/1")
     assert unknown.status_code == 404 and unknown.json()["resourceType"] == "OperationOutcome"
+
+
+def test_urls_handed_out_follow_the_host_each_request_names(client):
+    """The public root is remembered per host (building it was a tenth of a read), never across hosts."""
+    for host in ("one.example", "two.example:8443", "one.example"):
+        created = client.post("/fhir/Patient", json={"resourceType": "Patient"}, headers={"Host": host})
+        assert created.headers["Location"].startswith(f"http://{host}/fhir/Patient/")
+        found = client.get("/fhir/Patient?_count=1", headers={"Host": host}).json()
+        assert found["link"][0]["url"].startswith(f"http://{host}/fhir/Patient?")
+
+
+def test_an_event_loop_read_leaves_no_transaction_open(client, app):
+    """Reads by id on SQLite share one connection kept for the event loop: a transaction left open on it would
+    pin SQLite's WAL (no checkpoint) for as long as the server runs."""
+    pid = client.post("/fhir/Patient", json={"resourceType": "Patient"}).json()["id"]
+    assert client.get(f"/fhir/Patient/{pid}").status_code == 200
+    assert client.get("/fhir/Patient/missing").status_code == 404
+    db = app.state.db
+    if db.inline_reads:
+        with db.inline_read() as conn:
+            assert not conn.in_transaction()
+            assert conn.exec_driver_sql("SELECT count(*) FROM resources").scalar() >= 1  # autobegins...
+        with db.inline_read() as conn:
+            assert not conn.in_transaction()  # ...and the block's end rolled it back
