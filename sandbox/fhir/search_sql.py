@@ -14,7 +14,7 @@ search of the same shape and ``search`` builds each shape once.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from sqlalchemy import (
@@ -36,6 +36,7 @@ from sqlalchemy import (
     tuple_,
 )
 from sqlalchemy.ext.compiler import compiles
+from sqlalchemy.sql.util import ClauseAdapter
 from sqlalchemy.sql.visitors import InternalTraversal
 
 from sandbox.fhir.outcome import FhirError
@@ -176,6 +177,10 @@ _PRESENT: set[tuple[int, str, str]] = set()
 _MAX_PRESENT = 100_000
 
 
+# Conditions checked on each row of the index table that drives a search (given an alias of that table).
+RowChecks = Callable[[FromClause], list[ColumnElement[bool]]]
+
+
 def _member_of(
     view: View,
     b: Binds,
@@ -185,6 +190,7 @@ def _member_of(
     where: list[Any],
     *,
     probe: bool = False,
+    row_checks: RowChecks | None = None,
 ) -> ColumnElement[bool]:
     """``r`` is among the resources a subquery over an index table selects (same layer, same id).
 
@@ -192,24 +198,40 @@ def _member_of(
     ``probe`` ties the subquery to the outer row, so the database checks each candidate with one
     seek on the value-first index instead of first listing every resource with the value: right
     for every clause but the one that drives the search (a common code can have 20,000 rows).
+    ``r`` is then a resource, or the row of the driving index table that names one (``row_checks``).
+
+    ``row_checks`` (for the driving clause of a typed search) puts the other clauses' probes inside
+    this subquery, on each of its rows, rather than on each resource it selects: PostgreSQL otherwise
+    fetched every candidate's resource row before probing (a patient's 80 Observations for the 12
+    with the code asked for), a third of the search's time.
     """
     layers = _layers(view, b, rtype)
     if probe:
-        where = [*where, table.c.resource_id == r.c.id]
+        where = [*where, table.c.resource_id == _resource_id(r)]
     if rtype is not None:
         where = [table.c.resource_type == rtype, *where]
+        if row_checks is not None:
+            rows = table.alias()  # the probes may read the same table: theirs must not be taken for this one
+            adapt = ClauseAdapter(rows).traverse
+            where = [adapt(condition) for condition in where] + row_checks(rows)
+            table = rows
         if probe and len(layers) > 1:
             # The candidate's own layer, which is one of the view's already: with the list of layers as well,
             # PostgreSQL descends the index once per layer for every candidate.
-            return r.c.id.in_(select(table.c.resource_id).where(table.c.layer_id == r.c.layer_id, *where))
+            return _resource_id(r).in_(select(table.c.resource_id).where(table.c.layer_id == r.c.layer_id, *where))
         if len(layers) == 1:
-            return r.c.id.in_(select(table.c.resource_id).where(table.c.layer_id == layers[0], *where))
-        return tuple_(r.c.layer_id, r.c.id).in_(
+            return _resource_id(r).in_(select(table.c.resource_id).where(table.c.layer_id == layers[0], *where))
+        return tuple_(r.c.layer_id, _resource_id(r)).in_(
             select(table.c.layer_id, table.c.resource_id).where(table.c.layer_id.in_(layers), *where)
         )
     return tuple_(r.c.layer_id, r.c.resource_type, r.c.id).in_(
         select(table.c.layer_id, table.c.resource_type, table.c.resource_id).where(table.c.layer_id.in_(layers), *where)
     )
+
+
+def _resource_id(r: FromClause) -> Any:
+    """The id column of a resource, or of the resource an index row belongs to."""
+    return r.c.id if "id" in r.c else r.c.resource_id
 
 
 def plan_conditions(
@@ -230,8 +252,31 @@ def plan_conditions(
             )
         )
     driver = None if plan.ids is not None else _driver(plan.clauses)
+    # Probes checked on the driving clause's index rows (see _member_of), where the clauses allow it.
+    per_row: list[int] = []
+    if driver is not None and plan.resource_type is not None and _probe_alone(driver):
+        per_row = [n for n, clause in enumerate(plan.clauses) if clause is not driver and _probe_alone(clause)]
+
+    def row_checks(rows: FromClause) -> list[ColumnElement[bool]]:
+        return [
+            clause_condition(view, b, f"c{n}", plan.resource_type, plan.clauses[n], rows, probe=True) for n in per_row
+        ]
+
     for n, clause in enumerate(plan.clauses):
-        conditions.append(clause_condition(view, b, f"c{n}", plan.resource_type, clause, r, probe=clause is not driver))
+        if n in per_row:
+            continue
+        conditions.append(
+            clause_condition(
+                view,
+                b,
+                f"c{n}",
+                plan.resource_type,
+                clause,
+                r,
+                probe=clause is not driver,
+                row_checks=row_checks if clause is driver and per_row else None,
+            )
+        )
     if plan.restriction is not None:
         conditions.append(restriction_condition(view, plan, b, r))
     return conditions
@@ -291,10 +336,31 @@ def _driver(clauses: list[Clause]) -> Clause | None:
     return clauses[0] if clauses else None
 
 
+def _probe_alone(clause: Clause) -> bool:
+    """Whether the clause is matched on one index table's rows and nothing else (no hop, no absence, no
+    composite): then it can drive a search with the others' probes on its rows, or be probed on the driver's."""
+    return (
+        not clause.has
+        and not clause.chain
+        and clause.param.code != "_id"
+        and clause.modifier not in ("missing", "not")
+        and clause.param.type != "composite"
+    )
+
+
 def clause_condition(
-    view: View, b: Binds, at: str, rtype: str | None, clause: Clause, r: FromClause, *, probe: bool = False
+    view: View,
+    b: Binds,
+    at: str,
+    rtype: str | None,
+    clause: Clause,
+    r: FromClause,
+    *,
+    probe: bool = False,
+    row_checks: RowChecks | None = None,
 ) -> ColumnElement[bool]:
-    """A clause as a condition on ``r``; its values are bound under ``at`` (``c3`` for the plan's clause 3)."""
+    """A clause as a condition on ``r``; its values are bound under ``at`` (``c3`` for the plan's clause 3).
+    ``row_checks`` only for a clause that ``_probe_alone`` accepts (see ``_member_of``)."""
     if clause.has:
         assert rtype is not None
         return _has_condition(view, b, at, rtype, clause, r)
@@ -323,18 +389,28 @@ def clause_condition(
         # One probe a value: with the values OR'd in one subquery SQLite seeks on the parameter alone and
         # reads every value of it for each candidate (40x slower for `code=a,b` on a long chart).
         return or_(*[_param_rows(view, b, rtype, param, r, [match], probe=True) for match in matches])
-    return _param_rows(view, b, rtype, param, r, [or_(*matches)], probe=probe)
+    return _param_rows(view, b, rtype, param, r, [or_(*matches)], probe=probe, row_checks=row_checks)
 
 
 def _param_rows(
-    view: View, b: Binds, rtype: str | None, param: SearchParam, r: FromClause, where: list[Any], *, probe: bool = False
+    view: View,
+    b: Binds,
+    rtype: str | None,
+    param: SearchParam,
+    r: FromClause,
+    where: list[Any],
+    *,
+    probe: bool = False,
+    row_checks: RowChecks | None = None,
 ) -> ColumnElement[bool]:
     if param.type == "composite":
         # A composite value is indexed as its components' rows; the first component stands for it.
         table = INDEX_TABLES[param.components[0].type]
         return _member_of(view, b, rtype, r, table, [table.c.param == f"{param.code}$0", *where], probe=probe)
     table = INDEX_TABLES[param.type]
-    return _member_of(view, b, rtype, r, table, [table.c.param == param.code, *where], probe=probe)
+    return _member_of(
+        view, b, rtype, r, table, [table.c.param == param.code, *where], probe=probe, row_checks=row_checks
+    )
 
 
 def _chain_condition(

@@ -10,6 +10,8 @@ is deterministic without statistics; PostgreSQL's plan depends on its statistics
 
 from __future__ import annotations
 
+import re
+
 import pytest
 from sqlalchemy import event
 
@@ -47,12 +49,33 @@ def test_patient_scoped_search_is_driven_by_the_patient_and_probes_the_code(stor
     code = {"coding": [{"system": "http://loinc.org", "code": "8867-4"}]}
     store.put(observation("o1", subject={"reference": "Patient/p1"}, code=code, effectiveDateTime="2024-01-01"))
     [plan] = _plans(store, "Observation", "patient=p1&code=http://loinc.org|8867-4&_sort=-date&_count=10")
-    assert "SEARCH sp_reference USING COVERING INDEX ix_sp_reference_value" in plan
-    assert "CORRELATED LIST SUBQUERY" in plan
+    # The patient's reference rows drive (under an alias), and the code is probed on each of them, before any
+    # resource row is read: the probe's subquery comes right after the references' search.
+    assert re.search(r"SEARCH sp_reference_\d+ USING COVERING INDEX ix_sp_reference_value", plan)
+    assert re.search(r"ix_sp_reference_value .*\nCORRELATED LIST SUBQUERY \d+\nSEARCH sp_token ", plan)
     assert "SEARCH sp_token USING COVERING INDEX ix_sp_token_value" in plan
     assert "resource_id=?" in plan.split("ix_sp_token_value", 1)[1].split("\n", 1)[0]
     assert "SCAN resources" not in plan
     assert "SCAN sp_" not in plan
+
+
+def test_probes_on_the_driving_table_itself_read_their_own_rows(store):
+    """``code=a&category=b``: the code drives, and the category is probed in the same index table (sp_token),
+    whose rows of the probe must not be confused with the driving ones."""
+    vital = {
+        "coding": [{"system": "http://terminology.hl7.org/CodeSystem/observation-category", "code": "vital-signs"}]
+    }
+    lab = {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/observation-category", "code": "laboratory"}]}
+    hr = {"coding": [{"system": "http://loinc.org", "code": "8867-4"}]}
+    store.put(observation("vital", subject={"reference": "Patient/p1"}, code=hr, category=[vital]))
+    store.put(observation("lab", subject={"reference": "Patient/p1"}, code=hr, category=[lab]))
+    assert store.ids("Observation", "code=8867-4&category=vital-signs") == ["vital"]
+    assert store.ids("Observation", "patient=p1&code=8867-4&category=laboratory") == ["lab"]
+    assert sorted(store.ids("Observation", "patient=p1&code=8867-4&category=laboratory,vital-signs")) == [
+        "lab",
+        "vital",
+    ]
+    assert store.ids("Observation", "patient=p2&code=8867-4&category=laboratory") == []
 
 
 def test_each_value_of_a_probed_clause_gets_its_own_seek(store):
