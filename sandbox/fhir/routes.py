@@ -155,7 +155,7 @@ def _search(ctx: FhirContext, request: Request, rtype: str | None, query: list[t
     strict = prefer_strict(request.headers.get("prefer"))
     fhir = ctx.fhir
     plan = parse(fhir.registry, rtype, query, strict=strict, default_count=fhir.default_count, max_count=fhir.max_count)
-    with ctx.db.read() as conn:
+    with ctx.db.read(snapshot=ctx.db.read_snapshots) as conn:
         result = fhir.run_plan(conn, ctx.view, plan)
     page_url = f"{ctx.base}/{rtype}" if rtype else ctx.base
     body = searchset(result, ctx.base, query, page_url, summary=plan.summary, elements=plan.elements)

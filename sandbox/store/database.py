@@ -35,6 +35,11 @@ class Database:
         # A one-row SQLite read (tens of microseconds, no network) costs less on the event loop than a trip
         # through the thread pool; a PostgreSQL round trip would stall every other request, so it takes the trip.
         self.inline_reads = self.is_sqlite
+        # Whether a read transaction shows all its statements one snapshot.  SQLite's does.  PostgreSQL at
+        # READ COMMITTED (its default, and this store's) takes a snapshot per statement inside a transaction
+        # too, so there a multi-statement read gains nothing from read()'s BEGIN and ROLLBACK round trips
+        # (a quarter of a search's time) unless it needs a transaction for itself (a server-side cursor).
+        self.read_snapshots = self.is_sqlite
         if self.is_sqlite:
             if parsed.database and parsed.database != ":memory:":
                 Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)

@@ -3,6 +3,8 @@ no URL that belongs to another route, and a URL they refuse must still be answer
 
 from __future__ import annotations
 
+from sqlalchemy import event
+
 
 def test_the_typed_routes_leave_operations_history_and_metadata_to_their_own_routes(client):
     pid = client.post("/fhir/Patient", json={"resourceType": "Patient"}).json()["id"]
@@ -49,3 +51,24 @@ def test_an_event_loop_read_leaves_no_transaction_open(client, app):
             assert conn.exec_driver_sql("SELECT count(*) FROM resources").scalar() >= 1  # autobegins...
         with db.inline_read() as conn:
             assert not conn.in_transaction()  # ...and the block's end rolled it back
+
+
+def test_a_search_pays_for_a_transaction_only_where_it_buys_a_snapshot(client, app):
+    """SQLite: a search's statements share one read transaction (one snapshot).  PostgreSQL at READ COMMITTED
+    takes a snapshot per statement even inside a transaction, so there a search runs in autocommit mode,
+    without the BEGIN and ROLLBACK round trips."""
+    client.post("/fhir/Patient", json={"resourceType": "Patient", "name": [{"family": "Snap"}]})
+    db = app.state.db
+    seen: list[bool] = []
+
+    def record(conn, _cursor, statement, _parameters, _context, _many) -> None:  # type: ignore[no-untyped-def]
+        if "FROM resources" in statement:
+            dbapi = conn.connection.dbapi_connection
+            seen.append(dbapi.in_transaction if db.is_sqlite else not dbapi.autocommit)
+
+    event.listen(db.engine, "before_cursor_execute", record)
+    try:
+        assert client.get("/fhir/Patient?family=Snap&_revinclude=Observation:subject").json()["total"] == 1
+    finally:
+        event.remove(db.engine, "before_cursor_execute", record)
+    assert seen and all(in_transaction is db.is_sqlite for in_transaction in seen)
