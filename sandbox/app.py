@@ -12,7 +12,6 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from sqlalchemy import insert, select
 from sqlalchemy.exc import DataError, IntegrityError
-from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import JSONResponse, Response
 
@@ -29,6 +28,7 @@ from sandbox.bulk.worker import ExportWorker
 from sandbox.cdshooks.client import CdsClient
 from sandbox.cdshooks.routes import admin_router as cds_admin_router
 from sandbox.cdshooks.routes import public_router as cds_public_router
+from sandbox.concurrency import run_in_threadpool
 from sandbox.config import Settings, load_or_create_admin_token
 from sandbox.fhir.bundle_routes import router as bundle_router
 from sandbox.fhir.capability import router as capability_router

@@ -10,12 +10,12 @@ from typing import Any
 
 from fastapi import APIRouter, Depends, FastAPI, Request
 from sqlalchemy import select
-from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
 
 from sandbox.accounts.cohorts import reachable_sandboxes
 from sandbox.accounts.sessions import NewSession, WebSession, end_session, lookup_session, start_session
 from sandbox.accounts.users import check_credentials
+from sandbox.concurrency import run_in_threadpool
 from sandbox.store.layers import DEFAULT_SANDBOX
 from sandbox.store.schema import layers
 from sandbox.urls import fhir_base

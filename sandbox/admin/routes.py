@@ -15,7 +15,6 @@ from typing import Any, TypeVar
 from fastapi import APIRouter, HTTPException, Request
 from sqlalchemy import Connection
 from sqlalchemy.exc import IntegrityError
-from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response, StreamingResponse
 
 from sandbox.accounts import cohorts as cohort_ops
@@ -23,6 +22,7 @@ from sandbox.accounts import tokens, users
 from sandbox.accounts.roster import RosterLine, parse_roster
 from sandbox.admin.audit import audit_bundle
 from sandbox.auth import Principal
+from sandbox.concurrency import run_in_threadpool
 from sandbox.fhir.outcome import FhirError
 from sandbox.fhir.validation import dump_json, parse_json
 from sandbox.fhir.values import date_range

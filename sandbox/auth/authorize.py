@@ -15,7 +15,6 @@ from urllib.parse import urlencode, urlsplit
 
 from fastapi import APIRouter, Depends, Request
 from sqlalchemy import Connection
-from starlette.concurrency import run_in_threadpool
 from starlette.responses import RedirectResponse, Response
 
 from sandbox.accounts.cohorts import can_reach
@@ -24,6 +23,7 @@ from sandbox.auth.clients import Client, find_client
 from sandbox.auth.launches import find_launch
 from sandbox.auth.scopes import InvalidScope, check_scopes, disallowed, split_scopes
 from sandbox.auth.tokens import Grant, SmartPolicy, issue_code
+from sandbox.concurrency import run_in_threadpool
 from sandbox.fhir.validation import parse_json
 from sandbox.store.layers import DEFAULT_SANDBOX, UnknownSandbox, hold_sandbox, resolve_view
 from sandbox.urls import fhir_base, public_root

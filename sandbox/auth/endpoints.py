@@ -20,7 +20,6 @@ from fastapi import APIRouter, Request
 from joserfc.errors import JoseError
 from joserfc.jws import extract_compact
 from sqlalchemy import Connection
-from starlette.concurrency import run_in_threadpool
 from starlette.responses import JSONResponse, Response
 
 from sandbox.auth.backend_services import ASSERTION_TYPE, JwksCache, verify_assertion
@@ -44,6 +43,7 @@ from sandbox.auth.tokens import (
     revoke_token,
     use_refresh_token,
 )
+from sandbox.concurrency import run_in_threadpool
 from sandbox.fhir.responses import fhir_response
 from sandbox.store.layers import DEFAULT_SANDBOX, UnknownSandbox, hold_sandbox, resolve_view
 from sandbox.urls import fhir_base

@@ -21,10 +21,10 @@ from email.utils import format_datetime
 from typing import Any
 
 from fastapi import APIRouter, Depends, Request
-from starlette.concurrency import run_in_threadpool
 from starlette.responses import JSONResponse, Response, StreamingResponse
 
 from sandbox.bulk import jobs
+from sandbox.concurrency import run_in_threadpool
 from sandbox.fhir.context import FhirContext, fhir_context
 from sandbox.fhir.criteria import split_criteria
 from sandbox.fhir.interactions import check_id

@@ -29,7 +29,6 @@ from typing import Any
 
 import httpx
 import orjson
-from starlette.concurrency import run_in_threadpool
 
 from sandbox.cdshooks import log
 from sandbox.cdshooks.cards import CardError, check_response, find_suggestion
@@ -41,6 +40,7 @@ from sandbox.cdshooks.prefetch import run_prefetch
 from sandbox.cdshooks.services import Registration, ServiceDef, check_discovery_url, for_hook, get, replace_services
 from sandbox.cdshooks.services import add as add_registration
 from sandbox.cdshooks.suggestions import apply_actions
+from sandbox.concurrency import run_in_threadpool
 from sandbox.fhir.context import Views
 from sandbox.fhir.interactions import Interactions
 from sandbox.fhir.outcome import FhirError

@@ -20,7 +20,6 @@ from typing import Any
 
 from fastapi import APIRouter, HTTPException, Request
 from sqlalchemy import Connection
-from starlette.concurrency import run_in_threadpool
 from starlette.responses import JSONResponse, Response
 
 from sandbox.accounts.cohorts import can_reach
@@ -29,6 +28,7 @@ from sandbox.cdshooks import log, services
 from sandbox.cdshooks.client import CdsClient
 from sandbox.cdshooks.demo_services import router as demo_router
 from sandbox.cdshooks.jwt import JWKS_PATH
+from sandbox.concurrency import run_in_threadpool
 from sandbox.store import sandboxes
 from sandbox.store.admin_errors import AdminError
 from sandbox.store.layers import DEFAULT_SANDBOX

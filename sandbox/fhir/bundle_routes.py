@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from fastapi import APIRouter, Depends, Request
-from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
 
+from sandbox.concurrency import run_in_threadpool
 from sandbox.fhir.context import FhirContext, fhir_context
 from sandbox.fhir.responses import fhir_response, prefer_return
 from sandbox.fhir.routes import _body

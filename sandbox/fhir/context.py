@@ -7,8 +7,8 @@ from typing import Any
 
 from fastapi import Request
 from sqlalchemy import Row
-from starlette.concurrency import run_in_threadpool
 
+from sandbox.concurrency import run_in_threadpool
 from sandbox.fhir.interactions import Interactions
 from sandbox.fhir.outcome import FhirError
 from sandbox.fhir.scoped import ScopedInteractions

@@ -14,10 +14,10 @@ from typing import Any
 
 from fastapi import APIRouter, Depends, Request
 from sqlalchemy import Connection, Integer, Select, String, and_, bindparam, case, func, or_, select, tuple_
-from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
 
 import sandbox.fhir.paths  # noqa: F401  (registers the {operation:fhir_operation} segment)
+from sandbox.concurrency import run_in_threadpool
 from sandbox.fhir.compartment import compartment_members
 from sandbox.fhir.context import FhirContext, fhir_context
 from sandbox.fhir.interactions import check_id

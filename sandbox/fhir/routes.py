@@ -11,12 +11,12 @@ from typing import Any
 from urllib.parse import parse_qsl
 
 from fastapi import APIRouter, Depends, Request
-from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
 from starlette.routing import Match, Route
 from starlette.types import Scope
 
 import sandbox.fhir.paths  # noqa: F401  (registers the typed path segments)
+from sandbox.concurrency import run_in_threadpool
 from sandbox.fhir.context import FhirContext, fhir_context
 from sandbox.fhir.interactions import check_id
 from sandbox.fhir.outcome import FhirError, Issue, not_found

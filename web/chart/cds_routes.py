@@ -13,13 +13,13 @@ from datetime import UTC, datetime
 from typing import Any
 
 from fastapi import APIRouter, Depends, Request
-from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
 
 from sandbox.accounts.sessions import WebSession
 from sandbox.cdshooks import log
 from sandbox.cdshooks.client import CdsError
 from sandbox.cdshooks.hooks import ORDER_SIGN, PATIENT_VIEW
+from sandbox.concurrency import run_in_threadpool
 from sandbox.fhir.outcome import FhirError
 from sandbox.store.layers import View
 from web.chart import chart_data

@@ -20,7 +20,6 @@ from typing import Any
 
 from markupsafe import Markup
 from sqlalchemy import Connection
-from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import FormData
 
 from sandbox.accounts.users import User
@@ -28,6 +27,7 @@ from sandbox.auth.authorize import practitioner_of
 from sandbox.cdshooks import log
 from sandbox.cdshooks.client import CdsError, HookResult
 from sandbox.cdshooks.hooks import ORDER_SELECT, ORDER_SIGN, PATIENT_VIEW, HookUser
+from sandbox.concurrency import run_in_threadpool
 from web.chart.app_launch import LaunchableApp, app_for_link, launchable_apps
 from web.chart.card_markdown import markdown_html
 

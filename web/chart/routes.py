@@ -17,13 +17,13 @@ from importlib import resources
 from typing import Any
 
 from fastapi import APIRouter, Depends, Request
-from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import FormData
 from starlette.responses import RedirectResponse, Response
 
 from sandbox.accounts.sessions import WebSession
 from sandbox.cdshooks.client import CdsError
 from sandbox.cdshooks.hooks import ORDER_SELECT, ORDER_SIGN, PATIENT_VIEW
+from sandbox.concurrency import run_in_threadpool
 from sandbox.fhir.outcome import FhirError
 from sandbox.store.admin_errors import AdminError
 from sandbox.store.layers import View

@@ -13,10 +13,10 @@ from typing import TypeVar
 
 from fastapi import Request
 from sqlalchemy import Connection
-from starlette.concurrency import run_in_threadpool
 
 from sandbox.accounts import cohorts as cohort_ops
 from sandbox.accounts.users import User
+from sandbox.concurrency import run_in_threadpool
 from sandbox.fhir.outcome import FhirError
 from sandbox.store.admin_errors import AdminError
 from web.signin import WebError

@@ -17,11 +17,11 @@ from urllib.parse import urlencode, urlsplit
 import orjson
 from fastapi import APIRouter, Depends, Request
 from sqlalchemy import Connection
-from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import FormData
 from starlette.responses import Response
 
 from sandbox.accounts.sessions import WebSession
+from sandbox.concurrency import run_in_threadpool
 from sandbox.fhir.outcome import FhirError
 from sandbox.hl7v2 import destinations, log, replay
 from sandbox.hl7v2.er7 import MAX_MESSAGE_BYTES, V2Error, parse

@@ -14,10 +14,10 @@ from dataclasses import dataclass
 
 from fastapi import APIRouter, Depends, Request
 from sqlalchemy import Connection, func, select
-from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
 
 from sandbox.accounts.sessions import WebSession
+from sandbox.concurrency import run_in_threadpool
 from sandbox.fhir.request_log import LoggedRequest
 from sandbox.store import sandboxes
 from sandbox.store.admin_errors import Conflict
