@@ -51,7 +51,8 @@ def _serve(args: argparse.Namespace) -> None:
     except ValueError as exc:
         raise CliError(f"{exc} (--log-format or $EHR_SANDBOX_LOG_FORMAT)") from None
     token, generated = load_or_create_admin_token(settings)
-    settings = settings.with_overrides(admin_token=token)
+    lab = (reachable_host(settings.host), lab_port) if lab_port is not None else None
+    settings = settings.with_overrides(admin_token=token, demo_lab=lab)
     if workers > 1:
         # Children are separate processes that read their settings from the environment (app_from_env);
         # their metrics meet in one directory so that /metrics on any of them adds up all of them.
@@ -66,12 +67,11 @@ def _serve(args: argparse.Namespace) -> None:
         mllp_port = args.mllp_port if args.mllp_port is not None else mllp_port_from_env()
     except ValueError as exc:
         raise CliError(str(exc)) from None
-    lab = (reachable_host(settings.host), lab_port) if lab_port is not None else None
     db = app.state.db
     with db.exclusive("demo"):  # servers starting together: one makes the demo, the others see it made
         demo = None
         if args.demo and needs_demo(db):
-            demo = create_demo(db, app.state.fhir, settings.data_dir, lab=lab)
+            demo = create_demo(db, app.state.fhir, settings.data_dir, lab=settings.demo_lab)
     base = settings.public_base
     print(f"ehr-sandbox serving on {base}" + (f" ({workers} worker processes)" if workers > 1 else ""))
     print(f"  FHIR R4 (default sandbox, open): {base}/fhir  (metadata: {base}/fhir/metadata)")
@@ -178,6 +178,8 @@ def _env_for_children(settings: Settings, log_level: str) -> dict[str, str]:
         "EHR_SANDBOX_ADMIN_TOKEN": settings.admin_token or "",
         "EHR_SANDBOX_LOG_FORMAT": settings.log_format,
         "EHR_SANDBOX_LOG_LEVEL": log_level,
+        # The supervisor runs the lab; the children send new cohort sandboxes' lab orders to it (app_from_env).
+        "EHR_SANDBOX_DEMO_LAB_PORT": str(settings.demo_lab[1]) if settings.demo_lab else "off",
     }
 
 

@@ -4,8 +4,9 @@ without a vendor's laboratory system (as ``sandbox.cdshooks.demo_services`` does
 It answers each message with an original-mode ACK (or the accept acknowledgment that MSH-15/16 ask for):
 AA for a message it can read, AR (with an ERR segment) for one it cannot or that has no type or control id,
 like the project's own listener.  It keeps nothing: the sender's message log already holds each message and
-its ACK.  ``ehr-sandbox serve`` runs it beside the MLLP listener; the demo cohort's trainee sandboxes have a
-destination ``demo-lab`` pointing at it.
+its ACK.  ``ehr-sandbox serve`` runs it beside the MLLP listener; while it does, every cohort sandbox made (the
+demo cohort's, and those of the cohorts trainers create) gets a destination ``demo-lab`` pointing at it
+(``connect``).
 """
 
 from __future__ import annotations
@@ -14,7 +15,10 @@ import asyncio
 import logging
 import os
 
+from sqlalchemy import Connection
+
 from sandbox.hl7v2 import ack as acks
+from sandbox.hl7v2 import destinations
 from sandbox.hl7v2.er7 import Message, V2Error, parse
 from sandbox.hl7v2.mllp import Server
 
@@ -45,6 +49,13 @@ def reachable_host(bind_host: str) -> str:
     """The address a sender on this host connects to for a listener bound to ``bind_host`` (a wildcard bind
     is not an address to connect to)."""
     return "127.0.0.1" if bind_host in ("", "0.0.0.0", "::") else bind_host
+
+
+def connect(conn: Connection, sandbox_id: str, lab: tuple[str, int]) -> None:
+    """Send the sandbox's lab orders to the demo lab at ``lab`` (host, port), through the same ``destinations.put``
+    as the API, so a trainer or vendor sees it on the HL7 v2 page and may change or remove it."""
+    # ORM^O01 only: the lab-interface task is about orders, and an ADT to a lab would only add noise.
+    destinations.put(conn, sandbox_id, DESTINATION_ID, {"host": lab[0], "port": lab[1], "message_types": ["ORM^O01"]})
 
 
 def acknowledge(data: bytes) -> str | None:
