@@ -24,6 +24,7 @@ from sandbox.hl7v2.mllp import Server
 
 DEFAULT_DEMO_LAB_PORT = 2576
 DESTINATION_ID = "demo-lab"
+NAME = "demo lab"  # in messages, e.g. "the demo lab cannot listen on 127.0.0.1:2576 (address already in use)"
 DISABLED = ("0", "off")
 
 _log = logging.getLogger("ehr_sandbox.hl7v2")
@@ -80,7 +81,7 @@ class DemoLab:
     """The lab's MLLP server on the running event loop."""
 
     def __init__(self, host: str, port: int) -> None:
-        self.server = Server(self._answer, host, port)
+        self.server = Server(self._answer, host, port, name=NAME)
 
     @property
     def port(self) -> int:
@@ -89,6 +90,10 @@ class DemoLab:
     async def _answer(self, data: bytes) -> bytes | None:
         reply = await asyncio.to_thread(acknowledge, data)  # a large message is parsed off the event loop
         return reply.encode("utf-8") if reply is not None else None
+
+    def bind(self) -> None:
+        """Take the port now (``Server.bind``): ``ListenError`` when it is in use."""
+        self.server.bind()
 
     async def start(self) -> None:
         await self.server.start()
