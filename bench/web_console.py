@@ -2,11 +2,11 @@
 
 ``python -m bench.web_console [--backend sqlite|postgresql] [--trainees 100] [--repeats 60]`` prints one JSON line.
 
-The store: a cohort of ``--trainees`` trainees on an empty baseline with the three built-in packs assigned
-(16 tasks), and for each trainee an attempt row at most tasks (passed, failed, in progress; a few not
-started), with one stored result per check, as the task engine leaves them.  Attempt rows are inserted
-directly: the matrix reads attempts, not the FHIR data that produced them, and grading 1,600 attempts is
-``bench.task_checks``'s business.
+The store: a cohort of ``--trainees`` trainees on an empty baseline with every built-in pack assigned (the
+JSON line's ``tasks``), and for each trainee an attempt row at most tasks (passed, failed, in progress; about
+one in ten not started; the JSON line's ``attempts``), with one stored result per check, as the task engine
+leaves them.  Attempt rows are inserted directly: the matrix reads attempts, not the FHIR data that produced
+them, and grading them is ``bench.task_checks``'s business.
 
 Measured, as server time in-process (the ASGI app through Starlette's TestClient, signed in as the trainer;
 no network; wall and CPU time, the latter being what a request costs on cores it does not share): p50 and p95

@@ -43,6 +43,7 @@ from sandbox.fhir.routes import router as fhir_router
 from sandbox.fhir.search_params import registry
 from sandbox.fhir.values import instant_now
 from sandbox.heap import freeze_startup_heap
+from sandbox.hl7v2.demo_lab import demo_lab_port_from_env, reachable_host
 from sandbox.hl7v2.routes import router as hl7v2_router
 from sandbox.hl7v2.service import Hl7v2Service
 from sandbox.logs import REQUEST_ID
@@ -170,6 +171,9 @@ def app_from_env() -> FastAPI:
     from sandbox.logs import configure
 
     settings = Settings.from_env()
+    lab_port = demo_lab_port_from_env()  # the parent's, checked by it
+    if lab_port is not None:
+        settings = settings.with_overrides(demo_lab=(reachable_host(settings.host), lab_port))
     configure(settings.log_format, os.environ.get("EHR_SANDBOX_LOG_LEVEL", "info"))
     return create_app(settings)
 

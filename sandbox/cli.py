@@ -6,13 +6,17 @@ import argparse
 import os
 import sys
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 
 from sqlalchemy.exc import ArgumentError, OperationalError
 
 from sandbox.config import Settings, load_or_create_admin_token
 from sandbox.demo import create_demo, needs_demo
-from sandbox.hl7v2.demo_lab import DESTINATION_ID, demo_lab_port, demo_lab_port_from_env, reachable_host
+from sandbox.hl7v2.demo_lab import DESTINATION_ID, DemoLab, demo_lab_port, demo_lab_port_from_env, reachable_host
+from sandbox.hl7v2.demo_lab import NAME as DEMO_LAB
+from sandbox.hl7v2.mllp import ListenError
+from sandbox.hl7v2.service import LISTENER, mllp_port_from_env
 from sandbox.logs import FORMATS as LOG_FORMATS
 from sandbox.store.migrations import SchemaError
 
@@ -51,7 +55,8 @@ def _serve(args: argparse.Namespace) -> None:
     except ValueError as exc:
         raise CliError(f"{exc} (--log-format or $EHR_SANDBOX_LOG_FORMAT)") from None
     token, generated = load_or_create_admin_token(settings)
-    settings = settings.with_overrides(admin_token=token)
+    lab = (reachable_host(settings.host), lab_port) if lab_port is not None else None
+    settings = settings.with_overrides(admin_token=token, demo_lab=lab)
     if workers > 1:
         # Children are separate processes that read their settings from the environment (app_from_env);
         # their metrics meet in one directory so that /metrics on any of them adds up all of them.
@@ -60,18 +65,28 @@ def _serve(args: argparse.Namespace) -> None:
     from sandbox.app import create_app
 
     app = create_app(settings)
-    from sandbox.hl7v2.service import mllp_port_from_env
-
     try:
         mllp_port = args.mllp_port if args.mllp_port is not None else mllp_port_from_env()
     except ValueError as exc:
         raise CliError(str(exc)) from None
-    lab = (reachable_host(settings.host), lab_port) if lab_port is not None else None
+    # The ports are taken here, before the demo cohort is made and before uvicorn runs the app, whose start
+    # would report a port in use as a traceback.
+    supervisor_lab = None
+    with _listening(SERVE_PORTS):
+        if workers > 1:
+            if lab_port is not None:
+                supervisor_lab = DemoLab(settings.host, lab_port)
+                supervisor_lab.bind()
+        else:
+            app.state.hl7v2.configure(
+                host=settings.host, mllp_port=mllp_port, deliver=in_process_worker, demo_lab_port=lab_port
+            )
+            app.state.hl7v2.bind()
     db = app.state.db
     with db.exclusive("demo"):  # servers starting together: one makes the demo, the others see it made
         demo = None
         if args.demo and needs_demo(db):
-            demo = create_demo(db, app.state.fhir, settings.data_dir, lab=lab)
+            demo = create_demo(db, app.state.fhir, settings.data_dir, lab=settings.demo_lab)
     base = settings.public_base
     print(f"ehr-sandbox serving on {base}" + (f" ({workers} worker processes)" if workers > 1 else ""))
     print(f"  FHIR R4 (default sandbox, open): {base}/fhir  (metadata: {base}/fhir/metadata)")
@@ -104,8 +119,8 @@ def _serve(args: argparse.Namespace) -> None:
     if workers > 1:
         if in_process_worker:
             _start_outbox_consumers(app)  # threads in the supervising process, which serves no requests
-        if lab_port is not None:
-            _start_demo_lab(settings.host, lab_port)  # beside the deliveries, so the demo's orders are answered
+        if supervisor_lab is not None:
+            _start_demo_lab(supervisor_lab)  # beside the deliveries, so the demo's orders are answered
         app.state.db.dispose()
         uvicorn.run(
             "sandbox.app:app_from_env",
@@ -121,9 +136,6 @@ def _serve(args: argparse.Namespace) -> None:
             timeout_worker_healthcheck=60,
         )
         return
-    app.state.hl7v2.configure(
-        host=settings.host, mllp_port=mllp_port, deliver=in_process_worker, demo_lab_port=lab_port
-    )
     if in_process_worker:
         from sandbox.worker import housekeeping
         from tasks.live import start_live_checks  # task checklists re-checked as sandboxes change
@@ -149,16 +161,30 @@ def _start_outbox_consumers(app: object) -> None:
     asyncio.run(OutboxConsumers(state.db, state.fhir).start())  # starts daemon threads, then returns
 
 
-def _start_demo_lab(host: str, port: int) -> None:
-    """The demo lab on its own event loop, in a daemon thread of the supervising process (``--workers``)."""
+def _start_demo_lab(lab: DemoLab) -> None:
+    """The (bound) demo lab on its own event loop, in a daemon thread of the supervising process (``--workers``)."""
     import asyncio
     import threading
 
-    from sandbox.hl7v2.demo_lab import DemoLab
-
     loop = asyncio.new_event_loop()
-    loop.run_until_complete(DemoLab(host, port).start())  # binds here: a taken port fails the start, not a thread
+    loop.run_until_complete(lab.start())
     threading.Thread(target=loop.run_forever, name="demo-lab", daemon=True).start()
+
+
+# How to choose another port, by the name of the server whose port is in use (``ListenError.name``).
+SERVE_PORTS = {
+    LISTENER: "--mllp-port or $EHR_SANDBOX_MLLP_PORT",
+    DEMO_LAB: "--demo-lab-port or $EHR_SANDBOX_DEMO_LAB_PORT, or off for no demo lab",
+}
+
+
+@contextmanager
+def _listening(remedies: dict[str, str]) -> Iterator[None]:
+    """A port in use (``ListenError``) as the one line a user mistake gets, naming how to choose another."""
+    try:
+        yield
+    except ListenError as exc:
+        raise CliError(f"{exc}; choose another port with {remedies[exc.name]}") from None
 
 
 def _demo_lab_port(flag: str | None, *, from_env: bool) -> int | None:
@@ -178,6 +204,8 @@ def _env_for_children(settings: Settings, log_level: str) -> dict[str, str]:
         "EHR_SANDBOX_ADMIN_TOKEN": settings.admin_token or "",
         "EHR_SANDBOX_LOG_FORMAT": settings.log_format,
         "EHR_SANDBOX_LOG_LEVEL": log_level,
+        # The supervisor runs the lab; the children send new cohort sandboxes' lab orders to it (app_from_env).
+        "EHR_SANDBOX_DEMO_LAB_PORT": str(settings.demo_lab[1]) if settings.demo_lab else "off",
     }
 
 
@@ -211,11 +239,11 @@ def _worker(args: argparse.Namespace) -> None:
         sys.stdout.flush()
 
     demo_lab = (settings.host, lab_port) if lab_port is not None else None
-    run_outbox_worker(settings, interval=args.interval, started=started, demo_lab=demo_lab)
+    with _listening({DEMO_LAB: "--demo-lab-port"}):
+        run_outbox_worker(settings, interval=args.interval, started=started, demo_lab=demo_lab)
 
 
 def _mllp(args: argparse.Namespace) -> None:
-    from sandbox.hl7v2.service import mllp_port_from_env
     from sandbox.logs import configure as configure_logs
     from sandbox.worker import run_mllp_listener
 
@@ -232,7 +260,8 @@ def _mllp(args: argparse.Namespace) -> None:
         print(f"ehr-sandbox HL7 v2 MLLP listener on {host}:{port} (MSH-6 = sandbox id)")
         sys.stdout.flush()
 
-    run_mllp_listener(settings, host=host, port=port, started=started)
+    with _listening({LISTENER: "--port or $EHR_SANDBOX_MLLP_PORT"}):
+        run_mllp_listener(settings, host=host, port=port, started=started)
 
 
 def _serve_metrics(port: int | None, settings: Settings) -> None:

@@ -32,6 +32,9 @@ class Settings:
     data_dir: Path = field(default_factory=default_data_dir)
     log_format: str = "text"  # or "json": one JSON object per line, with the request id
     access_log: bool = True
+    # The built-in demo lab `serve` runs (host to send to, port): every new cohort sandbox sends its lab orders
+    # there (sandbox.hl7v2.demo_lab.connect).  None: no demo lab, and new sandboxes get no destination.
+    demo_lab: tuple[str, int] | None = None
 
     @property
     def public_base(self) -> str:

@@ -18,8 +18,6 @@ from sqlalchemy import func, select
 from sandbox.accounts.cohorts import add_member, create_cohort
 from sandbox.accounts.users import create_user
 from sandbox.fhir.interactions import Interactions
-from sandbox.hl7v2 import destinations
-from sandbox.hl7v2.demo_lab import DESTINATION_ID
 from sandbox.store.database import Database
 from sandbox.store.schema import cohorts, layers
 from tasks.cases import load_case_baseline
@@ -63,14 +61,8 @@ def create_demo(db: Database, fhir: Interactions, data_dir: Path, *, lab: tuple[
             accounts.append((email, role, password))
         # Every built-in pack: the trainer console's progress matrix shows their tasks from the start.
         packs = list(Library.builtin().packs)
-        cohort = create_cohort(conn, "Demo cohort", users[0].id, baseline_id=baseline, packs=packs)
-        sandboxes = {user.email: add_member(conn, cohort.id, user.id).sandbox_id for user in users[1:]}
-        if lab is not None:
-            for sandbox_id in sandboxes.values():
-                # ORM^O01 only: the lab-interface task is about orders, and an ADT to a lab would only add noise.
-                destinations.put(
-                    conn, sandbox_id, DESTINATION_ID, {"host": lab[0], "port": lab[1], "message_types": ["ORM^O01"]}
-                )
+        cohort = create_cohort(conn, "Demo cohort", users[0].id, baseline_id=baseline, packs=packs, lab=lab)
+        sandboxes = {user.email: add_member(conn, cohort.id, user.id, lab=lab).sandbox_id for user in users[1:]}
     saved_to = data_dir / "demo-accounts.txt"
     data_dir.mkdir(parents=True, exist_ok=True)
     saved_to.write_text("".join(f"{email}\t{role}\t{password}\n" for email, role, password in accounts))

@@ -22,6 +22,7 @@ from sandbox.cdshooks import log as cds_log
 from sandbox.fhir.interactions import Interactions
 from sandbox.fhir.outcome import FhirError
 from sandbox.fhir.validation import parse_json
+from sandbox.hl7v2 import destinations as hl7_destinations
 from sandbox.hl7v2 import log as hl7_log
 from sandbox.hl7v2.er7 import Message, V2Error
 from sandbox.hl7v2.er7 import parse as parse_er7
@@ -241,7 +242,22 @@ def _judge_hl7(check: Check, hl7: Hl7Criteria, scope: Scope) -> CheckResult:
     if ok:
         return _judged(check, True, f"Found {n} {what}")
     wanted = f"at least {check.min_count}" if check.max_count is None else f"{check.min_count} to {check.max_count}"
-    return _judged(check, False, f"Expected {wanted} {what}, found {n}")
+    return _judged(check, False, f"Expected {wanted} {what}, found {n}" + _undeliverable(scope, hl7))
+
+
+def _undeliverable(scope: Scope, hl7: Hl7Criteria) -> str:
+    """Why an outbound message cannot have been sent, when that is why: no enabled destination of the sandbox
+    takes its type.  Nothing the trainee does in the chart mends that, so the check says who can."""
+    if hl7.direction != "outbound":
+        return ""
+    sandbox_id = scope.view.overlay
+    for d in hl7_destinations.listing(scope.conn, sandbox_id):
+        if d.enabled and (hl7.message_type is None or hl7.message_type in d.message_types):
+            return ""
+    return (
+        f"; this sandbox has no HL7 v2 destination that takes {hl7.message_type or 'outbound messages'}, so nothing"
+        f" is sent: your trainer adds one with PUT /sandboxes/{sandbox_id}/hl7v2/destinations/{{name}}"
+    )
 
 
 def hl7_matches(scope: Scope, hl7: Hl7Criteria, *, by_trainee: bool = False) -> list[str]:

@@ -3,7 +3,9 @@
 In ``private`` mode (the default) each member gets a sandbox of their own made
 from the cohort's baseline; in ``shared`` mode all members work in one.  Both
 creating and resetting cost one row or one layer delete per sandbox, never a
-copy of the baseline (see ``sandbox.store.sandboxes``).
+copy of the baseline (see ``sandbox.store.sandboxes``).  While ``serve`` runs the
+built-in demo lab (``lab``: where it takes orders), every sandbox made here sends
+its lab orders there, the demo cohort's and a trainer's cohort's alike.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from sqlalchemy import Connection, delete, insert, select, union
 from sandbox.accounts.roster import RosterLine, check_roster_role
 from sandbox.accounts.users import User, create_user, find_by_email, lookup_user, revoke_smart_grants
 from sandbox.fhir.values import instant_now
+from sandbox.hl7v2 import demo_lab
 from sandbox.store import sandboxes
 from sandbox.store.admin_errors import Conflict, Invalid, NotFound
 from sandbox.store.layers import DEFAULT_SANDBOX
@@ -74,10 +77,12 @@ def create_cohort(
     mode: str = "private",
     roster: list[RosterLine] | None = None,
     packs: list[str] | None = None,
+    lab: tuple[str, int] | None = None,
 ) -> Cohort:
     """The cohort, its members (users made for roster lines whose email is new) and their sandboxes, at once.
 
     ``packs`` are task pack ids; the caller checks them against its task library (accounts know no packs).
+    ``lab``: the demo lab's (host, port) that the sandboxes send their lab orders to (``Settings.demo_lab``).
     """
     if not isinstance(name, str) or not name.strip() or len(name) > 200:
         raise Invalid("A cohort needs a name: a non-empty string of at most 200 characters")
@@ -91,7 +96,7 @@ def create_cohort(
     cohort_id = sandboxes.new_layer_id(name.strip())
     shared = None
     if mode == "shared":
-        shared = sandboxes.create_sandbox(conn, f"{name.strip()} (shared)", baseline_id).id
+        shared = _new_sandbox(conn, f"{name.strip()} (shared)", baseline_id, lab)
     now = instant_now()[1]
     conn.execute(
         insert(cohorts).values(
@@ -107,8 +112,15 @@ def create_cohort(
     for pack_id in packs or []:
         assign_pack(conn, cohort_id, pack_id)
     for line in roster or []:
-        add_member(conn, cohort_id, roster_user(conn, line).id)
+        add_member(conn, cohort_id, roster_user(conn, line).id, lab=lab)
     return get_cohort(conn, cohort_id)
+
+
+def _new_sandbox(conn: Connection, name: str, baseline_id: str | None, lab: tuple[str, int] | None) -> str:
+    sandbox_id = sandboxes.create_sandbox(conn, name, baseline_id).id
+    if lab is not None:
+        demo_lab.connect(conn, sandbox_id, lab)
+    return sandbox_id
 
 
 def pack_ids(conn: Connection, cohort_id: str) -> list[str]:
@@ -144,7 +156,9 @@ def roster_user(conn: Connection, line: RosterLine) -> User:
     return existing
 
 
-def add_member(conn: Connection, cohort_id: str, user_ref: str) -> Member:
+def add_member(conn: Connection, cohort_id: str, user_ref: str, *, lab: tuple[str, int] | None = None) -> Member:
+    """The user in the cohort, with a sandbox of their own made from its baseline (in shared mode, the shared
+    one); ``lab`` as for ``create_cohort``."""
     cohort = get_cohort(conn, cohort_id)
     user = lookup_user(conn, user_ref)
     check_roster_role(user.role)
@@ -153,7 +167,7 @@ def add_member(conn: Connection, cohort_id: str, user_ref: str) -> Member:
     if cohort.shared_sandbox_id is not None:
         sandbox_id = cohort.shared_sandbox_id
     else:
-        sandbox_id = sandboxes.create_sandbox(conn, f"{cohort.name}: {user.name}", cohort.baseline_id).id
+        sandbox_id = _new_sandbox(conn, f"{cohort.name}: {user.name}", cohort.baseline_id, lab)
     conn.execute(
         insert(cohort_members).values(
             cohort_id=cohort_id, user_id=user.id, sandbox_id=sandbox_id, added_at=instant_now()[1]
@@ -162,11 +176,15 @@ def add_member(conn: Connection, cohort_id: str, user_ref: str) -> Member:
     return Member(user, sandbox_id)
 
 
-def add_roster(conn: Connection, cohort_id: str, roster: list[RosterLine]) -> list[Member]:
+def add_roster(
+    conn: Connection, cohort_id: str, roster: list[RosterLine], *, lab: tuple[str, int] | None = None
+) -> list[Member]:
     """Add every roster line's user; lines for people already in the cohort are skipped."""
     cohort = get_cohort(conn, cohort_id)
     present = {m.user.email for m in cohort.members}
-    return [add_member(conn, cohort_id, roster_user(conn, line).id) for line in roster if line.email not in present]
+    return [
+        add_member(conn, cohort_id, roster_user(conn, line).id, lab=lab) for line in roster if line.email not in present
+    ]
 
 
 def remove_member(conn: Connection, cohort_id: str, user_ref: str) -> None:

@@ -383,6 +383,7 @@ async def create_cohort(request: Request) -> dict[str, Any]:
             baseline_id=baseline,
             mode=mode,
             roster=roster,  # type: ignore[arg-type]
+            lab=request.app.state.settings.demo_lab,
         )
 
     cohort = await _run(request, work)
@@ -441,11 +442,12 @@ async def add_members(cohort_id: str, request: Request) -> dict[str, Any]:
 
     def work(conn: Connection) -> list[cohort_ops.Member]:
         _check_trains(conn, principal, cohort_id)
+        lab = request.app.state.settings.demo_lab
         if not roster:
-            return [cohort_ops.add_member(conn, cohort_id, user_ref)]  # type: ignore[arg-type]
+            return [cohort_ops.add_member(conn, cohort_id, user_ref, lab=lab)]  # type: ignore[arg-type]
         for line in roster:
             users.check_email(line.email)
-        return cohort_ops.add_roster(conn, cohort_id, roster)
+        return cohort_ops.add_roster(conn, cohort_id, roster, lab=lab)
 
     added = await _run(request, work)
     return {"added": [{**m.to_json(), "fhir_base": fhir_base(request, m.sandbox_id)} for m in added]}

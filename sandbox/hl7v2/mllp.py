@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import socket
 from collections.abc import Awaitable, Callable
 
@@ -77,22 +78,56 @@ class FrameReader:
         return frames
 
 
-class Server:
-    """An asyncio MLLP server on the app's event loop; ``handler`` answers each message (None: no reply)."""
+class ListenError(Exception):
+    """A server that cannot take its port (in use, or not ours to take); ``name`` says which server."""
 
-    def __init__(self, handler: Handler, host: str, port: int, *, limit: int = MAX_MESSAGE_BYTES) -> None:
+    def __init__(self, name: str, host: str, port: int, reason: str) -> None:
+        super().__init__(f"the {name} cannot listen on {host}:{port} ({reason})")
+        self.name = name
+
+
+class Server:
+    """An asyncio MLLP server on the app's event loop; ``handler`` answers each message (None: no reply).
+    ``name`` says what it is in a ``ListenError``."""
+
+    def __init__(
+        self, handler: Handler, host: str, port: int, *, limit: int = MAX_MESSAGE_BYTES, name: str = "MLLP server"
+    ) -> None:
         self.handler = handler
         self.host = host
         self.port = port
         self.limit = limit
+        self.name = name
+        self._socket: socket.socket | None = None
         self._server: asyncio.Server | None = None
         self._connections: set[asyncio.Task] = set()
 
+    def bind(self) -> None:
+        """Take the port now, before an event loop serves it: a port in use is a ``ListenError`` here, which a
+        command can say in one line, rather than a failure inside the app's start.  ``start`` binds if this
+        was not called."""
+        if self._socket is not None or self._server is not None:
+            return
+        family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
+        try:
+            # SO_REUSEADDR, as asyncio's reuse_address: a restart may take the port while old connections close.
+            self._socket = socket.create_server((self.host, self.port), family=family, backlog=100)
+        except OSError as exc:
+            reason = os.strerror(exc.errno) if exc.errno else str(exc)  # without create_server's own wording
+            raise ListenError(self.name, self.host, self.port, reason.lower()) from None
+        self.port = self._socket.getsockname()[1]  # the real one when asked for port 0
+
     async def start(self) -> None:
-        self._server = await asyncio.start_server(self._serve, self.host, self.port, reuse_address=True)
-        self.port = self._server.sockets[0].getsockname()[1]  # the real one when asked for port 0
+        if self._server is not None:
+            return
+        self.bind()
+        self._server = await asyncio.start_server(self._serve, sock=self._socket)
+        self._socket = None  # the asyncio server owns it now, and closes it
 
     async def stop(self) -> None:
+        if self._socket is not None:  # bound, never started
+            self._socket.close()
+            self._socket = None
         if self._server is not None:
             self._server.close()
             for task in list(self._connections):

@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     from sandbox.hl7v2.delivery import Worker
 
 DEFAULT_MLLP_PORT = 2575
+LISTENER = "HL7 v2 MLLP listener"  # the listener's name in a ListenError
 
 
 def mllp_port_from_env() -> int:
@@ -58,14 +59,25 @@ class Hl7v2Service:
         count_mllp("inbound", data, result.code)
         return result.reply.encode("utf-8") if result.reply is not None else None
 
-    async def start(self) -> None:
+    def bind(self) -> None:
+        """Take the configured listener's and demo lab's ports now (``ListenError`` when one is in use).
+        ``ehr-sandbox serve`` calls it before the app starts, to say which port in one line; ``start`` calls
+        it otherwise."""
         if self.listen is not None and self.server is None:
-            self.server = Server(self.handle_frame, *self.listen)
-            await self.server.start()
+            server = Server(self.handle_frame, *self.listen, name=LISTENER)
+            server.bind()
+            self.server = server
         if self.lab_listen is not None and self.lab is None:
             lab = DemoLab(*self.lab_listen)
-            await lab.start()
+            lab.bind()
             self.lab = lab
+
+    async def start(self) -> None:
+        self.bind()
+        if self.server is not None:
+            await self.server.start()
+        if self.lab is not None:
+            await self.lab.start()
         if self.deliver and self.worker is None:
             from sandbox.hl7v2.delivery import Worker  # imports the outbound builders: only when delivering
 

@@ -119,3 +119,89 @@ def test_no_demo_leaves_a_fresh_store_empty(tmp_path):
     assert httpx.get(f"{base}/admin/cohorts", headers=admin).json()["cohorts"] == []
     _stop(proc)
     assert not (tmp_path / "demo-accounts.txt").exists()
+
+
+@pytest.mark.parametrize(
+    ("taken_by", "says"),
+    [
+        (
+            ["--demo-lab-port", "{port}"],
+            "the demo lab cannot listen on 127.0.0.1:{port} (address already in use); choose another port with "
+            "--demo-lab-port or $EHR_SANDBOX_DEMO_LAB_PORT, or off for no demo lab",
+        ),
+        (
+            ["--env", "EHR_SANDBOX_DEMO_LAB_PORT={port}"],
+            "the demo lab cannot listen on 127.0.0.1:{port} (address already in use); choose another port with "
+            "--demo-lab-port or $EHR_SANDBOX_DEMO_LAB_PORT, or off for no demo lab",
+        ),
+        (
+            ["--demo-lab-port", "{port}", "--workers", "2"],
+            "the demo lab cannot listen on 127.0.0.1:{port} (address already in use); choose another port with "
+            "--demo-lab-port or $EHR_SANDBOX_DEMO_LAB_PORT, or off for no demo lab",
+        ),
+        (
+            ["--mllp-port", "{port}", "--demo-lab-port", "off"],
+            "the HL7 v2 MLLP listener cannot listen on 127.0.0.1:{port} (address already in use); choose another "
+            "port with --mllp-port or $EHR_SANDBOX_MLLP_PORT",
+        ),
+    ],
+    ids=["demo lab flag", "demo lab variable", "demo lab with workers", "mllp"],
+)
+def test_serve_on_a_taken_demo_lab_or_mllp_port_says_which_in_one_line_and_sets_nothing_up(
+    tmp_path: Path, taken_by: list[str], says: str
+) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = str(taken.getsockname()[1])
+        env = _env(tmp_path)
+        argv = [sys.executable, "-m", "sandbox.cli", "serve", "--port", str(_free_port())]
+        if "--mllp-port" not in taken_by:
+            argv += ["--mllp-port", str(_free_port())]
+        for flag, value in zip(taken_by[::2], taken_by[1::2], strict=True):
+            if flag == "--env":
+                name, _, raw = value.partition("=")
+                env[name] = raw.format(port=port)
+            else:
+                argv += [flag, value.format(port=port)]
+        result = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2
+    assert result.stderr.splitlines()[-1] == f"ehr-sandbox: {says.format(port=port)}"
+    assert "Traceback" not in result.stderr and result.stderr.count("ehr-sandbox:") == 1
+    assert "serving on" not in result.stdout
+    assert not (tmp_path / "demo-accounts.txt").exists()  # the port is taken before the demo cohort is made
+
+
+@pytest.mark.parametrize(
+    ("command", "says"),
+    [
+        (
+            ["worker", "--demo-lab-port"],
+            "the demo lab cannot listen on 127.0.0.1:{port} (address already in use); choose another port with "
+            "--demo-lab-port",
+        ),
+        (
+            ["mllp", "--port"],
+            "the HL7 v2 MLLP listener cannot listen on 127.0.0.1:{port} (address already in use); choose another "
+            "port with --port or $EHR_SANDBOX_MLLP_PORT",
+        ),
+    ],
+    ids=["worker", "mllp"],
+)
+def test_the_worker_and_the_mllp_listener_on_a_taken_port_say_which_in_one_line(
+    tmp_path: Path, command: list[str], says: str
+) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = str(taken.getsockname()[1])
+        result = subprocess.run(
+            [sys.executable, "-m", "sandbox.cli", *command, port],
+            env=_env(tmp_path),
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+    assert result.returncode == 2
+    assert result.stderr.splitlines()[-1] == f"ehr-sandbox: {says.format(port=port)}"
+    assert "Traceback" not in result.stderr and result.stderr.count("ehr-sandbox:") == 1

@@ -183,6 +183,35 @@ def test_a_message_the_lab_did_not_acknowledge_does_not_count(
     assert graded.results[0].status == "fail" and graded.results[0].message.endswith("found 0")
 
 
+def test_an_outbound_check_says_so_when_the_sandbox_has_no_destination_that_takes_the_message(
+    db: Database, fhir: Interactions, new_sandbox: Callable[[str], str]
+) -> None:
+    """Nothing the trainee does in the chart sends a message from a sandbox without a destination for it: the
+    failed check says what is missing and who adds it, until an enabled destination takes that type."""
+    engine = TaskEngine(db, fhir, Library([load_pack(PACK, "hl7.yaml")]))
+    sandbox = new_sandbox("hl7-nowhere")
+    engine.start(sandbox, "ana", "hl7-mini/order")
+    missing = (
+        "found 0; this sandbox has no HL7 v2 destination that takes ORM^O01, so nothing is sent: your trainer adds"
+        f" one with PUT /sandboxes/{sandbox}/hl7v2/destinations/{{name}}"
+    )
+
+    def received() -> str:
+        result = engine.check(sandbox, "ana", "hl7-mini/order").results[0]
+        assert (result.check_id, result.status) == ("received", "fail")
+        return result.message
+
+    assert received().endswith(missing)
+    with db.write() as conn:
+        destinations.put(conn, sandbox, "adt", {"host": "127.0.0.1", "port": 9, "message_types": ["ADT^A08"]})
+        destinations.put(conn, sandbox, "lab", {"host": "127.0.0.1", "port": 9, "enabled": False})
+    assert received().endswith(missing)  # one for other types, one switched off: still nowhere to send it
+    with db.write() as conn:
+        destinations.put(conn, sandbox, "lab", {"host": "127.0.0.1", "port": 9})
+    message = received()
+    assert message.endswith("found 0") and "no HL7 v2 destination" not in message
+
+
 def test_a_delivery_re_checks_the_live_checklist(
     db: Database, fhir: Interactions, new_sandbox: Callable[[str], str], lab: Destination
 ) -> None:

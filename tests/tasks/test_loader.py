@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import re
+from collections import Counter
 from pathlib import Path
 
 import pytest
 
+from tasks.library import Library
 from tasks.loader import PackError, builtin_packs, load_pack, load_pack_file
 
 GOOD = """\
@@ -130,3 +133,27 @@ def test_an_expression_that_cannot_be_evaluated_on_a_resource_does_not_hold() ->
     assert where.true_for({"resourceType": "Observation", "valueInteger": 3}, {})
     # fhirpathpy raises on a string compared with a number: that is "no", not a crashed check run
     assert not where.true_for({"resourceType": "Observation", "valueString": "three"}, {})
+
+
+def test_the_docs_count_the_built_in_library_as_it_is() -> None:
+    """docs/tasks.md says how many built-in tasks there are, in how many packs, and for whom: held to the library
+    here, so that the count cannot go stale when a task is added."""
+    text = (Path(__file__).parents[2] / "docs" / "tasks.md").read_text()
+    said = re.search(
+        r"^(\d+) tasks in (\w+) packs \(`tasks/packs/`\).*?: (\d+) for physicians, (\d+) for nurses,\s+"
+        r"(\d+) for registrars, (\d+) for pharmacists\.",
+        text,
+        re.M | re.S,
+    )
+    assert said is not None, "docs/tasks.md no longer counts the built-in library where this test looks"
+    words = {"one": 1, "two": 2, "three": 3, "four": 4, "five": 5, "six": 6, "seven": 7, "eight": 8, "nine": 9}
+    library = Library.builtin()
+    roles = Counter(task.role for _pack, task in library.tasks())
+    assert (int(said.group(1)), words.get(said.group(2), said.group(2))) == (len(library.tasks()), len(library.packs))
+    assert [int(n) for n in said.groups()[2:]] == [
+        roles["physician"],
+        roles["nurse"],
+        roles["registrar"],
+        roles["pharmacist"],
+    ]
+    assert sum(roles.values()) == len(library.tasks())  # no role the sentence leaves out

@@ -273,13 +273,18 @@ class ChartCds:
             ),
         )
 
-    async def sign(self, encounter_id: str | None, drafts: list[dict[str, Any]], earlier: Cards) -> tuple[Cards, bool]:
+    async def sign(
+        self, encounter_id: str | None, drafts: list[dict[str, Any]], earlier: Cards, checked: Cards | None = None
+    ) -> tuple[Cards, bool]:
         """The order-sign gate: ``(the cards, whether the orders may be written now)``.
 
-        The first time, order-sign is called, and any card stops the signing so that the user sees it.  Signing
-        again the same drafts (``earlier``: the order-sign calls the page carried) asks no service again: the
-        orders are written once every critical card of those calls is accepted or overridden.  Drafts changed
-        since are new orders to the services, so they are asked again."""
+        The first time, order-sign is called, and any card stops the signing so that the user sees it, except a
+        card the user already overrode at "Check order" (``checked``: the order-select calls the page carried):
+        as in a real EHR, an override documented with its reason holds for that order through signing, so it is
+        recorded on the order-sign card too (``carry_overrides``).  Signing again the same drafts (``earlier``:
+        the order-sign calls the page carried) asks no service again: the orders are written once every critical
+        card of those calls is accepted or overridden.  Drafts changed since are new orders to the services, so
+        they are asked again."""
         if earlier.calls and all(_drafts_of(c) == comparable(drafts) for c in earlier.calls):
             return earlier, not earlier.undecided_critical
         cards = await self._fire(
@@ -288,7 +293,51 @@ class ChartCds:
                 self.sandbox_id, u, self.patient_id, encounter_id, drafts, root=self.root
             ),
         )
-        return cards, not cards.cards
+        if checked is not None and await self.carry_overrides(checked, cards, drafts):
+            cards = await self.shown(cards.call_ids, ORDER_SIGN)
+        return cards, all(c.decision is not None for c in cards.cards)
+
+    async def carry_overrides(self, checked: Cards, signing: Cards, drafts: list[dict[str, Any]]) -> int:
+        """Override each undecided card of ``signing`` that repeats an alert the user overrode in ``checked``
+        about one of these ``drafts``, with the same reason and comment; answers how many were.
+
+        The same alert is the same words from the same source (``_alert``): an order changed so that the service
+        says something else (another drug) is a new alert and is asked about again, and an override of another
+        order never counts for this one.  A reason the order-sign card does not offer is not carried either:
+        the user chooses one of its own."""
+        orders = {f"{d['resourceType']}/{d['id']}" for d in drafts}
+        calls = {c.id: c for c in checked.calls}
+        overridden = {
+            _alert(c.card): c.decision
+            for c in checked.cards
+            if c.decision is not None
+            and c.decision.outcome == log.OVERRIDDEN
+            and c.call_id in calls
+            and _orders_of(calls[c.call_id]) & orders
+        }
+        carried = 0
+        for card in signing.cards:
+            earlier = overridden.get(_alert(card.card))
+            if card.decision is not None or earlier is None:
+                continue
+            given = earlier.override_reason or {}
+            code = (given.get("reason") or {}).get("code")
+            if code is not None and code not in dict(card.override_reasons):
+                continue
+            try:
+                await self.state.cds.override(
+                    self.sandbox_id,
+                    HookUser(self.user.id),
+                    card.call_id,
+                    card.key,
+                    code,
+                    given.get("userComment"),
+                    root=self.root,
+                )
+            except CdsError:  # decided meanwhile (a second tab): the gate reads what was recorded
+                continue
+            carried += 1
+        return carried
 
     async def _fire(self, hook: str, call: Callable[[HookUser], Awaitable[HookResult]]) -> Cards:
         try:
@@ -367,6 +416,25 @@ class ChartCds:
 def _drafts_of(call: log.Call) -> list[dict[str, Any]]:
     bundle = ((call.request or {}).get("context") or {}).get("draftOrders") or {}
     return comparable(e.get("resource") or {} for e in bundle.get("entry") or [])
+
+
+def _orders_of(call: log.Call) -> set[str]:
+    """The draft orders (``Type/id``) a hook call was about."""
+    return {f"{d.get('resourceType')}/{d.get('id')}" for d in _drafts_of(call)}
+
+
+def _alert(card: dict[str, Any]) -> tuple[Any, ...]:
+    """What makes two cards (of two calls, or two hooks of one service) the same alert to the user."""
+    source = card.get("source") or {}
+    topic = source.get("topic") or {}
+    return (
+        card.get("indicator"),
+        card.get("summary"),
+        card.get("detail"),
+        source.get("label"),
+        topic.get("system"),
+        topic.get("code"),
+    )
 
 
 def _cards(conn: Connection, layer: str, calls: list[log.Call], user: User) -> Cards:

@@ -568,7 +568,7 @@ async def _save_order(
         count = len(selected.cards)
         said = f"{count} card{'s' if count != 1 else ''} below" if count else "nothing to add"
         return again(200, replace(order, selected=selected, message=f"Decision support checked the draft: {said}."))
-    signing, ready = await support.sign(encounter_id, drafts, order.signing)
+    signing, ready = await support.sign(encounter_id, drafts, order.signing, order.selected)
     order = replace(order, signing=signing)
     if not ready:
         if signing.cards:

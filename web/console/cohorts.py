@@ -131,6 +131,7 @@ async def create_cohort(request: Request, session: WebSession = Depends(trainer_
                 mode=values["mode"],
                 roster=roster,
                 packs=[values["pack"]],
+                lab=request.app.state.settings.demo_lab,
             ).id
         except AdminError as exc:  # a roster line naming an existing user of another role, say
             errors.fields["roster" if roster else "name"] = exc.message
@@ -229,7 +230,7 @@ async def import_roster(cohort_id: str, request: Request, session: WebSession = 
 
     def add(conn: Connection) -> None:
         try:
-            cohort_ops.add_roster(conn, cohort_id, roster)
+            cohort_ops.add_roster(conn, cohort_id, roster, lab=request.app.state.settings.demo_lab)
         except AdminError as exc:
             errors.fields["roster"] = exc.message
             raise Rejected from None

@@ -197,6 +197,73 @@ def test_a_changed_draft_is_asked_about_again_at_signing(
     assert hook_calls(app, ada_sandbox, "order-sign") == 2
 
 
+def override_at_check(client: TestClient, url: str) -> Any:
+    """Check order on an amoxicillin draft, then override its allergy card with a reason and a comment."""
+    checked = post_order(client, url, client.get(url).text, step="check")
+    (card,) = cards(checked.text)
+    overridden = post_order(
+        client,
+        url,
+        checked.text,
+        cds_decide=f"override:{card['call']}:{card['key']}",
+        **{f"cds_reason_{card['key']}": "tolerated-before", f"cds_comment_{card['key']}": "took it in 2020"},
+    )
+    assert overridden.status_code == 200 and "Overridden: Patient has taken this drug before" in overridden.text
+    return overridden
+
+
+@pytest.mark.parametrize("changed", [{}, {"dose": "500"}], ids=["unchanged", "dose changed"])
+def test_an_alert_overridden_at_check_order_holds_through_signing_that_order(
+    client: TestClient, app: FastAPI, ada: str, ada_sandbox: str, changed: dict[str, str]
+) -> None:
+    url = order_form(ada_sandbox)
+    overridden = override_at_check(client, url)
+
+    # Signing asks order-sign, whose card is the same alert about the same order: the documented override holds
+    # (recorded on that card too, with its feedback), and the order is signed without asking again.
+    signed = post_order(client, url, overridden.text, step="sign", **changed)
+    assert signed.status_code == 303, signed.text
+    assert hook_calls(app, ada_sandbox, "order-sign") == 1
+    rid, order, _actor, _route = writes(app, ada_sandbox)[-1]
+    assert (rid, order["status"]) == (form_values(overridden.text)["draft_id"], "active")
+    assert order["dosageInstruction"][0]["doseAndRate"][0]["doseQuantity"]["value"] == float(changed.get("dose", 250))
+    by_service = {d.service_id: d for d in decisions(app, ada_sandbox)}
+    assert sorted(by_service) == ["penicillin-allergy-order-select", "penicillin-allergy-order-sign"]
+    first, carried = by_service["penicillin-allergy-order-select"], by_service["penicillin-allergy-order-sign"]
+    assert carried.outcome == "overridden" and carried.override_reason == first.override_reason
+    assert carried.override_reason == {
+        "reason": {
+            "system": "urn:ehr-sandbox:cds-override-reason",
+            "code": "tolerated-before",
+            "display": "Patient has taken this drug before without a reaction",
+        },
+        "userComment": "took it in 2020",
+    }
+    assert carried.actor == first.actor == f"user:{user_id(app, 'ada@demo.invalid')}"
+    assert carried.feedback == "sent"
+
+
+def test_an_override_at_check_order_does_not_hold_for_another_alert_or_another_order(
+    client: TestClient, app: FastAPI, ada: str, ada_sandbox: str
+) -> None:
+    url = order_form(ada_sandbox)
+    overridden = override_at_check(client, url)
+
+    # Another drug after the override: the alert at signing is about that drug, so it must be decided anew.
+    stopped = post_order(client, url, overridden.text, step="sign", medication="308191")
+    assert stopped.status_code == 409 and "Not signed: accept a suggestion of each critical alert" in stopped.text
+    sign_card = next(c for c in cards(stopped.text) if c["service"] == "penicillin-allergy-order-sign")
+    assert "amoxicillin 500 mg oral capsule is a penicillin" in sign_card["body"] and "call" in sign_card
+    assert [d.service_id for d in decisions(app, ada_sandbox)] == ["penicillin-allergy-order-select"]
+
+    # Another order (a new form's draft) carrying the first form's overridden order-select call: not its override.
+    other = form_values(client.get(url).text) | {"cds_select": form_values(overridden.text)["cds_select"]}
+    elsewhere = client.post(url, data=other | AMOXICILLIN | {"step": "sign"}, follow_redirects=False)
+    assert elsewhere.status_code == 409
+    assert [d.service_id for d in decisions(app, ada_sandbox)] == ["penicillin-allergy-order-select"]
+    assert [w for w in writes(app, ada_sandbox) if w[1].get("status") == "active"] == []
+
+
 def test_a_draft_order_without_cards_is_signed_at_once(
     client: TestClient, app: FastAPI, ada: str, ada_sandbox: str
 ) -> None:
