@@ -47,13 +47,24 @@ def plan_transaction(
         if check_bundle(bundle) != "transaction":
             return None
         entries = planner._entries(bundle)
-        if any(entry.error is not None for entry in entries):
+        if any(entry.error is not None or _needs_database(entry) for entry in entries):
             return None
         planner._apply(_NO_CONNECTION, entries)
     except (FhirError, _NeedsDatabase):
         return None
     post_ids = {e.index: (e.target or "").split("/", 1)[1] for e in entries if e.method == "POST"}
     return TransactionPlan(post_ids, planner.chunks)
+
+
+def _needs_database(entry: Entry) -> bool:
+    """Entries the planner would give up at in any case, found before any resource is validated: the HTTP
+    route plans every transaction it is sent, and a plan given up on late is validation done twice."""
+    return (
+        entry.method not in ("POST", "PUT")
+        or entry.conditional
+        or entry.if_none_exist is not None
+        or entry.if_match is not None
+    )
 
 
 class _Planner(BundleProcessor):
