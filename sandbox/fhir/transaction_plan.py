@@ -1,7 +1,9 @@
-"""Working out a transaction Bundle's creates before its database transaction, in another process.
+"""Working out a transaction Bundle's creates before its database transaction.
 
 The loader validates and indexes bundles in worker processes while its main
-process writes earlier ones (``synthetic_data.loader``).  ``plan_transaction``
+process writes earlier ones (``synthetic_data.loader``); ``POST [base]`` plans a
+transaction before opening its write transaction, so that on SQLite one request
+is validated while another's rows are written (``bundle_routes``).  ``plan_transaction``
 runs ``BundleProcessor``'s own steps for a transaction (parsing, identities,
 reference rewriting, validation, ``prepare_creates``), with no database: an
 entry whose outcome depends on what the database holds (a DELETE, a conditional
