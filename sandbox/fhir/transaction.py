@@ -52,7 +52,7 @@ METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE")
 # The processing order of http.html#trules; entries of one method keep their order in the Bundle.
 _PHASE = {"DELETE": 0, "POST": 1, "PUT": 2, "PATCH": 2, "GET": 3, "HEAD": 3}
 _PLACEHOLDER = ("urn:uuid:", "urn:oid:")
-_CREATE_CHUNK = 500
+CREATE_CHUNK = 500  # new resources stored per statement; bounds the index rows held in memory at once
 _NARRATIVE_LINK = re.compile(r'((?:href|src)\s*=\s*")(urn:(?:uuid|oid):[^"]+)(")')
 
 
@@ -214,8 +214,8 @@ class BundleProcessor:
         entry; then the repository stores a chunk at a time with one statement per
         table (chunks bound the index rows held in memory for a very large Bundle).
         """
-        for start in range(0, len(entries), _CREATE_CHUNK):
-            chunk = entries[start : start + _CREATE_CHUNK]
+        for start in range(0, len(entries), CREATE_CHUNK):
+            chunk = entries[start : start + CREATE_CHUNK]
             prepared = self._planned(chunk, method)
             if prepared is None:
                 for entry in chunk:

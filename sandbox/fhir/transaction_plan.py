@@ -1,7 +1,9 @@
-"""Working out a transaction Bundle's creates before its database transaction, in another process.
+"""Working out a transaction Bundle's creates before its database transaction.
 
 The loader validates and indexes bundles in worker processes while its main
-process writes earlier ones (``synthetic_data.loader``).  ``plan_transaction``
+process writes earlier ones (``synthetic_data.loader``); ``POST [base]`` plans a
+transaction before opening its write transaction, so that on SQLite one request
+is validated while another's rows are written (``bundle_routes``).  ``plan_transaction``
 runs ``BundleProcessor``'s own steps for a transaction (parsing, identities,
 reference rewriting, validation, ``prepare_creates``), with no database: an
 entry whose outcome depends on what the database holds (a DELETE, a conditional
@@ -47,13 +49,24 @@ def plan_transaction(
         if check_bundle(bundle) != "transaction":
             return None
         entries = planner._entries(bundle)
-        if any(entry.error is not None for entry in entries):
+        if any(entry.error is not None or _needs_database(entry) for entry in entries):
             return None
         planner._apply(_NO_CONNECTION, entries)
     except (FhirError, _NeedsDatabase):
         return None
     post_ids = {e.index: (e.target or "").split("/", 1)[1] for e in entries if e.method == "POST"}
     return TransactionPlan(post_ids, planner.chunks)
+
+
+def _needs_database(entry: Entry) -> bool:
+    """Entries the planner would give up at in any case, found before any resource is validated: the HTTP
+    route plans every transaction it is sent, and a plan given up on late is validation done twice."""
+    return (
+        entry.method not in ("POST", "PUT")
+        or entry.conditional
+        or entry.if_none_exist is not None
+        or entry.if_match is not None
+    )
 
 
 class _Planner(BundleProcessor):

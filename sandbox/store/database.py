@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import threading
 from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -70,6 +70,13 @@ class Database:
                 pool_pre_ping=False,
                 connect_args={"prepare_threshold": None},
             )
+
+        # SQLite lets one writer in at a time, and one that finds the database locked sleeps in steps of up to
+        # 100 ms before it looks again, so the database sat idle between one request's commit and the next
+        # writer's wake-up.  This process's writers queue here instead and go in the moment it is free; the
+        # busy timeout still covers other processes.  Re-entrant, so a write opened inside another in the same
+        # thread fails on the database's lock as before rather than waiting here for ever.
+        self._writer: AbstractContextManager[object] = threading.RLock() if self.is_sqlite else nullcontext()
 
         # The same pool; connections taken through it run each statement in its own transaction.
         self._autocommit = self.engine.execution_options(isolation_level="AUTOCOMMIT")
@@ -158,7 +165,7 @@ class Database:
 
     @contextmanager
     def write(self) -> Iterator[Connection]:
-        with self.engine.connect() as conn:
+        with self._writer, self.engine.connect() as conn:
             # conn.info lives as long as the pooled DBAPI connection: always clear the flag.
             conn.info["write"] = True
             try:

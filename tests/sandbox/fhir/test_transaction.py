@@ -487,3 +487,36 @@ def test_a_bundle_over_the_body_limit_is_413(client, app):
     size = app.state.settings.max_body_bytes
     r = client.post("/fhir", content=b" " * (size + 1), headers={"content-type": "application/fhir+json"})
     assert r.status_code == 413
+
+
+def test_a_failing_entry_at_the_end_of_a_large_transaction_rolls_back_every_chunk(client):
+    # 600 creates are stored in two chunks; the last entry fails validation, so neither chunk may stay.
+    entries = [post(PATIENT, "urn:uuid:p")] + [post(observation("urn:uuid:p")) for _ in range(598)]
+    entries.append(post(observation("urn:uuid:p", status="done-ish")))
+    r = client.post("/fhir", json=bundle(*entries), headers={"Prefer": "return=minimal"})
+    assert r.status_code == 422
+    assert r.json()["issue"][0]["expression"][0].startswith("Bundle.entry[599]")
+    assert count(client, "Patient") == 0
+    assert count(client, "Observation") == 0
+
+
+def test_references_resolve_to_the_created_ids_when_a_late_entry_needs_the_database(client):
+    # A conditional reference in the last entry is found only once the earlier entries' references were
+    # rewritten; the server must still point them at the resources it stores, not at ids it gave up on.
+    patient = create_patient(client)
+    encounter = {"resourceType": "Encounter", "status": "finished", "class": {"code": "AMB"}}
+    r = client.post(
+        "/fhir",
+        json=bundle(
+            post(encounter, "urn:uuid:e"),
+            post(observation(f"Patient/{patient}", encounter={"reference": "urn:uuid:e"})),
+            post(observation("Patient?identifier=urn:mrn|1")),
+        ),
+    )
+    assert r.status_code == 200, r.text
+    encounter_id = r.json()["entry"][0]["response"]["location"].split("/")[1]
+    first = client.get("/fhir/" + r.json()["entry"][1]["response"]["location"].split("/_history")[0]).json()
+    last = client.get("/fhir/" + r.json()["entry"][2]["response"]["location"].split("/_history")[0]).json()
+    assert first["encounter"] == {"reference": f"Encounter/{encounter_id}"}
+    assert last["subject"] == {"reference": f"Patient/{patient}"}
+    assert count(client, f"Observation?encounter=Encounter/{encounter_id}") == 1

@@ -197,3 +197,33 @@ def test_rows_prepared_for_another_layer_are_refused(ready: Database) -> None:
     with pytest.raises(ValueError, match="cannot go into 'default'"):
         run(ready, chart(), planned)
     assert contents(ready) == {}
+
+
+@pytest.mark.parametrize(
+    "entry",
+    [
+        {"request": {"method": "DELETE", "url": "Patient/gone"}},
+        {"request": {"method": "GET", "url": "Patient/p1"}},
+        {"resource": {"resourceType": "Patient"}, "request": {"method": "PUT", "url": "Patient?identifier=x|1"}},
+        {
+            "resource": {"resourceType": "Patient", "id": "p2"},
+            "request": {"method": "PUT", "url": "Patient/p2", "ifMatch": 'W/"1"'},
+        },
+    ],
+    ids=["delete", "read", "conditional-update", "if-match"],
+)
+def test_the_planner_gives_up_before_validating_anything_when_an_entry_needs_the_database(
+    monkeypatch: pytest.MonkeyPatch, entry: dict[str, Any]
+) -> None:
+    validated: list[str] = []
+    validate = transaction.validate
+
+    def counted(resource: Any, expected: str | None = None) -> Any:
+        validated.append(str(expected))
+        return validate(resource, expected)
+
+    monkeypatch.setattr(transaction, "validate", counted)
+    bundle = chart()
+    bundle["entry"].append(entry)
+    assert plan(bundle) is None
+    assert validated == ["Bundle"]  # the Bundle around the entries, none of their resources

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -92,5 +93,33 @@ def test_a_lost_connection_is_dropped_with_the_pool(pg_database: Database):
         assert raised.value.connection_invalidated
         with db.read(snapshot=False) as first, db.read(snapshot=False) as second:
             assert [driver_rows(conn, "SELECT 1", ()) for conn in (first, second)] == [[(1,)], [(1,)]]
+    finally:
+        db.dispose()
+
+
+def test_sqlite_writers_of_one_process_wait_their_turn_without_holding_a_connection(tmp_path):
+    """A second writer queues in the process and goes in once the first commits, rather than polling SQLite's
+    lock from a connection of its own (which sleeps up to 100 ms between looks)."""
+    db = Database(f"sqlite:///{tmp_path / 'queue.db'}")
+    db.create_schema()
+    second_wrote = threading.Event()
+
+    def second() -> None:
+        with db.write() as conn:
+            conn.execute(text("INSERT INTO layers (id, kind, name, created_at) VALUES ('b', 'baseline', 'B', 'now')"))
+        second_wrote.set()
+
+    try:
+        with db.write() as conn:
+            conn.execute(text("INSERT INTO layers (id, kind, name, created_at) VALUES ('a', 'baseline', 'A', 'now')"))
+            writer = threading.Thread(target=second)
+            writer.start()
+            writer.join(0.3)  # time enough to reach the queue
+            assert not second_wrote.is_set()
+            assert db.engine.pool.checkedout() == 1  # only the first writer's connection
+        writer.join(10)
+        assert second_wrote.is_set()
+        with db.read() as conn:
+            assert conn.execute(text("SELECT count(*) FROM layers WHERE id IN ('a', 'b')")).scalar_one() == 2
     finally:
         db.dispose()

@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import threading
+import time
+import uuid
 
 import pytest
 from sqlalchemy import func, insert, select
 
 from sandbox.app import ensure_default_sandbox
+from sandbox.fhir.interactions import check_id
 from sandbox.fhir.outcome import FhirError
 from sandbox.fhir.search_params import registry
 from sandbox.store.layers import View
-from sandbox.store.repository import Actor, Repository
+from sandbox.store.repository import Actor, Repository, new_id
 from sandbox.store.schema import layers, outbox, resource_versions, sp_string, sp_token
 
 DEFAULT = View("default", ("default",))
@@ -190,3 +193,19 @@ def test_sandbox_over_a_baseline_sees_baseline_until_it_writes_its_own_version(d
         assert repo.version(conn, s1, "Patient", "p1", 1).layer_id == "base"
         _, total = repo.history(conn, s1, rtype="Patient", rid="p1")
     assert total == 2
+
+
+def test_new_ids_are_valid_fhir_ids_and_version_7_uuids_that_sort_by_creation_time(monkeypatch):
+    # Time-ordered ids put a Bundle's new resources side by side in every (layer, type, id) index.
+    earlier = [new_id() for _ in range(50)]
+    assert len(set(earlier)) == 50
+    for rid in earlier:
+        assert check_id(rid) == rid
+        parsed = uuid.UUID(rid)
+        assert (parsed.version, parsed.variant) == (7, uuid.RFC_4122)
+        assert str(parsed) == rid
+    now = time.time_ns()
+    monkeypatch.setattr(time, "time_ns", lambda: now + 5_000_000)  # five milliseconds on
+    later = new_id()
+    assert all(rid < later for rid in earlier)
+    assert int(later.replace("-", "")[:12], 16) == (now + 5_000_000) // 1_000_000
