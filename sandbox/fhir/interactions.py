@@ -101,8 +101,10 @@ class Interactions:
         *,
         if_none_exist: str | None = None,
         rid: str | None = None,
+        expected_type: str | None = None,
     ) -> WriteOutcome:
-        validate(resource)
+        """``expected_type``: the type the request names (a conditional update's URL), checked with the rest."""
+        validate(resource, expected_type)
         rtype = resource["resourceType"]
         if if_none_exist:
             found = self.match(conn, view, rtype, if_none_exist)
@@ -177,8 +179,9 @@ class Interactions:
             check_id(rid)
             if self.repo.current(conn, view, rtype, rid) is not None:
                 raise FhirError.of(409, "conflict", f"{rtype}/{rid} exists but does not match '{criteria}'")
-        validate(resource, rtype)
-        return self.create(conn, view, {k: v for k, v in resource.items() if k != "id"}, actor, rid=rid)
+        # Validated once, by create: the id set aside here was checked above.
+        without_id = {k: v for k, v in resource.items() if k != "id"}
+        return self.create(conn, view, without_id, actor, rid=rid, expected_type=rtype)
 
     def patch(
         self,
