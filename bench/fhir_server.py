@@ -7,9 +7,11 @@ Loads a fresh store (``--patients`` charts of about 100 resources each, through
 it with ``wrk`` (Debian package ``wrk``) and ``bench/wrk/requests.lua``: the
 load generator is C, so it leaves this machine's CPU to the server.  Every
 round measures the trivial endpoint (``/healthz``) next to the FHIR reads, so
-the ratio between the two is taken under the same machine conditions; the
-figures printed are medians over the rounds (this machine's speed swings
-several-fold between minutes).  Prints one JSON line.
+the ratio between the two is taken under the same machine conditions, and the
+next round starts once the server has caught up with the round's writes (its
+outbox consumers: task re-checks, subscriptions, HL7 v2 outbound); the figures
+printed are medians over the rounds (this machine's speed swings several-fold
+between minutes).  Prints one JSON line.
 """
 
 from __future__ import annotations
