@@ -7,11 +7,9 @@ Loads a fresh store (``--patients`` charts of about 100 resources each, through
 it with ``wrk`` (Debian package ``wrk``) and ``bench/wrk/requests.lua``: the
 load generator is C, so it leaves this machine's CPU to the server.  Every
 round measures the trivial endpoint (``/healthz``) next to the FHIR reads, so
-the ratio between the two is taken under the same machine conditions, and the
-next round starts once the server has caught up with the round's writes (its
-outbox consumers: task re-checks, subscriptions, HL7 v2 outbound); the figures
-printed are medians over the rounds (this machine's speed swings several-fold
-between minutes).  Prints one JSON line.
+the ratio between the two is taken under the same machine conditions; the
+figures printed are medians over the rounds (this machine's speed swings
+several-fold between minutes).  Prints one JSON line.
 """
 
 from __future__ import annotations
@@ -42,7 +40,7 @@ from sqlalchemy.engine import make_url
 from bench.population import LOINC, SEARCH_CODES, load, load_generated, patient_chart
 from sandbox.fhir.validation import dump_json
 from sandbox.store.database import Database
-from sandbox.store.schema import outbox, outbox_cursors, resources
+from sandbox.store.schema import outbox, resources
 
 LUA = Path(__file__).parent / "wrk" / "requests.lua"
 DEFAULT_PG = "postgresql://postgres@127.0.0.1:5432/ehr_bench"
@@ -82,7 +80,6 @@ def main(argv: list[str] | None = None) -> int:
         for name in ("read", "search"):
             _wrk(base, args, files[name], duration=max(2, args.duration // 2))
         rounds: list[dict[str, Any]] = []
-        caught_up: list[float] = []
         for n in range(args.rounds):
             figures = {
                 "healthz": _wrk(base, args, None, path="/healthz"),
@@ -93,8 +90,6 @@ def main(argv: list[str] | None = None) -> int:
             if "transaction" in files:
                 figures["transaction"] = _wrk(base, args, files["transaction"])
             rounds.append(figures)
-            # The next round starts once the server has caught up with this round's writes.
-            caught_up.append(_drain_outbox(url, timeout=120))
             if args.verbose:
                 print(f"round {n + 1}: " + json.dumps({k: v["rps"] for k, v in figures.items()}), flush=True)
         memory = _memory(server.pid)
@@ -122,7 +117,6 @@ def main(argv: list[str] | None = None) -> int:
         "create": _summary(rounds, "create"),
         "server_memory_mb": memory,
         "outbox_drain_s": drained,
-        "outbox_drain_after_each_round_s": caught_up,
     }
     if "transaction" in files:
         report["transaction"] = _summary(rounds, "transaction", per_request=args.bundle_entries)
@@ -309,25 +303,19 @@ def _start_server(args: argparse.Namespace, url: str, work: Path) -> subprocess.
 
 
 def _drain_outbox(url: str, timeout: float = 900) -> float:
-    """Wait until the server's outbox consumers have taken up every event; return the seconds it took.
+    """Wait until the server's outbox consumers have taken up the load's events; return the seconds it took.
 
-    Every stored resource leaves an outbox event, and the server's consumers (HL7 v2 outbound, which marks
-    rows done, and the task re-checks and subscriptions, which follow cursors) work through them after
-    start and after each round's writes, holding SQLite's write lock a batch at a time: measured on top of
-    that backlog, the first round's writes ran at a few requests a second, and a round's searches ran
-    while the server re-checked the previous round's writes.
+    Every stored resource leaves an outbox event, and the server's consumers (HL7 v2 outbound) work
+    through them after start, holding SQLite's write lock a batch at a time: measured on top of that
+    backlog, the first round's writes ran at a few requests a second.
     """
     db = Database(url)
     started = time.perf_counter()
-    newest = select(func.max(outbox.c.seq)).scalar_subquery()
     try:
         while time.perf_counter() - started < timeout:
             with db.read() as conn:
                 pending = conn.execute(select(func.count()).select_from(outbox).where(outbox.c.done_at.is_(None)))
-                behind = conn.execute(
-                    select(func.count()).select_from(outbox_cursors).where(outbox_cursors.c.last_seq < newest)
-                )
-                if pending.scalar_one() == 0 and behind.scalar_one() == 0:
+                if pending.scalar_one() == 0:
                     break
             time.sleep(1)
     finally:
