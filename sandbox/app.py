@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import os
 from collections.abc import AsyncIterator
@@ -88,11 +87,11 @@ def create_app(settings: Settings, *, db: Database | None = None) -> FastAPI:
         await app.state.hl7v2.start()  # the MLLP listener and outbound worker, if `serve` configured them
         app.state.request_log.start()
         app.state.bulk.start()  # bulk $export jobs run in the background of whichever worker takes them
-        await asyncio.to_thread(app.state.subscriptions.start)  # rest-hook notifications from the outbox
+        await run_in_threadpool(app.state.subscriptions.start)  # rest-hook notifications from the outbox
         freeze_startup_heap()  # full collections stop walking the imports and the app: see sandbox/heap.py
         yield
-        await asyncio.to_thread(app.state.subscriptions.stop)
-        await asyncio.to_thread(app.state.bulk.stop)
+        await run_in_threadpool(app.state.subscriptions.stop)
+        await run_in_threadpool(app.state.bulk.stop)
         app.state.request_log.stop()
         await app.state.hl7v2.stop()
         db.dispose()

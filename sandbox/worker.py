@@ -17,6 +17,7 @@ import logging
 import signal
 from collections.abc import Callable
 
+from sandbox.concurrency import run_in_threadpool
 from sandbox.config import Settings
 from sandbox.fhir.interactions import Interactions
 from sandbox.fhir.search_params import registry
@@ -64,7 +65,7 @@ class OutboxConsumers:
         await self.hl7v2.start()
         if self.hl7v2.worker is not None:
             self.hl7v2.worker.interval = self.interval
-        self._checker = await asyncio.to_thread(
+        self._checker = await run_in_threadpool(
             self._start_live_checks, self.db, self.fhir, chores=housekeeping(self.db)
         )
         self._checker.interval = self.interval
@@ -74,7 +75,7 @@ class OutboxConsumers:
     async def stop(self) -> None:
         await self.hl7v2.stop()
         if self._checker is not None:
-            await asyncio.to_thread(self._checker.stop)
+            await run_in_threadpool(self._checker.stop)
             self._checker = None
 
 

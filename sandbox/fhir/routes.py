@@ -198,13 +198,9 @@ async def search_type_post(rtype: str, request: Request, ctx: FhirContext = Depe
 # ---- instance reads --------------------------------------------------------------------------------
 
 
-def _read_current(ctx: FhirContext, rtype: str, rid: str) -> Stored:
-    with ctx.db.read(snapshot=False) as conn:
-        return ctx.fhir.read(conn, ctx.view, rtype, rid)
-
-
-def _read_inline(ctx: FhirContext, rtype: str, rid: str) -> Stored:
-    with ctx.db.inline_read() as conn:
+def _read_current(ctx: FhirContext, rtype: str, rid: str, *, inline: bool = False) -> Stored:
+    """``inline``: on the event loop, on the connection the database keeps for it (``Database.inline_read``)."""
+    with ctx.db.inline_read() if inline else ctx.db.read(snapshot=False) as conn:
         return ctx.fhir.read(conn, ctx.view, rtype, rid)
 
 
@@ -213,7 +209,7 @@ async def read(rtype: str, rid: str, request: Request, ctx: FhirContext = Depend
     """Read by id, the hottest route: on SQLite the one-row lookup runs inline, cheaper than a thread hop."""
     _type(rtype)
     if ctx.db.inline_reads:
-        stored = _read_inline(ctx, rtype, rid)
+        stored = _read_current(ctx, rtype, rid, inline=True)
     else:
         stored = await run_in_threadpool(_read_current, ctx, rtype, rid)
     headers = resource_headers(stored)

@@ -11,12 +11,12 @@ demo cohort's, and those of the cohorts trainers create) gets a destination ``de
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import os
 
 from sqlalchemy import Connection
 
+from sandbox.concurrency import run_in_threadpool
 from sandbox.hl7v2 import ack as acks
 from sandbox.hl7v2 import destinations
 from sandbox.hl7v2.er7 import Message, V2Error, parse
@@ -88,7 +88,7 @@ class DemoLab:
         return self.server.port
 
     async def _answer(self, data: bytes) -> bytes | None:
-        reply = await asyncio.to_thread(acknowledge, data)  # a large message is parsed off the event loop
+        reply = await run_in_threadpool(acknowledge, data)  # a large message is parsed off the event loop
         return reply.encode("utf-8") if reply is not None else None
 
     def bind(self) -> None:

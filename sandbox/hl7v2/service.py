@@ -8,11 +8,11 @@ run on the app's event loop; database work goes to threads.
 
 from __future__ import annotations
 
-import asyncio
 import os
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
+from sandbox.concurrency import run_in_threadpool
 from sandbox.fhir.interactions import Interactions
 from sandbox.hl7v2.demo_lab import DemoLab
 from sandbox.hl7v2.inbound import Inbound
@@ -55,7 +55,7 @@ class Hl7v2Service:
         self.lab_listen = (host, demo_lab_port) if demo_lab_port is not None else None
 
     async def handle_frame(self, data: bytes) -> bytes | None:
-        result = await asyncio.to_thread(self.inbound.handle, data)
+        result = await run_in_threadpool(self.inbound.handle, data)
         count_mllp("inbound", data, result.code)
         return result.reply.encode("utf-8") if result.reply is not None else None
 
@@ -93,5 +93,5 @@ class Hl7v2Service:
             await self.lab.stop()
             self.lab = None
         if self.worker is not None:
-            await asyncio.to_thread(self.worker.stop)
+            await run_in_threadpool(self.worker.stop)
             self.worker = None
