@@ -34,7 +34,6 @@ from sandbox.fhir.search_plan import parse
 from sandbox.fhir.subsetting import subset
 from sandbox.fhir.validation import parse_json, parse_resource
 from sandbox.fhir.values import date_range, instant_now
-from sandbox.store.repository import Stored
 
 router = APIRouter()
 
@@ -198,20 +197,11 @@ async def search_type_post(rtype: str, request: Request, ctx: FhirContext = Depe
 # ---- instance reads --------------------------------------------------------------------------------
 
 
-def _read_current(ctx: FhirContext, rtype: str, rid: str, *, inline: bool = False) -> Stored:
-    """``inline``: on the event loop, on the connection the database keeps for it (``Database.inline_read``)."""
-    with ctx.db.inline_read() if inline else ctx.db.read(snapshot=False) as conn:
-        return ctx.fhir.read(conn, ctx.view, rtype, rid)
-
-
 @router.get("/{rtype}/{rid}")
 async def read(rtype: str, rid: str, request: Request, ctx: FhirContext = Depends(fhir_context)) -> Response:
-    """Read by id, the hottest route: on SQLite the one-row lookup runs inline, cheaper than a thread hop."""
+    """Read by id, the hottest route: awaited on the event loop, no thread hop (``Database.loop_rows``)."""
     _type(rtype)
-    if ctx.db.inline_reads:
-        stored = _read_current(ctx, rtype, rid, inline=True)
-    else:
-        stored = await run_in_threadpool(_read_current, ctx, rtype, rid)
+    stored = await ctx.fhir.read_on_loop(ctx.db, ctx.view, rtype, rid)
     headers = resource_headers(stored)
     if request.headers.get("if-none-match", "").strip() == stored.etag:
         return Response(status_code=304, headers=headers)

@@ -23,12 +23,14 @@ from typing import Any
 from sqlalchemy import Connection
 
 from sandbox.auth.scopes import Access, Way
+from sandbox.concurrency import run_in_threadpool
 from sandbox.fhir.interactions import Interactions, WriteOutcome
 from sandbox.fhir.outcome import FhirError, not_found
 from sandbox.fhir.resource_types import resource_types
 from sandbox.fhir.search import SearchResult
 from sandbox.fhir.search_params import patient_compartment
 from sandbox.fhir.search_plan import Allowed, SearchPlan, parse
+from sandbox.store.database import Database
 from sandbox.store.layers import View
 from sandbox.store.repository import Actor, Stored
 
@@ -119,6 +121,16 @@ class ScopedInteractions(Interactions):
         stored = super().read(conn, view, rtype, rid)
         self._check_one(conn, view, stored, "r")
         return stored
+
+    async def read_on_loop(self, db: Database, view: View, rtype: str, rid: str) -> Stored:
+        """The scope check is a search: the read and its check take a thread and a unit of work of their own."""
+        self._require(rtype, "r")
+
+        def read() -> Stored:
+            with db.read(snapshot=db.read_snapshots) as conn:
+                return self.read(conn, view, rtype, rid)
+
+        return await run_in_threadpool(read)
 
     def vread(self, conn: Connection, view: View, rtype: str, rid: str, vid: str) -> Stored:
         self._require(rtype, "r")

@@ -15,6 +15,7 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.pool import QueuePool
 
 from sandbox.store import migrations
+from sandbox.store.loop_reads import LoopReads
 from sandbox.store.schema import layers, metadata
 
 BULK_CACHE_MIB = 256
@@ -32,9 +33,6 @@ class Database:
         parsed = make_url(url)
         self.url = url
         self.is_sqlite = parsed.get_backend_name() == "sqlite"
-        # A one-row SQLite read (tens of microseconds, no network) costs less on the event loop than a trip
-        # through the thread pool; a PostgreSQL round trip would stall every other request, so it takes the trip.
-        self.inline_reads = self.is_sqlite
         # Whether a read transaction shows all its statements one snapshot.  SQLite's does.  PostgreSQL at
         # READ COMMITTED (its default, and this store's) takes a snapshot per statement inside a transaction
         # too, so there a multi-statement read gains nothing from read()'s BEGIN and ROLLBACK round trips
@@ -82,6 +80,11 @@ class Database:
         self._autocommit = self.engine.execution_options(isolation_level="AUTOCOMMIT")
         self._inline: Connection | None = None
         self._inline_lock = threading.Lock()
+        self._loop_reads: LoopReads | None = None
+        if not self.is_sqlite:
+            # The connection arguments the engine's own connections get (host, options such as search_path...).
+            _, connect_kwargs = self.engine.dialect.create_connect_args(self.engine.url)
+            self._loop_reads = LoopReads({**connect_kwargs, "prepare_threshold": None}, self.engine.dialect)
 
     def create_schema(self) -> tuple[str, ...]:
         """Bring the schema to this version's newest migration; safe when several processes start together.
@@ -147,7 +150,7 @@ class Database:
 
     @contextmanager
     def inline_read(self) -> Iterator[Connection]:
-        """``read(snapshot=False)`` for the event loop's own reads (see ``inline_reads``), on one connection kept
+        """``read(snapshot=False)`` for the event loop's own reads on SQLite (``loop_rows``), on one connection kept
         for them: taking a pooled connection and wrapping it in a new SQLAlchemy Connection was a third of the
         database's share of a read by id.  The lock keeps it to one caller at a time (tests run several event
         loops, in threads); a caller that began a transaction on it has it rolled back, so that no read snapshot
@@ -162,6 +165,15 @@ class Database:
             finally:
                 if conn.in_transaction():
                     conn.rollback()
+
+    async def loop_rows(self, sql: str, params: Sequence[Any] | Mapping[str, Any]) -> list[tuple[Any, ...]]:
+        """One single-statement read (driver SQL, as ``driver_rows`` takes), awaited on the event loop with no trip
+        through the thread pool: on SQLite inline on the kept connection (``inline_read``), on PostgreSQL on an
+        asynchronous connection (``LoopReads``).  For the hottest reads; anything longer goes to the pool."""
+        if self._loop_reads is None:
+            with self.inline_read() as conn:
+                return driver_rows(conn, sql, params)
+        return await self._loop_reads.rows(sql, params)
 
     @contextmanager
     def write(self) -> Iterator[Connection]:
@@ -216,6 +228,8 @@ class Database:
                     self._inline.info.pop("autocommit", None)
                 self._inline.close()
                 self._inline = None
+        if self._loop_reads is not None:
+            self._loop_reads.close()
         self.engine.dispose()
 
     def layer_exists(self, conn: Connection, layer_id: str) -> bool:

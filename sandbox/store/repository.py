@@ -11,18 +11,19 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from operator import itemgetter
 from typing import Any
 
-from sqlalchemy import Connection, Select, Table, and_, bindparam, delete, func, insert, select, update
+from sqlalchemy import Connection, Dialect, Select, Table, and_, bindparam, delete, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from sandbox.fhir.outcome import FhirError
 from sandbox.fhir.search_params import Registry
 from sandbox.fhir.validation import dump_json
 from sandbox.fhir.values import instant_now
-from sandbox.store.database import driver_rows
+from sandbox.store.database import Database, driver_rows
 from sandbox.store.indexer import COLUMNS, index_resource, index_tuples
 from sandbox.store.layers import View
 from sandbox.store.schema import INDEX_TABLES, layers, outbox, resource_versions, resources
@@ -175,7 +176,7 @@ def _current_many_sql(conn: Connection, depth: int, count: int) -> tuple[str, tu
 _CURRENT_SQL: dict[tuple[str, int], tuple[str, tuple[str, ...] | None]] = {}
 
 
-def _current_sql(conn: Connection, depth: int) -> tuple[str, tuple[str, ...] | None]:
+def _current_sql(dialect: Dialect, depth: int) -> tuple[str, tuple[str, ...] | None]:
     """The read-by-id SQL in the driver's own dialect, compiled once, and its parameter order if positional.
 
     Reads by id are the hottest query: building and compiling the statement
@@ -183,13 +184,28 @@ def _current_sql(conn: Connection, depth: int) -> tuple[str, tuple[str, ...] | N
     compiled statement spent more in SQLAlchemy's execution machinery than in
     the database.
     """
-    key = (conn.dialect.name, depth)
+    key = (dialect.name, depth)
     found = _CURRENT_SQL.get(key)
     if found is None:
-        compiled = _current_statement(depth).compile(dialect=conn.dialect)
+        compiled = _current_statement(depth).compile(dialect=dialect)
         found = (str(compiled), tuple(compiled.positiontup or ()) if compiled.positional else None)
         _CURRENT_SQL[key] = found
     return found
+
+
+def _current_query(dialect: Dialect, view: View, rtype: str, rid: str) -> tuple[str, Sequence[Any] | dict[str, Any]]:
+    sql, order = _current_sql(dialect, len(view.layers))
+    params: dict[str, str] = {f"layer{n}": layer for n, layer in enumerate(view.layers)}
+    params["rtype"], params["rid"] = rtype, rid
+    return sql, tuple(params[name] for name in order) if order else params
+
+
+def _current_found(view: View, rows: list[tuple[Any, ...]]) -> Stored | None:
+    if not rows:
+        return None
+    # Columns as _CURRENT_COLUMNS: layer_id first.  The view's nearest layer wins.
+    row = rows[0] if len(rows) == 1 else min(rows, key=lambda r: view.layers.index(r[0]))
+    return Stored(row[1], row[2], row[3], row[4], bool(row[5]), row[6], row[0])
 
 
 class IndexRowsHeld(Exception):
@@ -278,15 +294,11 @@ class Repository:
 
     def current(self, conn: Connection, view: View, rtype: str, rid: str) -> Stored | None:
         """The visible version (possibly a deletion tombstone) or None if it never existed here."""
-        sql, order = _current_sql(conn, len(view.layers))
-        params: dict[str, str] = {f"layer{n}": layer for n, layer in enumerate(view.layers)}
-        params["rtype"], params["rid"] = rtype, rid
-        rows = driver_rows(conn, sql, tuple(params[name] for name in order) if order else params)
-        if not rows:
-            return None
-        # Columns as _CURRENT_COLUMNS: layer_id first.
-        row = rows[0] if len(rows) == 1 else min(rows, key=lambda r: view.layers.index(r[0]))
-        return Stored(row[1], row[2], row[3], row[4], bool(row[5]), row[6], row[0])
+        return _current_found(view, driver_rows(conn, *_current_query(conn.dialect, view, rtype, rid)))
+
+    async def current_on_loop(self, db: Database, view: View, rtype: str, rid: str) -> Stored | None:
+        """``current`` in a unit of work of its own, awaited on the event loop (``Database.loop_rows``)."""
+        return _current_found(view, await db.loop_rows(*_current_query(db.engine.dialect, view, rtype, rid)))
 
     def current_many(
         self, conn: Connection, view: View, keys: list[tuple[str, str]], *, include_deleted: bool = False

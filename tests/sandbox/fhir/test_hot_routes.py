@@ -45,7 +45,7 @@ def test_an_event_loop_read_leaves_no_transaction_open(client, app):
     assert client.get(f"/fhir/Patient/{pid}").status_code == 200
     assert client.get("/fhir/Patient/missing").status_code == 404
     db = app.state.db
-    if db.inline_reads:
+    if db.is_sqlite:
         with db.inline_read() as conn:
             assert not conn.in_transaction()
             assert conn.exec_driver_sql("SELECT count(*) FROM resources").scalar() >= 1  # autobegins...

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import threading
 from pathlib import Path
 from typing import Any
@@ -93,6 +94,86 @@ def test_a_lost_connection_is_dropped_with_the_pool(pg_database: Database):
         assert raised.value.connection_invalidated
         with db.read(snapshot=False) as first, db.read(snapshot=False) as second:
             assert [driver_rows(conn, "SELECT 1", ()) for conn in (first, second)] == [[(1,)], [(1,)]]
+    finally:
+        db.dispose()
+
+
+def test_a_read_on_the_event_loop_sees_what_was_committed(db: Database):
+    """``loop_rows`` (the read by id's unit of work): no thread, a statement of its own, committed rows."""
+    with db.write() as conn:
+        conn.execute(text("INSERT INTO layers (id, kind, name, created_at) VALUES ('b', 'baseline', 'B', 'now')"))
+    sql = "SELECT name FROM layers WHERE id = ?" if db.is_sqlite else "SELECT name FROM layers WHERE id = %s"
+    assert asyncio.run(db.loop_rows(sql, ("b",))) == [("B",)]
+    assert asyncio.run(db.loop_rows(sql, ("nope",))) == []
+    with pytest.raises(DBAPIError) as raised:
+        asyncio.run(db.loop_rows("SELECT * FROM no_such_table", ()))
+    assert "no_such_table" in str(raised.value) and not raised.value.connection_invalidated
+    assert asyncio.run(db.loop_rows(sql, ("b",))) == [("B",)]  # the failed statement left nothing behind
+
+
+@pytest.mark.postgres
+def test_postgresql_reads_on_the_event_loop_keep_their_connections_per_loop(pg_database: Database):
+    """psycopg's asynchronous connections cannot change event loops: each loop opens its own, keeps them for
+    its next reads, and no more at once than the limit; dispose closes them all, whichever loop opened them."""
+    db = Database(pg_database.url)
+    reads = db._loop_reads
+    assert reads is not None
+    reads.size = 3
+    pid_sql = "SELECT pg_backend_pid(), pg_sleep(0.05)"
+
+    async def burst() -> set[int]:
+        rows = await asyncio.gather(*(db.loop_rows(pid_sql, ()) for _ in range(8)))
+        again = await db.loop_rows(pid_sql, ())
+        return {r[0][0] for r in rows} | {again[0][0]}
+
+    try:
+        first = asyncio.run(burst())
+        assert len(first) == 3  # eight reads, three connections, reused by the read after them
+        second = asyncio.run(burst())  # another loop: connections of its own
+        assert len(second) == 3 and not first & second
+        opened = list(reads._opened)
+        assert len(opened) == 6
+    finally:
+        db.dispose()
+    assert all(conn.closed for conn in opened)
+
+
+@pytest.mark.postgres
+def test_a_lost_event_loop_connection_is_dropped_and_the_next_read_reconnects(pg_database: Database):
+    db = Database(pg_database.url)
+
+    async def run() -> None:
+        pid = (await db.loop_rows("SELECT pg_backend_pid()", ()))[0][0]
+        with pg_database.write() as other:
+            other.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})
+        with pytest.raises(DBAPIError) as raised:
+            await db.loop_rows("SELECT 1", ())
+        assert raised.value.connection_invalidated
+        assert await db.loop_rows("SELECT 1", ()) == [(1,)]
+
+    try:
+        asyncio.run(run())
+    finally:
+        db.dispose()
+
+
+@pytest.mark.postgres
+def test_a_cancelled_event_loop_read_does_not_give_its_connection_to_the_next(pg_database: Database):
+    """A client that goes away cancels its read mid-statement; that connection's state is unknown, so it is
+    closed rather than handed to the next read."""
+    db = Database(pg_database.url)
+
+    async def run() -> None:
+        slow = asyncio.ensure_future(db.loop_rows("SELECT pg_backend_pid(), pg_sleep(5)", ()))
+        await asyncio.sleep(0.2)
+        slow.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await slow
+        assert db._loop_reads is not None and not any(not c.closed for c in db._loop_reads._opened)
+        assert await db.loop_rows("SELECT 1", ()) == [(1,)]
+
+    try:
+        asyncio.run(asyncio.wait_for(run(), 4))  # not waiting out the cancelled statement's five seconds
     finally:
         db.dispose()
 
