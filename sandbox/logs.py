@@ -8,6 +8,7 @@ matched up.
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import os
@@ -26,7 +27,19 @@ def request_id_from(header: str | None) -> str:
     """The client's request id if it is short and plain (it goes into logs), else a new one."""
     if header and _SANE_ID.match(header):
         return header
-    return os.urandom(16).hex()  # as unique as a uuid4, without building one
+    return f"{_id_prefix}{next(_id_counter):016x}"
+
+
+# New request ids: 64 random bits drawn once per process and a counter, as unique as uuid4s were, without the
+# system call for 16 random bytes on every request (5% of a read by id's CPU).  Not secrets: they go into logs.
+def _new_id_prefix() -> None:
+    global _id_prefix, _id_counter
+    _id_prefix, _id_counter = os.urandom(8).hex(), itertools.count()
+
+
+_id_prefix, _id_counter = "", itertools.count()
+_new_id_prefix()
+os.register_at_fork(after_in_child=_new_id_prefix)  # a forked worker must not repeat its parent's ids
 
 
 class JsonLines(logging.Formatter):

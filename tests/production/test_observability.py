@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import logging
+import os
 import subprocess
 import sys
 
@@ -15,7 +16,7 @@ from sqlalchemy import create_engine
 
 from sandbox.app import create_app
 from sandbox.config import Settings
-from sandbox.logs import JsonLines
+from sandbox.logs import JsonLines, request_id_from
 from sandbox.metrics import message_type_label
 from sandbox.store.database import Database
 from tests.sandbox.hl7v2.conftest import adt
@@ -102,10 +103,25 @@ def test_message_type_labels_stay_few_whatever_arrives() -> None:
 
 def test_every_response_carries_a_request_id(client: TestClient) -> None:
     generated = client.get("/fhir/metadata").headers["x-request-id"]
-    assert len(generated) == 32
+    assert len(generated) == 32 and client.get("/fhir/metadata").headers["x-request-id"] != generated
     assert client.get("/fhir/metadata", headers={"X-Request-ID": "trace-42"}).headers["x-request-id"] == "trace-42"
     hostile = client.get("/fhir/metadata", headers={"X-Request-ID": 'a" injected=1 <script>'})
     assert hostile.headers["x-request-id"] != 'a" injected=1 <script>'  # only plain ids reach the logs
+
+
+def test_a_forked_process_makes_request_ids_of_its_own() -> None:
+    """New ids are a per-process random prefix and a counter: a forked worker draws its own prefix."""
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: report one id and leave without running anything else of pytest's
+        os.write(write, request_id_from(None).encode())
+        os._exit(0)
+    os.close(write)
+    child = os.read(read, 64).decode()
+    os.waitpid(pid, 0)
+    os.close(read)
+    mine = request_id_from(None)
+    assert len(child) == len(mine) == 32 and child[:16] != mine[:16]
 
 
 @pytest.fixture
