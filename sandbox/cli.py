@@ -15,7 +15,7 @@ from sandbox.config import Settings, load_or_create_admin_token
 from sandbox.demo import create_demo, needs_demo
 from sandbox.hl7v2.demo_lab import DESTINATION_ID, DemoLab, demo_lab_port, demo_lab_port_from_env, reachable_host
 from sandbox.hl7v2.demo_lab import NAME as DEMO_LAB
-from sandbox.hl7v2.mllp import ListenError
+from sandbox.hl7v2.mllp import ListenError, listening_socket
 from sandbox.hl7v2.service import LISTENER, mllp_port_from_env
 from sandbox.logs import FORMATS as LOG_FORMATS
 from sandbox.store.migrations import SchemaError
@@ -73,6 +73,8 @@ def _serve(args: argparse.Namespace) -> None:
     # would report a port in use as a traceback.
     supervisor_lab = None
     with _listening(SERVE_PORTS):
+        if settings.port:  # uvicorn binds it when it starts; a port in use is found out (and said) here first
+            listening_socket(HTTP_SERVER, settings.host, settings.port).close()
         if workers > 1:
             if lab_port is not None:
                 supervisor_lab = DemoLab(settings.host, lab_port)
@@ -172,7 +174,9 @@ def _start_demo_lab(lab: DemoLab) -> None:
 
 
 # How to choose another port, by the name of the server whose port is in use (``ListenError.name``).
+HTTP_SERVER = "HTTP server"
 SERVE_PORTS = {
+    HTTP_SERVER: "--port or $EHR_SANDBOX_PORT",
     LISTENER: "--mllp-port or $EHR_SANDBOX_MLLP_PORT",
     DEMO_LAB: "--demo-lab-port or $EHR_SANDBOX_DEMO_LAB_PORT, or off for no demo lab",
 }

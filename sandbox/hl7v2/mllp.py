@@ -86,6 +86,17 @@ class ListenError(Exception):
         self.name = name
 
 
+def listening_socket(name: str, host: str, port: int, *, backlog: int = 100) -> socket.socket:
+    """A TCP socket listening on ``host:port``, or ``ListenError`` saying why not (``name``: which server)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    try:
+        # SO_REUSEADDR, as asyncio's reuse_address: a restart may take the port while old connections close.
+        return socket.create_server((host, port), family=family, backlog=backlog)
+    except OSError as exc:
+        reason = os.strerror(exc.errno) if exc.errno else str(exc)  # without create_server's own wording
+        raise ListenError(name, host, port, reason.lower()) from None
+
+
 class Server:
     """An asyncio MLLP server on the app's event loop; ``handler`` answers each message (None: no reply).
     ``name`` says what it is in a ``ListenError``."""
@@ -108,13 +119,7 @@ class Server:
         was not called."""
         if self._socket is not None or self._server is not None:
             return
-        family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
-        try:
-            # SO_REUSEADDR, as asyncio's reuse_address: a restart may take the port while old connections close.
-            self._socket = socket.create_server((self.host, self.port), family=family, backlog=100)
-        except OSError as exc:
-            reason = os.strerror(exc.errno) if exc.errno else str(exc)  # without create_server's own wording
-            raise ListenError(self.name, self.host, self.port, reason.lower()) from None
+        self._socket = listening_socket(self.name, self.host, self.port)
         self.port = self._socket.getsockname()[1]  # the real one when asked for port 0
 
     async def start(self) -> None:

@@ -84,8 +84,14 @@ def test_serve_on_a_taken_port_prints_one_line_and_fails(server, tmp_path):
         text=True,
         timeout=60,
     )
-    assert result.returncode != 0
-    assert "address already in use" in (result.stdout + result.stderr).lower()
+    assert result.returncode == 2
+    assert result.stderr.splitlines()[-1] == (
+        f"ehr-sandbox: the HTTP server cannot listen on 127.0.0.1:{port} (address already in use); choose another "
+        "port with --port or $EHR_SANDBOX_PORT"
+    )
+    assert "Traceback" not in result.stderr and result.stderr.count("ehr-sandbox:") == 1
+    assert "serving on" not in result.stdout
+    assert not (tmp_path / "other" / "demo-accounts.txt").exists()  # said before the demo cohort is made
 
 
 def test_first_start_sets_up_the_demo_cohort_once(server, tmp_path):
