@@ -26,7 +26,7 @@ from sandbox.hl7v2 import log
 from sandbox.hl7v2.er7 import Message, V2Error, parse
 from sandbox.hl7v2.mappers import MAPPERS, Mapper, message_types
 from sandbox.hl7v2.writer import Writer
-from sandbox.store.database import Database, driver_fetch
+from sandbox.store.database import Database, driver_execute, driver_fetch, driver_savepoint
 from sandbox.store.layers import UnknownSandbox, View, resolve_view
 from sandbox.store.repository import STAMPED_LAYERS, Actor, stamp_view
 from sandbox.store.schema import hl7v2_control_ids
@@ -254,7 +254,7 @@ class Inbound:
         """One message in its own savepoint: what it wrote stays only if it was taken."""
         msg, view = item.msg, item.view
         try:
-            with conn.begin_nested():
+            with driver_savepoint(conn):
                 if item.action == "refuse":
                     assert item.error is not None and item.layer_id is not None
                     result = self._refusal(item, item.error, item.layer_id)
@@ -277,7 +277,7 @@ class Inbound:
         except IntegrityError:
             # Another connection applied the same control id first (PostgreSQL): answer as for a resend.
             if msg is not None and view is not None and item.action == "apply" and not item.force:
-                with conn.begin_nested():
+                with driver_savepoint(conn):
                     original = self._seen(conn, view.overlay, msg)
                     if original is not None:
                         return self._duplicate(conn, view, msg, item.text, original)
@@ -296,15 +296,8 @@ class Inbound:
         writer = Writer(conn, view, actor_for(msg), self.fhir)
         mapper(msg, writer)
         if not force:
-            conn.execute(
-                _INSERT_CONTROL_ID,
-                {
-                    "layer_id": view.overlay,
-                    "sender": msg.sender,
-                    "control_id": msg.control_id,
-                    "message_id": message_id,
-                },
-            )
+            key = {"layer_id": view.overlay, "sender": msg.sender, "control_id": msg.control_id}
+            driver_execute(conn, _INSERT_CONTROL_ID, {**key, "message_id": message_id})
         result = self._ok(msg, view, message_id, writer.written)
         self._record(conn, view.overlay, msg, text, result, message_id)
         return result
@@ -336,7 +329,7 @@ class Inbound:
         reply = acks.build(msg, reply_code, (error,)) if reply_code else None
         result = Result(code, reply, "rejected" if error.reject else "error", item.view.sandbox_id, errors=[error])
         try:
-            with conn.begin_nested():
+            with driver_savepoint(conn):
                 result.message_id = self._record(conn, item.view.overlay, msg, item.text, result)
         except Exception:
             _log.exception("hl7v2 message %s: its log entry failed", msg.control_id)
