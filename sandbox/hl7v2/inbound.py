@@ -145,6 +145,15 @@ class Inbound:
         text = data.decode("utf-8", "replace") if isinstance(data, bytes) else data
         item = _Item(text, sandbox_id, force, strict)
         try:
+            return self._examine(item, data)
+        except Exception:  # a bug, or the sandbox's lookup failed: this message's sender may retry, not the batch's
+            _log.exception("hl7v2 message could not be read")
+            item.result = self._failed(item)
+            return item
+
+    def _examine(self, item: _Item, data: bytes | str) -> _Item:
+        sandbox_id = item.sandbox_id
+        try:
             item.msg = parse(data)
             item.view = self._route(item.msg, sandbox_id)
         except V2Error as error:
@@ -153,7 +162,7 @@ class Inbound:
             item.mapper = self._mapper(item.msg)
         except V2Error as error:
             return self._refusing(item, error, item.view.overlay)
-        if strict:
+        if item.strict:
             from sandbox.hl7v2.conformance import strict_errors  # hl7apy loads its structures on first use
 
             if errors := strict_errors(item.msg.text):

@@ -270,6 +270,11 @@ def driver_fetch(conn: Connection, statement: Executable, params: Mapping[str, A
     return driver_rows(conn, sql, args)
 
 
+def driver_execute_sql(conn: Connection, sql: str, params: Sequence[Any] | Mapping[str, Any]) -> int:
+    """``driver_rows`` for a statement that returns no rows: its row count."""
+    return _on_driver(conn, sql, params, _rowcount)
+
+
 def driver_executemany(conn: Connection, sql: str, rows: Sequence[Sequence[Any]]) -> None:
     """``driver_rows`` for one statement in the driver's style (``driver_placeholders``) run for every row."""
     _on_driver(conn, sql, rows, None, many=True)

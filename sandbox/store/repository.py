@@ -23,7 +23,14 @@ from sandbox.fhir.outcome import FhirError
 from sandbox.fhir.search_params import Registry
 from sandbox.fhir.validation import dump_json
 from sandbox.fhir.values import instant_now
-from sandbox.store.database import Database, driver_execute, driver_executemany, driver_placeholders, driver_rows
+from sandbox.store.database import (
+    Database,
+    driver_execute,
+    driver_execute_sql,
+    driver_executemany,
+    driver_placeholders,
+    driver_rows,
+)
 from sandbox.store.indexer import COLUMNS, index_tuples
 from sandbox.store.layers import View
 from sandbox.store.schema import INDEX_TABLES, layers, outbox, resource_versions, resources
@@ -493,7 +500,13 @@ class Repository:
             return
         prefix = (layer_id, rtype, rid)
         for kind, rows in index_tuples(self.registry, resource).items():
-            driver_executemany(conn, _index_insert_sql(conn, kind), [prefix + row for row in rows])
+            if conn.dialect.name == "postgresql":
+                # One statement of many rows: psycopg runs an executemany in a pipeline of its own, whose
+                # setup and sync cost more than the few rows a resource has.
+                params = [value for row in rows for value in prefix + row]
+                driver_execute_sql(conn, _index_insert_sql(conn, kind, len(rows)), params)
+            else:
+                driver_executemany(conn, _index_insert_sql(conn, kind, 1), [prefix + row for row in rows])
 
     def create_many(
         self,
@@ -605,22 +618,22 @@ _VERSION_NAMES = (*_CURRENT_NAMES, "method", "actor", "route")
 _OUTBOX_COLUMNS = ("layer_id", "resource_type", "resource_id", "version_id", "action", "actor", "route", "created_at")
 
 
-_INDEX_INSERT_SQL: dict[tuple[str, str], str] = {}
+_INDEX_INSERT_SQL: dict[tuple[str, str, int], str] = {}
 
 
-def _index_insert_sql(conn: Connection, kind: str) -> str:
-    """The INSERT of one resource's rows of an index table kind, in the driver's style, built once per dialect.
-    Through SQLAlchemy, its per-row parameter handling cost more than SQLite's insert (``_insert_many``)."""
-    key = (conn.dialect.name, kind)
+def _index_insert_sql(conn: Connection, kind: str, count: int) -> str:
+    """The INSERT of ``count`` rows of an index table kind, in the driver's style, built once per dialect and
+    size.  Through SQLAlchemy, its per-row parameter handling cost more than SQLite's insert (``_insert_many``)."""
+    key = (conn.dialect.name, kind, count)
     sql = _INDEX_INSERT_SQL.get(key)
     if sql is None:
         quote = conn.dialect.identifier_preparer.quote
         columns = ("layer_id", "resource_type", "resource_id", *COLUMNS[kind])
         names = ", ".join(quote(c) for c in columns)
-        sql = (
-            f"INSERT INTO {quote(INDEX_TABLES[kind].name)} ({names}) VALUES ({driver_placeholders(conn, len(columns))})"
-        )
-        _INDEX_INSERT_SQL[key] = sql
+        row = f"({driver_placeholders(conn, len(columns))})"
+        sql = f"INSERT INTO {quote(INDEX_TABLES[kind].name)} ({names}) VALUES {', '.join([row] * count)}"
+        if count <= 64:  # resources with more rows than that are rare: not every size is worth keeping
+            _INDEX_INSERT_SQL[key] = sql
     return sql
 
 

@@ -390,3 +390,19 @@ def test_a_control_id_another_process_commits_during_the_batch_is_answered_as_a_
     assert race.reply is not None and "Duplicate of message elsewhere" in race.reply
     assert [patients_with(db, mrn) for mrn in ("R0", "R1", "R2")] == [1, 0, 1]
     assert logged(db) == {"BEFORE": "accepted", "RACE": "duplicate", "AFTER": "accepted"}
+
+
+def test_a_message_that_cannot_be_read_for_a_reason_not_its_own_fails_alone(app, db, monkeypatch):
+    inbound = app.state.hl7v2.inbound
+    route = inbound._route
+
+    def flaky(msg, sandbox_id):  # type: ignore[no-untyped-def]
+        if msg.control_id == "LOOKUP":
+            raise RuntimeError("the sandbox lookup failed")
+        return route(msg, sandbox_id)
+
+    monkeypatch.setattr(inbound, "_route", flaky)
+    results = inbound.handle_batch([adt("A04", "LOOKUP", mrn="L1"), adt("A04", "NEXT", mrn="L2", visit="VL2")])
+    assert [(r.code, r.status) for r in results] == [("AE", "error"), ("AA", "accepted")]
+    assert results[0].reply is not None and "retry later" in results[0].reply
+    assert [patients_with(db, mrn) for mrn in ("L1", "L2")] == [0, 1]
