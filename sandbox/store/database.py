@@ -50,6 +50,11 @@ class Database:
                 # burst: keep enough for a busy server's concurrent requests.  Each holds at most its page cache.
                 pool_size=16,
                 max_overflow=16,
+                # The connection used last goes out next: its page cache is the one still valid (SQLite drops a
+                # connection's cache when another connection has written since).  FIFO handed each write a
+                # connection whose cache the previous writes had invalidated (HL7 v2 bench, one sender: 2.4 ->
+                # 2.1 ms of server CPU a message, three alternating runs each).
+                pool_use_lifo=True,
                 connect_args={"check_same_thread": False, "timeout": 30},
             )
             event.listen(self.engine, "connect", _sqlite_on_connect)
