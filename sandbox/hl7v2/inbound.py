@@ -236,7 +236,9 @@ class Inbound:
             return
         now = instant_now()[1]
         stamped: set[str] = set()
-        for sandbox_id, view in views.items():
+        # In id order: two processes' batches for the same sandboxes lock their rows in the same order (on
+        # PostgreSQL the stamp holds the row until commit), so neither waits for the other in a cycle.
+        for sandbox_id, view in sorted(views.items()):
             fresh: View | None = view
             if not stamp_view(conn, view, now):
                 self.views.forget(sandbox_id)
