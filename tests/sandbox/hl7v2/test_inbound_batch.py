@@ -406,3 +406,23 @@ def test_a_message_that_cannot_be_read_for_a_reason_not_its_own_fails_alone(app,
     assert [(r.code, r.status) for r in results] == [("AE", "error"), ("AA", "accepted")]
     assert results[0].reply is not None and "retry later" in results[0].reply
     assert [patients_with(db, mrn) for mrn in ("L1", "L2")] == [0, 1]
+
+
+def test_a_batch_for_several_sandboxes_writes_each_message_into_its_own_and_stamps_each(app, db):
+    with db.write() as conn:
+        for sandbox_id in ("ward-b", "ward-a"):
+            sandboxes.create_sandbox(conn, sandbox_id, sandbox_id=sandbox_id)
+    batch = [
+        adt("A04", "M1", sandbox="ward-b", mrn="SB"),
+        adt("A04", "M2", sandbox="ward-a", mrn="SA"),
+        adt("A04", "M3", sandbox="default", mrn="SD"),
+    ]
+    results = app.state.hl7v2.inbound.handle_batch(batch)
+    assert [(r.code, r.sandbox_id) for r in results] == [("AA", "ward-b"), ("AA", "ward-a"), ("AA", "default")]
+    with db.read() as conn:
+        owners = conn.execute(
+            select(resources.c.layer_id).where(resources.c.resource_type == "Patient").order_by(resources.c.layer_id)
+        ).scalars()
+        stamped = conn.execute(select(layers.c.id, layers.c.last_activity).where(layers.c.kind == "sandbox")).all()
+        assert list(owners) == ["default", "ward-a", "ward-b"]
+    assert all(last_activity is not None for _, last_activity in stamped)
