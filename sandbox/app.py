@@ -106,7 +106,7 @@ def create_app(settings: Settings, *, db: Database | None = None) -> FastAPI:
     app.state.views = Views(db)
     app.state.smart = smart = SmartState(SigningKeys(db))
     app.state.authenticate = Authenticator(admin_token, db, clock=lambda: smart.policy.clock())
-    app.state.hl7v2 = Hl7v2Service(db, app.state.fhir)
+    app.state.hl7v2 = Hl7v2Service(db, app.state.fhir, app.state.views)
     app.state.request_log = RequestLog(db)
     app.state.bulk = ExportWorker(db, repo)
     app.state.subscriptions = SubscriptionWorker(db, app.state.fhir)

@@ -34,6 +34,11 @@ class Views:
     sandbox's row while checking credentials and ``revalidate``s the entry against it, and every write stamps
     that row in its own transaction (failing if it is gone), so a View cached before another process deleted
     the sandbox is neither read through nor written through.
+
+    HL7 v2 inbound messages check no credentials: their write transaction first stamps the row with
+    ``repository.stamp_view``, which also matches the baseline, so a View cached before the sandbox was deleted,
+    or deleted and created again on another baseline, fails the stamp before anything is read or written
+    through it; the message's handler then forgets it and resolves the sandbox again in that transaction.
     """
 
     def __init__(self, db: Database) -> None:
@@ -41,15 +46,23 @@ class Views:
         self._cache: dict[str, View] = {}
 
     def get(self, sandbox_id: str) -> View:
+        try:
+            return self.find(sandbox_id)
+        except UnknownSandbox:
+            raise FhirError.of(404, "not-found", f"There is no sandbox '{sandbox_id}'") from None
+
+    def find(self, sandbox_id: str) -> View:
+        """``get`` for callers with their own answer to a sandbox that does not exist: ``UnknownSandbox``."""
         view = self._cache.get(sandbox_id)
         if view is None:
             with self.db.read() as conn:
-                try:
-                    view = resolve_view(conn, sandbox_id)
-                except UnknownSandbox:
-                    raise FhirError.of(404, "not-found", f"There is no sandbox '{sandbox_id}'") from None
+                view = resolve_view(conn, sandbox_id)
             self._cache[sandbox_id] = view
         return view
+
+    def remember(self, view: View) -> None:
+        """Cache a View its caller resolved itself (in its own transaction)."""
+        self._cache[view.sandbox_id] = view
 
     def cached(self, sandbox_id: str) -> bool:
         return sandbox_id in self._cache

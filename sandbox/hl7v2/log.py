@@ -10,6 +10,7 @@ from typing import Any
 from sqlalchemy import Connection, insert, select, update
 
 from sandbox.fhir.values import instant_now
+from sandbox.store.database import driver_execute
 from sandbox.store.schema import hl7v2_messages
 
 # What a log entry's status can be: inbound by the outcome its ACK reports, outbound by how delivery went.
@@ -86,26 +87,32 @@ def record(
 ) -> str:
     message_id = message_id or new_message_id()
     now = instant_now()[1]
-    conn.execute(
-        insert(hl7v2_messages).values(
-            layer_id=layer_id,
-            id=message_id,
-            direction=direction,
-            created_at=now,
-            message_type=message_type[:32],
-            control_id=control_id[:200],
-            peer=peer[:200],
-            status=status,
-            ack_code=ack_code,
-            content=content.replace("\x00", "\ufffd"),  # PostgreSQL text cannot hold NUL; garbage is logged as seen
-            ack=ack,
-            error=error,
-            resources=json.dumps(resources or []),
-            attempts=0,
-            next_attempt_at=next_attempt_at,
-        )
+    driver_execute(
+        conn,
+        _INSERT,
+        {
+            "layer_id": layer_id,
+            "id": message_id,
+            "direction": direction,
+            "created_at": now,
+            "message_type": message_type[:32],
+            "control_id": control_id[:200],
+            "peer": peer[:200],
+            "status": status,
+            "ack_code": ack_code,
+            "content": content.replace("\x00", "\ufffd"),  # PostgreSQL text cannot hold NUL; garbage is logged as seen
+            "ack": ack,
+            "error": error,
+            "resources": json.dumps(resources or []),
+            "attempts": 0,
+            "next_attempt_at": next_attempt_at,
+        },
     )
     return message_id
+
+
+# Built once, run at the driver (``driver_execute``): an inbound message logs one row, in its write transaction.
+_INSERT = insert(hl7v2_messages)
 
 
 def get(conn: Connection, layer_id: str, message_id: str) -> LogEntry | None:

@@ -1,8 +1,9 @@
 """MLLP (the Minimal Lower Layer Protocol): each message framed as <VT> message <FS><CR>, on a TCP connection.
 
 The server keeps a connection open for as many messages as the sender
-wants, answering each in order.  Bytes outside a frame are dropped (some
-senders send keep-alive newlines), but a connection that sends only noise,
+wants, answering each in order (those that arrive together are handled
+together).  Bytes outside a frame are dropped (some senders send keep-alive
+newlines), but a connection that sends only noise,
 or a frame larger than the limit, is closed: past that point the framing
 cannot be trusted.  A frame cut short by the connection closing is not a
 message and is not applied.
@@ -152,11 +153,18 @@ class Server:
                 data = await reader.read(65536)
                 if not data:
                     break
-                for message in frames.feed(data):
-                    reply = await self.handler(message)
+                messages = frames.feed(data)
+                if len(messages) == 1:
+                    replies = [await self.handler(messages[0])]
+                else:
+                    # A sender that did not wait for each answer: its messages are handled together (an inbound
+                    # batch shares one transaction), in order, and answered in order.
+                    replies = await asyncio.gather(*(self.handler(message) for message in messages))
+                for reply in replies:
                     if reply is not None:
                         writer.write(frame(reply))
-                        await writer.drain()
+                if any(reply is not None for reply in replies):
+                    await writer.drain()
         except FrameTooLarge as exc:
             _log.info("hl7v2 closing %s: %s", peer, exc)
         except (ConnectionError, asyncio.IncompleteReadError):

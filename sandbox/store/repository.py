@@ -23,8 +23,15 @@ from sandbox.fhir.outcome import FhirError
 from sandbox.fhir.search_params import Registry
 from sandbox.fhir.validation import dump_json
 from sandbox.fhir.values import instant_now
-from sandbox.store.database import Database, driver_rows
-from sandbox.store.indexer import COLUMNS, index_resource, index_tuples
+from sandbox.store.database import (
+    Database,
+    driver_execute,
+    driver_execute_sql,
+    driver_executemany,
+    driver_placeholders,
+    driver_rows,
+)
+from sandbox.store.indexer import COLUMNS, index_tuples
 from sandbox.store.layers import View
 from sandbox.store.schema import INDEX_TABLES, layers, outbox, resource_versions, resources
 
@@ -452,19 +459,20 @@ class Repository:
         try:
             if previous is not None and previous.layer_id == overlay:
                 where = {"b_layer_id": overlay, "b_resource_type": rtype, "b_id": rid, "b_version_id": current_version}
-                result = conn.execute(_UPDATE_CURRENT, {**values, **where})
-                if result.rowcount != 1:
+                if driver_execute(conn, _UPDATE_CURRENT, {**values, **where}) != 1:
                     raise _conflict(rtype, rid)
             else:
-                conn.execute(_INSERT_CURRENT, {**key, **values})
-            conn.execute(_INSERT_VERSION, {**key, **values, "method": method, "actor": actor.id, "route": actor.route})
+                driver_execute(conn, _INSERT_CURRENT, {**key, **values})
+            version = {**key, **values, "method": method, "actor": actor.id, "route": actor.route}
+            driver_execute(conn, _INSERT_VERSION, version)
         except IntegrityError:
             raise _conflict(rtype, rid) from None
         self._reindex(
             conn, overlay, rtype, rid, resource, replacing=previous is not None and previous.layer_id == overlay
         )
         action = "delete" if deleted else ("create" if previous is None or previous.deleted else "update")
-        conn.execute(
+        driver_execute(
+            conn,
             _INSERT_OUTBOX,
             {
                 "layer_id": overlay,
@@ -477,7 +485,8 @@ class Repository:
                 "created_at": last_updated,
             },
         )
-        _stamp_layer(conn, overlay, last_updated)
+        if overlay not in conn.info.get(STAMPED_LAYERS, ()):
+            _stamp_layer(conn, overlay, last_updated)
         return Stored(rtype, rid, version_id, last_updated, deleted, content, overlay, method, actor.id, actor.route)
 
     def _reindex(
@@ -486,17 +495,18 @@ class Repository:
         if replacing:
             key = {"layer_id": layer_id, "resource_type": rtype, "resource_id": rid}
             for statement in _DELETE_INDEX_ROWS:
-                conn.execute(statement, key)
+                driver_execute(conn, statement, key)
         if resource is None:
             return
-        for kind, rows in self._index_rows(layer_id, rtype, rid, resource).items():
-            conn.execute(insert(INDEX_TABLES[kind]), rows)
-
-    def _index_rows(self, layer_id: str, rtype: str, rid: str, resource: dict) -> dict[str, list[dict[str, Any]]]:
-        return {
-            kind: [{"layer_id": layer_id, "resource_type": rtype, "resource_id": rid, **row} for row in rows]
-            for kind, rows in index_resource(self.registry, resource).items()
-        }
+        prefix = (layer_id, rtype, rid)
+        for kind, rows in index_tuples(self.registry, resource).items():
+            if conn.dialect.name == "postgresql":
+                # One statement of many rows: psycopg runs an executemany in a pipeline of its own, whose
+                # setup and sync cost more than the few rows a resource has.
+                params = [value for row in rows for value in prefix + row]
+                driver_execute_sql(conn, _index_insert_sql(conn, kind, len(rows)), params)
+            else:
+                driver_executemany(conn, _index_insert_sql(conn, kind, 1), [prefix + row for row in rows])
 
     def create_many(
         self,
@@ -555,7 +565,8 @@ class Repository:
             (overlay, rtype, rid, 1, "create", actor.id, actor.route, last_updated) for rtype, rid in prepared.keys
         ]
         _insert_many(conn, outbox, _OUTBOX_COLUMNS, outbox_rows)
-        _stamp_layer(conn, overlay, last_updated)
+        if overlay not in conn.info.get(STAMPED_LAYERS, ()):
+            _stamp_layer(conn, overlay, last_updated)
         return prepared.stored(actor, method)
 
     def new_id(self) -> str:
@@ -595,9 +606,35 @@ _STAMP_LAYER = (
     update(layers).where(layers.c.id == bindparam("overlay")).values(last_activity=bindparam("last_activity"))
 )
 
+# The same stamp for a view's overlay, matching only while the sandbox still has the view's baseline (one
+# statement per baseline depth: a NULL baseline is IS NULL, not = NULL).
+_STAMP_VIEW = {
+    False: _STAMP_LAYER.where(layers.c.kind == "sandbox", layers.c.baseline_id.is_(None)),
+    True: _STAMP_LAYER.where(layers.c.kind == "sandbox", layers.c.baseline_id == bindparam("baseline")),
+}
+
 _CURRENT_NAMES = ("layer_id", "resource_type", "id", "version_id", "last_updated", "deleted", "content")
 _VERSION_NAMES = (*_CURRENT_NAMES, "method", "actor", "route")
 _OUTBOX_COLUMNS = ("layer_id", "resource_type", "resource_id", "version_id", "action", "actor", "route", "created_at")
+
+
+_INDEX_INSERT_SQL: dict[tuple[str, str, int], str] = {}
+
+
+def _index_insert_sql(conn: Connection, kind: str, count: int) -> str:
+    """The INSERT of ``count`` rows of an index table kind, in the driver's style, built once per dialect and
+    size.  Through SQLAlchemy, its per-row parameter handling cost more than SQLite's insert (``_insert_many``)."""
+    key = (conn.dialect.name, kind, count)
+    sql = _INDEX_INSERT_SQL.get(key)
+    if sql is None:
+        quote = conn.dialect.identifier_preparer.quote
+        columns = ("layer_id", "resource_type", "resource_id", *COLUMNS[kind])
+        names = ", ".join(quote(c) for c in columns)
+        row = f"({driver_placeholders(conn, len(columns))})"
+        sql = f"INSERT INTO {quote(INDEX_TABLES[kind].name)} ({names}) VALUES {', '.join([row] * count)}"
+        if count <= 64:  # resources with more rows than that are rare: not every size is worth keeping
+            _INDEX_INSERT_SQL[key] = sql
+    return sql
 
 
 def _insert_many(conn: Connection, table: Table, columns: tuple[str, ...], rows: list[tuple]) -> None:
@@ -665,5 +702,28 @@ def _chunks(items: list[str], size: int) -> list[list[str]]:
 def _stamp_layer(conn: Connection, overlay: str, last_updated: str) -> None:
     """Mark the layer active; a layer deleted since the caller resolved its View (by another server process,
     whose cache invalidation never reaches this one) fails the write instead of leaving orphan rows."""
-    if conn.execute(_STAMP_LAYER, {"overlay": overlay, "last_activity": last_updated}).rowcount != 1:
+    if driver_execute(conn, _STAMP_LAYER, {"overlay": overlay, "last_activity": last_updated}) != 1:
         raise FhirError.of(404, "not-found", f"There is no sandbox '{overlay}' (it was deleted)")
+
+
+# conn.info key: the overlays ``stamp_view`` stamped in the connection's open transaction, which the writes
+# in it need not stamp again.  Whoever sets it removes it before the transaction ends.
+STAMPED_LAYERS = "stamped_layers"
+
+
+def stamp_view(conn: Connection, view: View, last_activity: str) -> bool:
+    """Stamp ``view``'s overlay once for a whole transaction, before its writes; False (nothing stamped) if
+    the sandbox is gone, or was deleted and created again on another baseline, so that ``view`` no longer
+    describes it.
+
+    For a caller that writes many resources in one transaction with a View it cached: the stamp gives the
+    same guarantee as every write's own (a delete or reset committed before fails it; on PostgreSQL one in
+    flight waits for this transaction, whose row lock it now holds from the start rather than from its
+    first write), and checks the cached View against the row in the same statement.  Stamp outside any
+    savepoint that may roll back, then add the overlay to ``conn.info[STAMPED_LAYERS]``.
+    """
+    baseline = view.layers[1] if view.layered else None
+    params = {"overlay": view.overlay, "last_activity": last_activity}
+    if baseline is not None:
+        params["baseline"] = baseline
+    return driver_execute(conn, _STAMP_VIEW[baseline is not None], params) == 1
