@@ -18,6 +18,7 @@ import argparse
 import json
 import os
 import random
+import shutil
 import statistics
 import tempfile
 import time
@@ -56,12 +57,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--seed", type=int, default=1)
     args = p.parse_args(argv)
+    scratch: Path | None = None
     if args.backend == "postgresql":
         if not args.pg_url:
             p.error("--pg-url is required with --backend postgresql")
         url = args.pg_url
     else:
-        work = Path(args.workdir or tempfile.mkdtemp(prefix="ehr-bench-tx-"))
+        work = Path(args.workdir) if args.workdir else (scratch := Path(tempfile.mkdtemp(prefix="ehr-bench-tx-")))
         work.mkdir(parents=True, exist_ok=True)
         url = f"sqlite:///{work / 'bench.db'}"
     db = Database(url)
@@ -97,6 +99,8 @@ def main(argv: list[str] | None = None) -> int:
                 figures["postgresql_processes"] = _database_cpu(db) - database_cpu
             rounds.append({name: seconds * 1000 / len(bodies) for name, seconds in figures.items()})
     db.dispose()
+    if scratch is not None:
+        shutil.rmtree(scratch, ignore_errors=True)
     report: dict[str, Any] = {
         "bench": "transaction_cpu",
         "backend": args.backend,
