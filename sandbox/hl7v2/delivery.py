@@ -66,7 +66,14 @@ def translate(db: Database, fhir: Interactions, worker_id: str, *, batch: int = 
             return 0
     with db.write() as conn:
         query = select(outbox).where(outbox.c.done_at.is_(None)).order_by(outbox.c.seq).limit(batch)
-        if not db.is_sqlite:
+        if db.is_sqlite:
+            # The pending rows' seqs from the index alone, then those rows.  Asked for whole rows at once, SQLite
+            # went by its statistics, which ``analyze`` takes after a load, when every event is pending: it read
+            # the whole table for each batch, 15 ms on 130k events, holding the write lock every writer waits
+            # for.  A covering index always beats the table, whatever the statistics say.
+            pending = select(outbox.c.seq).where(outbox.c.done_at.is_(None)).order_by(outbox.c.seq).limit(batch)
+            query = select(outbox).where(outbox.c.seq.in_(pending.scalar_subquery())).order_by(outbox.c.seq)
+        else:
             query = query.with_for_update(skip_locked=True)
         events = conn.execute(query).all()
         for event in events:

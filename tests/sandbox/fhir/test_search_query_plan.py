@@ -89,7 +89,39 @@ def test_each_value_of_a_probed_clause_gets_its_own_seek(store):
     [plan] = _plans(store, "Observation", query)
     seeks = [line for line in plan.split("\n") if "ix_sp_token_value" in line]
     assert len(seeks) == 2
-    assert all("code=? AND system=? AND resource_id=?" in line for line in seeks)
+    assert all("code=? AND resource_id=?" in line for line in seeks)
+
+
+def test_a_code_without_a_system_is_probed_by_code_and_resource_too(store):
+    """``category=vital-signs`` under a patient: the index holds the code, then the resource, so a probe without a
+    system is one seek as well, never a read of every row with that (very common) code."""
+    vital = {
+        "coding": [{"system": "http://terminology.hl7.org/CodeSystem/observation-category", "code": "vital-signs"}]
+    }
+    store.put(observation("o1", subject={"reference": "Patient/p1"}, category=[vital]))
+    store.put(observation("o2", subject={"reference": "Patient/p2"}, category=[vital]))
+    assert store.ids("Observation", "patient=p1&category=vital-signs") == ["o1"]
+    [plan] = _plans(store, "Observation", "patient=p1&category=vital-signs")
+    [seek] = [line for line in plan.split("\n") if "SEARCH sp_token " in line]
+    assert "USING COVERING INDEX ix_sp_token_value" in seek
+    assert "code=? AND resource_id=?" in seek
+
+
+def test_a_quantity_is_found_by_its_code_and_value_through_the_value_index(store):
+    """The quantity index leads with the unit's code and the value: ``value-quantity=gt100|system|code`` seeks to
+    the code and reads a range of values, rather than every value of the parameter."""
+    for rid, value in (("low", 60), ("high", 120)):
+        quantity = {"value": value, "unit": "/min", "system": "http://unitsofmeasure.org", "code": "/min"}
+        store.put(observation(rid, subject={"reference": "Patient/p1"}, valueQuantity=quantity))
+    query = "value-quantity=gt100|http://unitsofmeasure.org|/min"
+    assert store.ids("Observation", query) == ["high"]
+    assert store.ids("Observation", "value-quantity=lt100|http://unitsofmeasure.org|/min") == ["low"]
+    [plan] = _plans(store, "Observation", query)
+    assert re.search(
+        r"SEARCH sp_quantity USING (COVERING )?INDEX ix_sp_quantity_value \(layer_id=\? AND "
+        r"resource_type=\? AND code=\?",
+        plan,
+    )
 
 
 def test_next_page_keeps_the_shape(store):

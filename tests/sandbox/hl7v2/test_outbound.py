@@ -224,3 +224,48 @@ def test_a_destination_needs_a_host_and_a_port(client):
 def _make_due(db) -> None:  # type: ignore[no-untyped-def]
     with db.write() as conn:
         conn.execute(update(hl7v2_messages).values(next_attempt_at="2000-01-01T00:00:00.000000"))
+
+
+def test_translating_reads_the_pending_events_by_index_whatever_the_statistics_say(tmp_path):
+    """SQLite's statistics taken after a load (every event pending) made it read the whole outbox for each
+    batch, holding the write lock; the pending events are found through the index however stale they are."""
+    from sqlalchemy import event, insert
+
+    from sandbox.fhir.interactions import Interactions
+    from sandbox.fhir.search_params import registry
+    from sandbox.store.database import Database
+    from sandbox.store.repository import Repository
+
+    db = Database(f"sqlite:///{tmp_path / 'outbox.db'}")
+    db.create_schema()
+    row = {"layer_id": "default", "resource_type": "Observation", "version_id": 1, "action": "create"}
+    row.update({"actor": "loader", "route": "loader", "created_at": "2024-01-01T00:00:00.000000"})
+    with db.write() as conn:
+        conn.execute(insert(outbox), [{**row, "resource_id": f"o{n}"} for n in range(500)])
+    db.analyze()  # as after a load: every event still pending
+    with db.write() as conn:
+        conn.execute(update(outbox).values(done_at="2024-01-01T00:00:01.000000", claimed_by="w0"))
+        conn.execute(insert(outbox), [{**row, "resource_id": f"new{n}"} for n in range(3)])
+    statements: list[tuple[str, object]] = []
+
+    def grab(_conn, _cursor, statement, parameters, _context, _many) -> None:  # type: ignore[no-untyped-def]
+        if statement.lstrip().upper().startswith("SELECT"):
+            statements.append((statement, parameters))
+
+    reg = registry()
+    event.listen(db.engine, "before_cursor_execute", grab)
+    try:
+        assert translate(db, Interactions(Repository(reg), reg), "w1") == 3
+    finally:
+        event.remove(db.engine, "before_cursor_execute", grab)
+    with db.read() as conn:
+        plans = [
+            "\n".join(r[-1] for r in conn.exec_driver_sql("EXPLAIN QUERY PLAN " + sql, params).all())
+            for sql, params in statements
+            if "FROM outbox" in sql
+        ]
+        pending = conn.execute(select(outbox.c.resource_id).where(outbox.c.done_at.is_(None))).scalars().all()
+    assert len(plans) == 2  # the idle check, then the batch
+    assert all("SCAN outbox" not in plan for plan in plans), plans
+    assert pending == []
+    db.dispose()

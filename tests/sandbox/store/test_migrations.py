@@ -194,6 +194,51 @@ def test_a_database_made_before_migrations_is_stamped_and_keeps_working(fresh: F
         assert db.create_schema() == (migrations.head(),)
 
 
+def test_revision_0004_puts_the_value_before_the_parameter_in_the_token_and_quantity_indexes(fresh: Fresh) -> None:
+    """A store of the release before (0003), holding indexed resources and, on SQLite, planner statistics: the
+    upgrade rebuilds both indexes with the new columns, the statistics of the new ones with them, and the rows
+    are found through them as before."""
+    from alembic import command
+
+    from sandbox.fhir.interactions import Interactions
+
+    with fresh() as db:
+        with db.write() as conn:
+            command.upgrade(migrations._config(conn), "0003")
+        reg = registry()
+        fhir = Interactions(Repository(reg), reg)
+        quantity = {"value": 72, "unit": "/min", "system": "http://unitsofmeasure.org", "code": "/min"}
+        body = {
+            "resourceType": "Observation",
+            "status": "final",
+            "code": {"coding": [{"system": "http://loinc.org", "code": "8867-4"}]},
+            "valueQuantity": quantity,
+        }
+        with db.write() as conn:
+            sandboxes.create_baseline(conn, "B", baseline_id="b")
+            view = sandboxes.baseline_view_for_loading(conn, "b")
+            fhir.repo.write(conn, view, body, Actor("loader", "loader"), rtype="Observation", rid="o1", method="PUT")
+        if db.is_sqlite:
+            db.analyze()
+        assert db.create_schema() == ("0003",)
+        indexes = {name: columns for name, columns, _ in _reflected(db)["sp_token"]["indexes"]}
+        indexes.update({name: columns for name, columns, _ in _reflected(db)["sp_quantity"]["indexes"]})
+        assert indexes["ix_sp_token_value"] == ("layer_id", "resource_type", "code", "resource_id", "system", "param")
+        assert indexes["ix_sp_quantity_value"] == ("layer_id", "resource_type", "code", "low", "resource_id", "param")
+        with db.read() as conn:
+            if db.is_sqlite:
+                analyzed = set(conn.execute(text("SELECT idx FROM sqlite_stat1")).scalars())
+                assert {"ix_sp_token_value", "ix_sp_quantity_value"} <= analyzed
+            for query in (
+                [("code", "http://loinc.org|8867-4")],
+                [("code", "8867-4")],
+                [("value-quantity", "gt70|http://unitsofmeasure.org|/min")],
+            ):
+                assert [m.id for m in fhir.search(conn, view, "Observation", query).matches] == ["o1"], query
+            missed = fhir.search(conn, view, "Observation", [("value-quantity", "gt80|http://unitsofmeasure.org|/min")])
+            assert missed.matches == []
+
+
 def test_a_database_from_an_older_release_gains_the_tables_and_indexes_it_lacks(fresh: Fresh) -> None:
     """Releases before migrations added tables (and a start created them): a database made by an older one lacks
     some, and is adopted the way a start used to treat it."""
