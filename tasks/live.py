@@ -32,7 +32,10 @@ CONSUMER = "task-recheck"
 _log = logging.getLogger("ehr_sandbox.tasks")
 
 
-def recheck_changed(engine: TaskEngine, db: Database, *, batch: int = 500) -> tuple[int, int]:
+RECHECK_BATCH = 500  # outbox events a re-check transaction takes at most
+
+
+def recheck_changed(engine: TaskEngine, db: Database, *, batch: int = RECHECK_BATCH) -> tuple[int, int]:
     """One batch: (events consumed, attempts re-checked)."""
     with db.read() as conn:
         if not outbox.has_news(conn, CONSUMER):
@@ -109,7 +112,7 @@ class LiveChecker:
                     chore()
                 except Exception:  # likewise: the chore runs again when it is next due
                     _log.exception("background chore %r", chore)
-            if not consumed:
+            if not outbox.backlog(consumed, RECHECK_BATCH):
                 self._stop.wait(self.interval)
 
 

@@ -37,6 +37,7 @@ from sandbox.hl7v2.outbound import build, message_type_for
 from sandbox.metrics import count_mllp
 from sandbox.store.database import Database
 from sandbox.store.layers import UnknownSandbox, resolve_view
+from sandbox.store.outbox import backlog
 from sandbox.store.schema import hl7v2_messages, outbox
 
 _log = logging.getLogger("ehr_sandbox.hl7v2")
@@ -59,7 +60,10 @@ def backoff(attempts: int, base: float) -> timedelta:
     return timedelta(seconds=min(base * 2 ** max(attempts - 1, 0), 300.0))
 
 
-def translate(db: Database, fhir: Interactions, worker_id: str, *, batch: int = 100) -> int:
+TRANSLATE_BATCH = 100  # outbox events a translation transaction takes at most
+
+
+def translate(db: Database, fhir: Interactions, worker_id: str, *, batch: int = TRANSLATE_BATCH) -> int:
     """Turn pending outbox events into queued outbound messages; returns how many events were consumed."""
     with db.read(snapshot=False) as conn:  # idle polls must not take SQLite's write lock
         if conn.execute(select(outbox.c.seq).where(outbox.c.done_at.is_(None)).limit(1)).first() is None:
@@ -262,10 +266,10 @@ class Worker:
     def _run(self) -> None:
         while not self._stop.is_set():
             try:
-                busy = translate(self.db, self.fhir, self.worker_id)
-                busy += deliver_due(self.db, self.worker_id, backoff_base=self.backoff_base, on_sent=self.on_sent)
+                translated = translate(self.db, self.fhir, self.worker_id)
+                delivered = deliver_due(self.db, self.worker_id, backoff_base=self.backoff_base, on_sent=self.on_sent)
             except Exception:  # a database hiccup must not end delivery for the life of the server
                 _log.exception("hl7v2 outbound worker")
-                busy = 0
-            if not busy:
+                translated = delivered = 0
+            if not backlog(translated, TRANSLATE_BATCH) and not delivered:
                 self._stop.wait(self.interval)

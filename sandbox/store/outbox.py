@@ -31,6 +31,17 @@ from sandbox.store.schema import outbox, outbox_cursors
 _FMT = "%Y-%m-%dT%H:%M:%S.%f"
 
 
+def backlog(handled: int, batch: int) -> bool:
+    """Whether a consumer's loop should go again at once: its last batch came back full, so more events wait.
+
+    Otherwise it waits its poll interval, so that the events of a burst of writes (a transaction Bundle every
+    few milliseconds) are taken a batch at a time: each batch is a write transaction, which on SQLite every
+    request's write queues behind, and the consumers taking a few events each as they came made dozens of them
+    a second under load.
+    """
+    return handled >= batch
+
+
 def claim(conn: Connection, consumer: str, *, batch: int = 500, gap_timeout: float = 5.0) -> list[Any]:
     """The next events after the consumer's cursor (outbox rows, oldest first), up to the first unsettled gap."""
     last = _lock_cursor(conn, consumer)

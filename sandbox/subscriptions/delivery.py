@@ -72,7 +72,10 @@ class Watch:
 # ---- step 1: outbox events -> notifications --------------------------------------------------------------
 
 
-def queue_events(db: Database, fhir: Interactions, *, batch: int = 200) -> int:
+QUEUE_BATCH = 200  # outbox events a matching transaction takes at most
+
+
+def queue_events(db: Database, fhir: Interactions, *, batch: int = QUEUE_BATCH) -> int:
     """One batch of outbox events handled; returns how many were consumed."""
     with db.read() as conn:
         if not outbox.has_news(conn, CONSUMER):
@@ -340,8 +343,8 @@ class SubscriptionWorker:
     def _run(self) -> None:
         while not self._stop.is_set():
             try:
-                busy = queue_events(self.db, self.fhir)
-                busy += deliver_due(
+                queued = queue_events(self.db, self.fhir)
+                delivered = deliver_due(
                     self.db,
                     self.fhir,
                     self.worker_id,
@@ -350,6 +353,6 @@ class SubscriptionWorker:
                 )
             except Exception:  # a database hiccup must not end delivery for the life of the server
                 _log.exception("subscription worker")
-                busy = 0
-            if not busy:
+                queued = delivered = 0
+            if not outbox.backlog(queued, QUEUE_BATCH) and not delivered:
                 self._stop.wait(self.interval)
