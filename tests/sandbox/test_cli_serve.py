@@ -8,6 +8,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
@@ -156,10 +157,7 @@ def test_no_demo_leaves_a_fresh_store_empty(tmp_path):
 def test_serve_on_a_taken_demo_lab_or_mllp_port_says_which_in_one_line_and_sets_nothing_up(
     tmp_path: Path, taken_by: list[str], says: str
 ) -> None:
-    with socket.socket() as taken:
-        taken.bind(("127.0.0.1", 0))
-        taken.listen()
-        port = str(taken.getsockname()[1])
+    with _port_in_use() as port:
         env = _env(tmp_path)
         argv = [sys.executable, "-m", "sandbox.cli", "serve", "--port", str(_free_port())]
         if "--mllp-port" not in taken_by:
@@ -197,10 +195,7 @@ def test_serve_on_a_taken_demo_lab_or_mllp_port_says_which_in_one_line_and_sets_
 def test_the_worker_and_the_mllp_listener_on_a_taken_port_say_which_in_one_line(
     tmp_path: Path, command: list[str], says: str
 ) -> None:
-    with socket.socket() as taken:
-        taken.bind(("127.0.0.1", 0))
-        taken.listen()
-        port = str(taken.getsockname()[1])
+    with _port_in_use() as port:
         result = subprocess.run(
             [sys.executable, "-m", "sandbox.cli", *command, port],
             env=_env(tmp_path),
@@ -211,3 +206,12 @@ def test_the_worker_and_the_mllp_listener_on_a_taken_port_say_which_in_one_line(
     assert result.returncode == 2
     assert result.stderr.splitlines()[-1] == f"ehr-sandbox: {says.format(port=port)}"
     assert "Traceback" not in result.stderr and result.stderr.count("ehr-sandbox:") == 1
+
+
+@contextmanager
+def _port_in_use() -> Iterator[str]:
+    """A loopback port another socket is listening on, for as long as the block lasts."""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        yield str(taken.getsockname()[1])

@@ -287,14 +287,21 @@ def _in_another_process(db: Database, work: Any) -> None:
         work(conn)
 
 
+def _ward_with_its_view_cached(mllp_port: int, db: Database, baseline: str) -> Connection:
+    """A sandbox 'ward' on ``baseline``, made by another process, and an MLLP connection whose first message to
+    it was accepted: this app has the ward's View cached now."""
+    _in_another_process(db, lambda conn: sandboxes.create_sandbox(conn, "Ward", baseline, sandbox_id="ward"))
+    ward = Connection(mllp_port)
+    ward.send(adt("A04", "W1", sandbox="ward", mrn="W1", visit="VW1"))
+    assert msa(ward.replies(1)[0]) == ("AA", "W1")
+    return ward
+
+
 def test_a_message_for_a_sandbox_deleted_behind_the_cached_view_is_refused_and_writes_nothing(
     mllp_port, app, db, baselines
 ):
     empty, _ = baselines
-    _in_another_process(db, lambda conn: sandboxes.create_sandbox(conn, "Ward", empty, sandbox_id="ward"))
-    ward = Connection(mllp_port)
-    ward.send(adt("A04", "W1", sandbox="ward", mrn="W1", visit="VW1"))
-    assert msa(ward.replies(1)[0]) == ("AA", "W1")
+    ward = _ward_with_its_view_cached(mllp_port, db, empty)
     assert app.state.views.cached("ward")
     _in_another_process(db, lambda conn: sandboxes.delete_sandbox(conn, "ward"))
     ward.send(adt("A04", "W2", sandbox="ward", mrn="W2", visit="VW2"))
@@ -312,10 +319,7 @@ def test_a_sandbox_deleted_and_created_again_on_another_baseline_is_written_thro
     mllp_port, app, db, baselines
 ):
     empty, full = baselines
-    _in_another_process(db, lambda conn: sandboxes.create_sandbox(conn, "Ward", empty, sandbox_id="ward"))
-    ward = Connection(mllp_port)
-    ward.send(adt("A04", "W1", sandbox="ward", mrn="W1", visit="VW1"))
-    assert msa(ward.replies(1)[0]) == ("AA", "W1")  # the View (ward over the empty baseline) is cached now
+    ward = _ward_with_its_view_cached(mllp_port, db, empty)  # the View: ward over the empty baseline
 
     def again(conn: Any) -> None:
         sandboxes.delete_sandbox(conn, "ward")
