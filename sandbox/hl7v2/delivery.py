@@ -26,7 +26,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, Row, and_, or_, select, update
+from sqlalchemy import Connection, Row, and_, bindparam, or_, select, update
 
 from sandbox.fhir.interactions import Interactions
 from sandbox.fhir.validation import parse_json
@@ -66,29 +66,59 @@ TRANSLATE_BATCH = 100  # outbox events a translation transaction takes at most
 def translate(db: Database, fhir: Interactions, worker_id: str, *, batch: int = TRANSLATE_BATCH) -> int:
     """Turn pending outbox events into queued outbound messages; returns how many events were consumed."""
     with db.read(snapshot=False) as conn:  # idle polls must not take SQLite's write lock
-        if conn.execute(select(outbox.c.seq).where(outbox.c.done_at.is_(None)).limit(1)).first() is None:
+        if conn.execute(_ANY_PENDING).first() is None:
             return 0
     with db.write() as conn:
-        query = select(outbox).where(outbox.c.done_at.is_(None)).order_by(outbox.c.seq).limit(batch)
-        if db.is_sqlite:
-            # The pending rows' seqs from the index alone, then those rows.  Asked for whole rows at once, SQLite
-            # went by its statistics, which ``analyze`` takes after a load, when every event is pending: it read
-            # the whole table for each batch, 15 ms on 130k events, holding the write lock every writer waits
-            # for.  A covering index always beats the table, whatever the statistics say.
-            pending = select(outbox.c.seq).where(outbox.c.done_at.is_(None)).order_by(outbox.c.seq).limit(batch)
-            query = select(outbox).where(outbox.c.seq.in_(pending.scalar_subquery())).order_by(outbox.c.seq)
-        else:
-            query = query.with_for_update(skip_locked=True)
-        events = conn.execute(query).all()
+        events = conn.execute(_PENDING_SQLITE if db.is_sqlite else _PENDING_LOCKED, {"batch": batch}).all()
         for event in events:
             _queue(conn, fhir, event)
         if events:
-            conn.execute(
-                update(outbox)
-                .where(outbox.c.seq.in_([e.seq for e in events]))
-                .values(done_at=_stamp(_now()), claimed_by=worker_id)
-            )
+            done = {"seqs": [e.seq for e in events], "done_at": _stamp(_now()), "claimed_by": worker_id}
+            conn.execute(_MARK_DONE, done)
         return len(events)
+
+
+# The translator's statements, built once (each new build cost SQLAlchemy a cache key, several times a second
+# under load), reading only the columns ``_queue`` looks at.
+_EVENT_COLUMNS = (
+    outbox.c.seq,
+    outbox.c.layer_id,
+    outbox.c.resource_type,
+    outbox.c.resource_id,
+    outbox.c.version_id,
+    outbox.c.action,
+    outbox.c.route,
+)
+_ANY_PENDING = select(outbox.c.seq).where(outbox.c.done_at.is_(None)).limit(1)
+_PENDING_LOCKED = (
+    select(*_EVENT_COLUMNS)
+    .where(outbox.c.done_at.is_(None))
+    .order_by(outbox.c.seq)
+    .limit(bindparam("batch"))
+    .with_for_update(skip_locked=True)
+)
+# On SQLite, the pending rows' seqs from the index alone, then those rows.  Asked for whole rows at once, SQLite
+# went by its statistics, which ``analyze`` takes after a load, when every event is pending: it read the whole
+# table for each batch, 15 ms on 130k events, holding the write lock every writer waits for.  A covering index
+# always beats the table, whatever the statistics say.
+_PENDING_SQLITE = (
+    select(*_EVENT_COLUMNS)
+    .where(
+        outbox.c.seq.in_(
+            select(outbox.c.seq)
+            .where(outbox.c.done_at.is_(None))
+            .order_by(outbox.c.seq)
+            .limit(bindparam("batch"))
+            .scalar_subquery()
+        )
+    )
+    .order_by(outbox.c.seq)
+)
+_MARK_DONE = (
+    update(outbox)
+    .where(outbox.c.seq.in_(bindparam("seqs", expanding=True)))
+    .values(done_at=bindparam("done_at"), claimed_by=bindparam("claimed_by"))
+)
 
 
 def _queue(conn: Connection, fhir: Interactions, event: Row[Any]) -> None:

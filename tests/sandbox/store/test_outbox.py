@@ -1,0 +1,92 @@
+"""Following the outbox by cursor (``sandbox.store.outbox``): the queries a consumer polls with stay cheap however
+long the server has run."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import event, insert, update
+
+from sandbox.store import outbox
+from sandbox.store.database import Database
+from sandbox.store.schema import outbox as outbox_rows
+
+_EVENT = {"layer_id": "default", "resource_type": "Observation", "version_id": 1, "action": "create"}
+_EVENT.update({"actor": "trainee", "route": "fhir", "created_at": "2026-01-01T00:00:00.000000"})
+
+
+def _outbox_done_in_batches(tmp_path: Path, batches: int, per_batch: int) -> Database:
+    """A SQLite store loaded (statistics taken while every event was pending), then served a while: the HL7 v2
+    translator has marked its events done batch by batch, each batch at its own time."""
+    db = Database(f"sqlite:///{tmp_path / 'outbox.db'}")
+    db.create_schema()
+    with db.write() as conn:
+        conn.execute(insert(outbox_rows), [{**_EVENT, "resource_id": f"o{n}"} for n in range(batches * per_batch)])
+    db.analyze()
+    with db.write() as conn:
+        for batch in range(batches):
+            first = batch * per_batch + 1
+            conn.execute(
+                update(outbox_rows)
+                .where(outbox_rows.c.seq.between(first, first + per_batch - 1))
+                .values(done_at=f"2026-01-01T00:00:{batch // 100:02d}.{batch:06d}", claimed_by="w")
+            )
+    return db
+
+
+def _plans_of_outbox_reads(db: Database, work: Any) -> list[str]:
+    """SQLite's query plan of every SELECT on the outbox that ``work(conn)`` runs, in a write transaction."""
+    statements: list[tuple[str, Any]] = []
+
+    def grab(_conn, _cursor, statement, parameters, _context, _many) -> None:  # type: ignore[no-untyped-def]
+        if statement.lstrip().upper().startswith("SELECT") and re.search(r"FROM outbox\s", statement + " "):
+            statements.append((statement, parameters))
+
+    event.listen(db.engine, "before_cursor_execute", grab)
+    try:
+        with db.write() as conn:
+            work(conn)
+    finally:
+        event.remove(db.engine, "before_cursor_execute", grab)
+    with db.read() as conn:
+        return [
+            "\n".join(r[-1] for r in conn.exec_driver_sql("EXPLAIN QUERY PLAN " + sql, params).all())
+            for sql, params in statements
+        ]
+
+
+def test_a_poll_for_news_reads_the_outbox_from_the_cursor_by_primary_key(tmp_path: Path) -> None:
+    """Unordered, SQLite answered "anything past the cursor?" from the (done_at, seq) index, one seek per
+    distinct done_at: one per translator batch the server ever ran, so idle polls grew slower by the hour."""
+    db = _outbox_done_in_batches(tmp_path, batches=300, per_batch=100)
+    with db.write() as conn:
+        outbox.start_at_end(conn, "reader")
+        assert outbox.has_news(conn, "a-consumer-that-never-ran")  # no cursor yet: any event at all is news
+
+    plans = _plans_of_outbox_reads(db, lambda conn: outbox.has_news(conn, "reader"))
+    assert len(plans) == 1
+    assert "INTEGER PRIMARY KEY" in plans[0] and "ix_outbox_pending" not in plans[0], plans
+    with db.write() as conn:
+        assert not outbox.has_news(conn, "reader")
+        conn.execute(insert(outbox_rows).values(**_EVENT, resource_id="new"))
+        assert outbox.has_news(conn, "reader")
+    db.dispose()
+
+
+def test_claiming_reads_the_events_past_the_cursor_by_primary_key(tmp_path: Path) -> None:
+    db = _outbox_done_in_batches(tmp_path, batches=300, per_batch=100)
+    with db.write() as conn:
+        outbox.start_at_end(conn, "reader")
+        conn.execute(update(outbox_rows).where(outbox_rows.c.seq > 29995).values(done_at=None, claimed_by=None))
+        conn.execute(
+            update(outbox.outbox_cursors).where(outbox.outbox_cursors.c.consumer == "reader").values(last_seq=29995)
+        )
+    claimed: list[Any] = []
+    plans = _plans_of_outbox_reads(db, lambda conn: claimed.extend(outbox.claim(conn, "reader", batch=10)))
+    assert [e.seq for e in claimed] == [29996, 29997, 29998, 29999, 30000]
+    assert {e.resource_type for e in claimed} == {"Observation"}
+    assert len(plans) == 1
+    assert "INTEGER PRIMARY KEY" in plans[0], plans
+    db.dispose()
