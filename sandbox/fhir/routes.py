@@ -2,8 +2,8 @@
 
 The same router serves the default sandbox at ``/fhir`` and every other one at
 ``/sandboxes/{sandbox_id}/fhir``.  Sync handlers run in the thread pool; the
-database work they do is synchronous SQLAlchemy.  Read by id and most searches
-are awaited on the event loop instead (``Database.loop_rows``).
+database work they do is synchronous SQLAlchemy.  Read by id, and on PostgreSQL
+most searches, are awaited on the event loop instead (``Database.loop_rows``).
 """
 
 from __future__ import annotations
