@@ -15,7 +15,7 @@ import jsonpatch
 from sqlalchemy import Connection
 
 from sandbox.fhir.outcome import FhirError, gone, not_found
-from sandbox.fhir.search import SearchResult, run_search
+from sandbox.fhir.search import SearchResult, run_search, run_search_on_loop
 from sandbox.fhir.search_params import Registry
 from sandbox.fhir.search_plan import SearchPlan, parse
 from sandbox.fhir.validation import parse_json, validate
@@ -23,6 +23,10 @@ from sandbox.store.database import Database
 from sandbox.store.layers import View
 from sandbox.store.repository import Actor, Repository, Stored
 
+# The largest page a search assembles on the event loop (``searches_on_loop``): each entry costs the loop a few
+# µs, tens with ``_elements`` or ``_summary`` (which re-parse it), so a page holds other requests up a millisecond
+# or two at most.
+LOOP_PAGE_LIMIT = 100
 _ID_CHARS = set("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-.")
 
 
@@ -79,6 +83,19 @@ class Interactions:
     def run_plan(self, conn: Connection, view: View, plan: SearchPlan) -> SearchResult:
         """Run a parsed search: the one place searches run, so a restricted caller's limits apply to all."""
         return run_search(conn, self.repo, view, plan)
+
+    def searches_on_loop(self, db: Database, plan: SearchPlan) -> bool:
+        """Whether ``run_plan_on_loop`` may run ``plan`` (the search routes ask).  Where the database is awaited
+        (PostgreSQL) a search costs the loop only the Python work around its statements, which grows with the
+        page: pages up to ``LOOP_PAGE_LIMIT`` entries.  ``_include``s (statements per hop, through the
+        repository) stay in the thread pool; so does everything a restricted caller (a subclass) searches."""
+        return db.loop_rows_wait and not plan.includes and plan.count <= LOOP_PAGE_LIMIT
+
+    async def run_plan_on_loop(self, db: Database, view: View, plan: SearchPlan) -> SearchResult:
+        """``run_plan`` awaited on the event loop, each statement a unit of work of its own: for a plan that
+        ``searches_on_loop`` accepts.  Through the thread pool a search on PostgreSQL cost the server about
+        twice the CPU (the hop there and back, the pooled connection, SQLAlchemy's execution of the statement)."""
+        return await run_search_on_loop(db, view, plan)
 
     def match(self, conn: Connection, view: View, rtype: str, criteria: str) -> list[Stored]:
         """Resources matching conditional-operation criteria (``identifier=x|1``); at most two are fetched."""

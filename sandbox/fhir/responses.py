@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from email.utils import format_datetime
 from typing import Any
-from urllib.parse import urlencode
+from urllib.parse import quote_plus, urlencode
 
 import orjson
 from starlette.responses import Response
@@ -95,13 +95,20 @@ def searchset(
     ignored: paging is by cursor now; they remain for callers written before.)
     """
     del offset, count
-    links = [{"relation": "self", "url": _search_url(page_url, self_query, None)}]
+    # The paging links are the request's parameters with a _cursor in place of any it had: encoded once, and
+    # once more for the self link only when the request had a _cursor (urlencode was a tenth of a search's CPU).
+    paged = [(k, v) for k, v in self_query if k not in ("_cursor", "_offset")]
+    kept = urlencode(paged)
+    if len(paged) == len(self_query):
+        self_url = f"{page_url}?{kept}" if kept else page_url
+    else:
+        self_url = f"{page_url}?{urlencode(self_query)}"
+    paging_url = f"{page_url}?{kept}&_cursor=" if kept else f"{page_url}?_cursor="
+    links = [{"relation": "self", "url": self_url}]
     if result.next_cursor is not None:
-        links.append({"relation": "next", "url": _search_url(page_url, self_query, result.next_cursor.encode())})
+        links.append({"relation": "next", "url": paging_url + quote_plus(result.next_cursor.encode())})
     if result.previous_cursor is not None:
-        links.append(
-            {"relation": "previous", "url": _search_url(page_url, self_query, result.previous_cursor.encode())}
-        )
+        links.append({"relation": "previous", "url": paging_url + quote_plus(result.previous_cursor.encode())})
     bundle: dict[str, Any] = {"resourceType": "Bundle", "type": "searchset"}
     if result.total is not None:
         bundle["total"] = result.total
@@ -113,13 +120,6 @@ def searchset(
     if entries:
         bundle["entry"] = entries
     return orjson.dumps(bundle)
-
-
-def _search_url(page_url: str, query: list[tuple[str, str]], cursor: str | None) -> str:
-    params = query if cursor is None else [(k, v) for k, v in query if k not in ("_cursor", "_offset")]
-    if cursor is not None:
-        params = [*params, ("_cursor", cursor)]
-    return f"{page_url}?{urlencode(params)}" if params else page_url
 
 
 def _entry(base: str, stored: Stored, mode: str, summary: str | None, elements: tuple[str, ...]) -> dict[str, Any]:

@@ -2,7 +2,8 @@
 
 The same router serves the default sandbox at ``/fhir`` and every other one at
 ``/sandboxes/{sandbox_id}/fhir``.  Sync handlers run in the thread pool; the
-database work they do is synchronous SQLAlchemy.
+database work they do is synchronous SQLAlchemy.  Read by id, and on PostgreSQL
+most searches, are awaited on the event loop instead (``Database.loop_rows``).
 """
 
 from __future__ import annotations
@@ -30,7 +31,8 @@ from sandbox.fhir.responses import (
     searchset,
     write_response,
 )
-from sandbox.fhir.search_plan import parse
+from sandbox.fhir.search import SearchResult
+from sandbox.fhir.search_plan import SearchPlan, parse
 from sandbox.fhir.subsetting import subset
 from sandbox.fhir.validation import parse_json, parse_resource
 from sandbox.fhir.values import date_range, instant_now
@@ -150,26 +152,39 @@ def history_instance(rtype: str, rid: str, request: Request, ctx: FhirContext = 
 # ---- search -------------------------------------------------------------------------------------
 
 
-def _search(ctx: FhirContext, request: Request, rtype: str | None, query: list[tuple[str, str]]) -> Response:
+async def _search(ctx: FhirContext, request: Request, rtype: str | None, query: list[tuple[str, str]]) -> Response:
+    """Parse on the loop, then run the search there (``Interactions.searches_on_loop``) or in the thread pool."""
     strict = prefer_strict(request.headers.get("prefer"))
     fhir = ctx.fhir
     plan = parse(fhir.registry, rtype, query, strict=strict, default_count=fhir.default_count, max_count=fhir.max_count)
+    if fhir.searches_on_loop(ctx.db, plan):
+        result = await fhir.run_plan_on_loop(ctx.db, ctx.view, plan)
+        return _searchset(ctx, rtype, query, plan, result)
+    return await run_in_threadpool(_search_in_pool, ctx, rtype, query, plan)
+
+
+def _search_in_pool(ctx: FhirContext, rtype: str | None, query: list[tuple[str, str]], plan: SearchPlan) -> Response:
     with ctx.db.read(snapshot=ctx.db.read_snapshots) as conn:
-        result = fhir.run_plan(conn, ctx.view, plan)
+        result = ctx.fhir.run_plan(conn, ctx.view, plan)
+    return _searchset(ctx, rtype, query, plan, result)
+
+
+def _searchset(
+    ctx: FhirContext, rtype: str | None, query: list[tuple[str, str]], plan: SearchPlan, result: SearchResult
+) -> Response:
     page_url = f"{ctx.base}/{rtype}" if rtype else ctx.base
-    body = searchset(result, ctx.base, query, page_url, summary=plan.summary, elements=plan.elements)
-    return fhir_response(body)
+    return fhir_response(searchset(result, ctx.base, query, page_url, summary=plan.summary, elements=plan.elements))
 
 
 @router.get("")
-def search_system(request: Request, ctx: FhirContext = Depends(fhir_context)) -> Response:
+async def search_system(request: Request, ctx: FhirContext = Depends(fhir_context)) -> Response:
     """Search across types: ``GET [base]?_type=Patient,Observation&_lastUpdated=ge2024``."""
-    return _search(ctx, request, None, _query(request))
+    return await _search(ctx, request, None, _query(request))
 
 
 @router.get("/{rtype}")
-def search_type(rtype: str, request: Request, ctx: FhirContext = Depends(fhir_context)) -> Response:
-    return _search(ctx, request, _type(rtype), _query(request))
+async def search_type(rtype: str, request: Request, ctx: FhirContext = Depends(fhir_context)) -> Response:
+    return await _search(ctx, request, _type(rtype), _query(request))
 
 
 async def _form_query(request: Request) -> list[tuple[str, str]]:
@@ -183,15 +198,13 @@ async def _form_query(request: Request) -> list[tuple[str, str]]:
 
 @router.post("/_search")
 async def search_system_post(request: Request, ctx: FhirContext = Depends(fhir_context)) -> Response:
-    query = await _form_query(request)
-    return await run_in_threadpool(_search, ctx, request, None, query)
+    return await _search(ctx, request, None, await _form_query(request))
 
 
 @router.post("/{rtype}/_search")
 async def search_type_post(rtype: str, request: Request, ctx: FhirContext = Depends(fhir_context)) -> Response:
     _type(rtype)
-    query = await _form_query(request)
-    return await run_in_threadpool(_search, ctx, request, rtype, query)
+    return await _search(ctx, request, rtype, await _form_query(request))
 
 
 # ---- instance reads --------------------------------------------------------------------------------
@@ -322,8 +335,7 @@ async def _hot_read(request: Request) -> Response:
 
 
 async def _hot_search(request: Request) -> Response:
-    ctx = await fhir_context(request)
-    return await run_in_threadpool(_search, ctx, request, _type(request.path_params["rtype"]), _query(request))
+    return await _search(await fhir_context(request), request, _type(request.path_params["rtype"]), _query(request))
 
 
 class _HotRoute(Route):

@@ -145,6 +145,10 @@ class ScopedInteractions(Interactions):
             raise not_found(rtype, rid)
         self._check_one(conn, view, current, permission)
 
+    def searches_on_loop(self, db: Database, plan: SearchPlan) -> bool:
+        """The scopes' limits and the check of each include run with the search, in the thread pool."""
+        return False
+
     def run_plan(self, conn: Connection, view: View, plan: SearchPlan) -> SearchResult:
         self._restrict(plan, "s")
         result = super().run_plan(conn, view, plan)

@@ -9,12 +9,13 @@ once: creations and deletions elsewhere in the order do not shift the pages.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Generator
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from sqlalchemy import Connection, and_, func, select
+from sqlalchemy import Connection, Dialect, and_, func, select
 
+from sandbox.concurrency import run_in_threadpool
 from sandbox.fhir.outcome import Issue
 from sandbox.fhir.search_cursor import Cursor
 from sandbox.fhir.search_plan import Include, SearchPlan
@@ -23,12 +24,14 @@ from sandbox.fhir.search_sql import (
     keyset_condition,
     order_by,
     plan_conditions,
+    quiet_probe,
     quiet_types,
     sort_expression,
     sort_label,
     visible,
 )
 from sandbox.fhir.search_values import cursor_shape, cursor_values, plan_shape_and_values
+from sandbox.store.database import Database, DriverStatement, driver_rows, driver_statement
 from sandbox.store.layers import View
 from sandbox.store.repository import Repository, Stored, check_index_rows
 from sandbox.store.schema import resources, sp_reference
@@ -49,14 +52,72 @@ class SearchResult:
 
 
 def run_search(conn: Connection, repo: Repository, view: View, plan: SearchPlan) -> SearchResult:
+    """Run a search in ``conn``'s unit of work (the thread pool's)."""
     check_index_rows(conn)
+    steps = search_steps(view, plan, id(conn.engine.pool))
+    try:
+        query = next(steps)
+        while True:
+            query = steps.send(query.rows(conn))
+    except StopIteration as done:
+        result: SearchResult = done.value
+    result.included = resolve_includes(conn, repo, view, result.matches, plan.includes)
+    return result
+
+
+async def run_search_on_loop(db: Database, view: View, plan: SearchPlan) -> SearchResult:
+    """``run_search`` awaited on the event loop, each statement a unit of work of its own (``Database.loop_rows``).
+
+    Without ``_include``s, which the caller leaves to the pool.  A statement of a shape not yet built and compiled
+    goes to the pool too, which does that there (milliseconds of Python, that would hold up every request on the
+    loop) and keeps it for the next search of its shape, as does one with a list of values, which SQLAlchemy
+    expands per call.  For PostgreSQL, where the statements are awaited; on SQLite they would run inline.
+    """
+    assert not plan.includes
+    steps = search_steps(view, plan, id(db.engine.pool))
+    dialect = db.engine.dialect
+    try:
+        query = next(steps)
+        while True:
+            driver = query.ready(dialect)
+            if driver is None:
+                rows = await run_in_threadpool(_pool_rows, db, query)
+            else:
+                rows = await db.loop_rows(driver.sql, driver.args(query.values), search=True)
+            query = steps.send(rows)
+    except StopIteration as done:
+        return done.value  # type: ignore[no-any-return]
+
+
+def _pool_rows(db: Database, query: Query) -> list[tuple[Any, ...]]:
+    with db.read(snapshot=False) as conn:
+        return query.rows(conn)
+
+
+# A row of a page, as _Statements.page selects it: then the sort values, then the total when windowed.
+_LAYER, _TYPE, _ID, _VERSION, _UPDATED, _CONTENT, _SORTS = range(7)
+
+
+def search_steps(view: View, plan: SearchPlan, database: int) -> Generator[Query, list[tuple[Any, ...]], SearchResult]:
+    """The search, as the statements it needs run one after another: each ``Query`` yielded is sent back its rows
+    (as tuples).  The runner decides where they run, so the thread pool (``run_search``) and the event loop
+    (``run_search_on_loop``) share this one engine.  Includes are the runner's.  ``database`` tells apart the
+    databases a process uses (``search_sql.quiet_probe``)."""
     if view.layered and plan.resource_type is not None:
-        view = replace(view, quiet=quiet_types(conn, view, _types_searched(plan)))
+        probe = quiet_probe(database, view, _types_searched(plan))
+        quiet: frozenset[str] = frozenset()
+        if probe is not None:
+            types, statement = probe
+            found = yield Query(("quiet", types), lambda: statement, {"overlay": view.overlay})
+            quiet = quiet_types(database, view, types, found[0])
+        view = replace(view, quiet=quiet)
     shape, values = plan_shape_and_values(view, plan)
     statements = _Statements(view, plan, shape, values)
     if plan.summary == "count" or plan.count == 0:
         # _summary=count asks for nothing but the count, so it counts whatever _total says.
-        total = None if plan.total == "none" and plan.summary != "count" else statements.count(conn)
+        total = None
+        if plan.total != "none" or plan.summary == "count":
+            total = (yield statements.count())[0][0]
         return SearchResult([], total=total, issues=plan.ignored)
     cursor = plan.cursor
     forward = cursor is None or cursor.forward
@@ -64,20 +125,19 @@ def run_search(conn: Connection, repo: Repository, view: View, plan: SearchPlan)
     # window count over all matches (before the cursor narrows them).  Without one, the page can be
     # read straight off the primary key, and a separate count is far cheaper than a window over all.
     windowed = bool(plan.sort) and plan.total != "none"
-    rows = statements.page(conn, windowed)
+    rows = yield statements.page(windowed)
     more = len(rows) > plan.count
     total = None
     if windowed and rows:
-        total = rows[0].total
+        total = rows[0][_SORTS + len(plan.sort)]
     elif plan.total != "none":
         # The first page holding every match needs no counting.
-        total = len(rows) if cursor is None and not more else statements.count(conn)
+        total = len(rows) if cursor is None and not more else (yield statements.count())[0][0]
     rows = rows[: plan.count]
     if not forward:
         rows.reverse()
     matches = [
-        Stored(row.resource_type, row.id, row.version_id, row.last_updated, False, row.content, row.layer_id)
-        for row in rows
+        Stored(row[_TYPE], row[_ID], row[_VERSION], row[_UPDATED], False, row[_CONTENT], row[_LAYER]) for row in rows
     ]
     first, last = (_position(plan, rows[0]), _position(plan, rows[-1])) if rows else (None, None)
     next_cursor = previous_cursor = None
@@ -89,74 +149,102 @@ def run_search(conn: Connection, repo: Repository, view: View, plan: SearchPlan)
         after = _cursor(plan, last, forward=True, inclusive=False)
         if forward:
             next_cursor = after if more else None
-            previous_cursor = before if statements.any_beyond(conn, before) else None
+            previous_cursor = before if (yield statements.any_beyond(before)) else None
         else:
             previous_cursor = before if more else None
-            next_cursor = after if statements.any_beyond(conn, after) else None
+            next_cursor = after if (yield statements.any_beyond(after)) else None
     else:
         # An empty page (everything past the position went away): offer the way back, including
         # the position itself when this page excluded it.
         back = Cursor(
             not cursor.forward, not cursor.inclusive, cursor.sort, cursor.values, cursor.resource_type, cursor.id
         )
-        if statements.any_beyond(conn, back):
+        if (yield statements.any_beyond(back)):
             if back.forward:
                 next_cursor = back
             else:
                 previous_cursor = back
-    included = resolve_includes(conn, repo, view, matches, plan.includes)
-    return SearchResult(matches, included, total, next_cursor, previous_cursor, plan.ignored)
+    return SearchResult(matches, [], total, next_cursor, previous_cursor, plan.ignored)
 
 
-# Built statements by shape.  Building one costs a few milliseconds of Python, several times what
-# running it costs; a server sees few shapes (its clients' searches differ in values), and SQLAlchemy
-# keeps each statement's compiled SQL too.  Bounded: a client inventing shapes empties it now and then.
+# Built statements by role and shape.  Building one costs a few milliseconds of Python, several times what
+# running it costs; a server sees few shapes (its clients' searches differ in values).  Each is compiled
+# once per dialect too, into the driver's SQL: executing the statement through SQLAlchemy cost a search
+# more Python than everything else it did.  Bounded: a client inventing shapes empties them now and then.
 _BUILT: dict[tuple[Any, ...], Any] = {}
+_DRIVER: dict[tuple[Any, ...], DriverStatement | None] = {}
 _MAX_BUILT = 2000
+_UNCOMPILED: Any = object()
+
+
+@dataclass
+class Query:
+    """One statement a search needs run: ``key`` (its role and the search's shape) names it in the caches,
+    ``build`` makes it the first time, ``values`` are this search's bind values."""
+
+    key: tuple[Any, ...]
+    build: Callable[[], Any]
+    values: dict[str, Any]
+
+    def statement(self) -> Any:
+        statement = _BUILT.get(self.key)
+        if statement is None:
+            if len(_BUILT) >= _MAX_BUILT:
+                _BUILT.clear()
+                _DRIVER.clear()
+            statement = _BUILT[self.key] = self.build()
+        return statement
+
+    def rows(self, conn: Connection) -> list[tuple[Any, ...]]:
+        """Run it in ``conn``'s unit of work, compiling it first if this is the first of its shape."""
+        key = (self.key, conn.dialect.name, tuple(self.values))
+        driver = _DRIVER.get(key, _UNCOMPILED)
+        if driver is _UNCOMPILED:
+            driver = driver_statement(conn.dialect, self.statement(), key[2])
+            if len(_DRIVER) >= _MAX_BUILT:
+                _DRIVER.clear()
+            _DRIVER[key] = driver
+        if driver is None:  # a list of values (_id=a,b; _type): SQLAlchemy writes its SQL out each time
+            return [tuple(row) for row in conn.execute(self.statement(), self.values)]
+        return driver_rows(conn, driver.sql, driver.args(self.values))
+
+    def ready(self, dialect: Dialect) -> DriverStatement | None:
+        """Its driver SQL if compiled already (by ``rows``), and if it compiles to that at all."""
+        return _DRIVER.get((self.key, dialect.name, tuple(self.values)))
 
 
 class _Statements:
-    """The statements of one search, from the cache by shape or built on the first of their shape."""
+    """The statements of one search, each a ``Query``: from the cache by shape, or built on the first of it."""
 
     def __init__(self, view: View, plan: SearchPlan, shape: tuple[Any, ...], values: dict[str, Any]) -> None:
         self.view, self.plan, self.shape, self.values = view, plan, shape, values
         self.binds = Binds(values)
         self._where: list[Any] | None = None
 
-    def count(self, conn: Connection) -> int:
-        statement = self._built(("count",), lambda: select(func.count()).select_from(resources).where(*self.where))
-        return conn.execute(statement, self.values).scalar_one()
+    def count(self) -> Query:
+        return Query(
+            ("count", self.shape), lambda: select(func.count()).select_from(resources).where(*self.where), self.values
+        )
 
-    def page(self, conn: Connection, windowed: bool) -> list[Any]:
-        statement = self._built(("page", windowed), lambda: self._page(windowed))
-        return list(conn.execute(statement, self.values).all())
+    def page(self, windowed: bool) -> Query:
+        return Query(("page", windowed, self.shape), lambda: self._page(windowed), self.values)
 
-    def any_beyond(self, conn: Connection, cursor: Cursor) -> bool:
-        """Whether any match lies beyond ``cursor`` (for deciding on a next or previous link)."""
-        self.values.update(cursor_values("a", cursor))
+    def any_beyond(self, cursor: Cursor) -> Query:
+        """Whether any match lies beyond ``cursor`` (for deciding on a next or previous link): a row if so."""
+        values = {**self.values, **cursor_values("a", cursor)}
 
         def build() -> Any:
             page = self._matching().subquery("page")
-            beyond = keyset_condition(self.plan, page, cursor, self.binds, "a")
+            beyond = keyset_condition(self.plan, page, cursor, Binds(values), "a")
             return select(page.c.id).where(beyond).limit(1)
 
-        statement = self._built(("any", cursor_shape(cursor)), build)
-        return conn.execute(statement, self.values).first() is not None
+        return Query(("any", cursor_shape(cursor), self.shape), build, values)
 
     @property
     def where(self) -> list[Any]:
         if self._where is None:
             self._where = plan_conditions(self.view, self.plan, self.binds)
         return self._where
-
-    def _built(self, role: tuple[Any, ...], build: Callable[[], Any]) -> Any:
-        key = (*role, self.shape)
-        statement = _BUILT.get(key)
-        if statement is None:
-            if len(_BUILT) >= _MAX_BUILT:
-                _BUILT.clear()
-            statement = _BUILT[key] = build()
-        return statement
 
     def _matching(self) -> Any:
         """The matches with their sort values, once each; paging and ordering work on this."""
@@ -208,8 +296,8 @@ def _types_searched(plan: SearchPlan) -> set[str]:
     return types
 
 
-def _position(plan: SearchPlan, row: Any) -> tuple[tuple[Any, ...], str, str]:
-    return tuple(row._mapping[sort_label(n)] for n in range(len(plan.sort))), row.resource_type, row.id
+def _position(plan: SearchPlan, row: tuple[Any, ...]) -> tuple[tuple[Any, ...], str, str]:
+    return row[_SORTS : _SORTS + len(plan.sort)], row[_TYPE], row[_ID]
 
 
 def _cursor(plan: SearchPlan, position: Any, *, forward: bool, inclusive: bool) -> Cursor:

@@ -14,14 +14,13 @@ search of the same shape and ``search`` builds each shape once.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from sqlalchemy import (
     BindParameter,
     Boolean,
     ColumnElement,
-    Connection,
     FromClause,
     Select,
     and_,
@@ -143,19 +142,20 @@ def _layers(view: View, b: Binds, rtypes: Types = None) -> list[BindParameter[An
     return [b(layer_name(n)) for n in range(len(view.layers))]
 
 
-def quiet_types(conn: Connection, view: View, rtypes: Iterable[str]) -> frozenset[str]:
-    """Of ``rtypes``, those the sandbox's overlay holds no resource of (neither new, changed nor deleted).
+def quiet_probe(database: int, view: View, rtypes: Iterable[str]) -> tuple[tuple[str, ...], Any] | None:
+    """Which of ``rtypes`` the sandbox's overlay holds no resource of (neither new, changed nor deleted) needs
+    finding out: the types to probe and the statement (one row, a flag per type) that does, or None.
 
-    For those the sandbox sees its baseline as it is, so a search needs no check per candidate for a
+    For quiet types the sandbox sees its baseline as it is, so a search needs no check per candidate for a
     shadowing row: a fresh trainee sandbox then searches as fast as a store without sandboxes.
-    One probe (an index seek per type) per search; read in the search's own transaction.
+    One probe (an index seek per type) per search; read in the search's own unit of work.
+    ``database`` tells the databases a process uses apart (``quiet_types``).
     """
     # A type once seen in an overlay stays there until a reset, and searching a type as not quiet is always
     # right (only slower), so types known to be present skip the probe: a sandbox's busy types cost no round trip.
-    database = id(conn.engine)
     types = tuple(sorted({t for t in rtypes if (database, view.overlay, t) not in _PRESENT}))
     if not view.layered or not types:
-        return frozenset()
+        return None
     statement = _QUIET_PROBES.get(types)
     if statement is None:
         r = resources
@@ -163,7 +163,11 @@ def quiet_types(conn: Connection, view: View, rtypes: Iterable[str]) -> frozense
         probes = [exists().where(r.c.layer_id == overlay, r.c.resource_type == t) for t in types]
         statement = select(*[probe.label(f"t{n}") for n, probe in enumerate(probes)])
         _QUIET_PROBES[types] = statement
-    found = conn.execute(statement, {"overlay": view.overlay}).one()
+    return types, statement
+
+
+def quiet_types(database: int, view: View, types: tuple[str, ...], found: Sequence[Any]) -> frozenset[str]:
+    """The quiet ones of the ``types`` a ``quiet_probe`` statement probed, given its row ``found``."""
     if len(_PRESENT) >= _MAX_PRESENT:
         _PRESENT.clear()
     _PRESENT.update((database, view.overlay, t) for t, present in zip(types, found, strict=True) if present)

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Connection, Engine, Executable, create_engine, event, text
+from sqlalchemy import Connection, Dialect, Engine, Executable, create_engine, event, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.pool import QueuePool
@@ -87,10 +87,18 @@ class Database:
         self._inline: Connection | None = None
         self._inline_lock = threading.Lock()
         self._loop_reads: LoopReads | None = None
+        self._loop_searches: LoopReads | None = None
         if not self.is_sqlite:
             # The connection arguments the engine's own connections get (host, options such as search_path...).
             _, connect_kwargs = self.engine.dialect.create_connect_args(self.engine.url)
-            self._loop_reads = LoopReads({**connect_kwargs, "prepare_threshold": None}, self.engine.dialect)
+            connect_kwargs = {**connect_kwargs, "prepare_threshold": None}
+            self._loop_reads = LoopReads(connect_kwargs, self.engine.dialect)
+            # Searches wait for connections of their own: a burst of slow ones (a count over a whole store) holds
+            # those, not the ones reads by id need.
+            self._loop_searches = LoopReads(connect_kwargs, self.engine.dialect)
+        # Whether loop_rows awaits the database (PostgreSQL) rather than running the statement inline (SQLite):
+        # only then may a statement that could take long (a search) run through it.
+        self.loop_rows_wait = not self.is_sqlite
 
     def create_schema(self) -> tuple[str, ...]:
         """Bring the schema to this version's newest migration; safe when several processes start together.
@@ -172,14 +180,18 @@ class Database:
                 if conn.in_transaction():
                     conn.rollback()
 
-    async def loop_rows(self, sql: str, params: Sequence[Any] | Mapping[str, Any]) -> list[tuple[Any, ...]]:
+    async def loop_rows(
+        self, sql: str, params: Sequence[Any] | Mapping[str, Any], *, search: bool = False
+    ) -> list[tuple[Any, ...]]:
         """One single-statement read (driver SQL, as ``driver_rows`` takes), awaited on the event loop with no trip
         through the thread pool: on SQLite inline on the kept connection (``inline_read``), on PostgreSQL on an
-        asynchronous connection (``LoopReads``).  For the hottest reads; anything longer goes to the pool."""
-        if self._loop_reads is None:
+        asynchronous connection (``LoopReads``; a ``search``'s from connections of their own).  For the hottest
+        reads; on SQLite, where it blocks the loop (``loop_rows_wait`` False), only for quick ones."""
+        loop_reads = self._loop_searches if search else self._loop_reads
+        if loop_reads is None:
             with self.inline_read() as conn:
                 return driver_rows(conn, sql, params)
-        return await self._loop_reads.rows(sql, params)
+        return await loop_reads.rows(sql, params)
 
     @contextmanager
     def write(self) -> Iterator[Connection]:
@@ -234,8 +246,9 @@ class Database:
                     self._inline.info.pop("autocommit", None)
                 self._inline.close()
                 self._inline = None
-        if self._loop_reads is not None:
-            self._loop_reads.close()
+        for loop_reads in (self._loop_reads, self._loop_searches):
+            if loop_reads is not None:
+                loop_reads.close()
         self.engine.dispose()
 
     def layer_exists(self, conn: Connection, layer_id: str) -> bool:
@@ -306,13 +319,38 @@ def driver_placeholders(conn: Connection, count: int) -> str:
 
 
 @dataclass(frozen=True)
-class _Compiled:
+class DriverStatement:
+    """A SQLAlchemy statement compiled for one dialect into the driver's own SQL (``driver_statement``)."""
+
     sql: str
     order: tuple[str, ...] | None  # the parameters' order, if the driver's style is positional
     fixed: dict[str, Any]  # values of the statement's own (``column == "literal"``)
 
+    def args(self, params: Mapping[str, Any]) -> Sequence[Any] | Mapping[str, Any]:
+        """``params`` (by name) with the statement's own values, as the driver takes them."""
+        values = {**self.fixed, **params} if self.fixed else params
+        return tuple(values[name] for name in self.order) if self.order is not None else values
 
-_COMPILED: dict[tuple[Executable, str, tuple[str, ...]], _Compiled] = {}
+
+def driver_statement(dialect: Dialect, statement: Executable, names: Sequence[str]) -> DriverStatement | None:
+    """Compile ``statement`` once for ``driver_rows`` and ``Database.loop_rows``, to be run with parameters named
+    ``names`` (each of its bind parameters without a value of its own must be one).  Compiling costs far more than
+    running: callers keep the result.  None for a statement with a list parameter (``column.in_([...])``), whose
+    SQL SQLAlchemy writes out afresh for each execution."""
+    compiled = statement.compile(dialect=dialect, column_keys=list(names))  # type: ignore[attr-defined]
+    if any(bind.expanding for bind in compiled.binds.values()):
+        return None
+    # Keyed by the names the SQL uses: an anonymous parameter's key in ``binds`` is not one.
+    binds = {compiled.bind_names[bind]: bind for bind in compiled.binds.values()}
+    fixed = {name: bind.effective_value for name, bind in binds.items() if not bind.required}
+    missing = set(binds) - set(names) - set(fixed)
+    if missing:
+        raise ValueError(f"driver_execute needs every parameter of its statement: {sorted(missing)} not given")
+    order = tuple(compiled.positiontup or ()) if compiled.positional else None
+    return DriverStatement(str(compiled), order, fixed)
+
+
+_COMPILED: dict[tuple[Executable, str, tuple[str, ...]], DriverStatement] = {}
 
 
 def _driver_args(
@@ -322,17 +360,11 @@ def _driver_args(
     key = (statement, conn.dialect.name, names)
     found = _COMPILED.get(key)
     if found is None:
-        compiled = statement.compile(dialect=conn.dialect, column_keys=list(names))  # type: ignore[attr-defined]
-        # Keyed by the names the SQL uses: an anonymous parameter's key in ``binds`` is not one.
-        binds = {compiled.bind_names[bind]: bind for bind in compiled.binds.values()}
-        fixed = {name: bind.effective_value for name, bind in binds.items() if not bind.required}
-        missing = set(binds) - set(names) - set(fixed)
-        if missing:
-            raise ValueError(f"driver_execute needs every parameter of its statement: {sorted(missing)} not given")
-        order = tuple(compiled.positiontup or ()) if compiled.positional else None
-        found = _COMPILED[key] = _Compiled(str(compiled), order, fixed)
-    values = {**found.fixed, **params} if found.fixed else params
-    return found.sql, tuple(values[name] for name in found.order) if found.order is not None else values
+        compiled = driver_statement(conn.dialect, statement, names)
+        if compiled is None:
+            raise ValueError("driver_execute cannot take a statement with a list parameter")
+        found = _COMPILED[key] = compiled
+    return found.sql, found.args(params)
 
 
 def _rowcount(cursor: Any) -> int:

@@ -139,6 +139,30 @@ def test_postgresql_reads_on_the_event_loop_keep_their_connections_per_loop(pg_d
 
 
 @pytest.mark.postgres
+def test_slow_searches_on_the_event_loop_leave_the_reads_by_id_their_connections(pg_database: Database):
+    """Searches take their loop connections from a limit of their own: with every one of those busy on a long
+    statement, a read by id still runs at once, and the next search waits its turn."""
+    db = Database(pg_database.url)
+    assert db._loop_searches is not None
+    db._loop_searches.size = 2
+
+    async def run() -> None:
+        slow = [asyncio.ensure_future(db.loop_rows("SELECT pg_sleep(1)", (), search=True)) for _ in range(2)]
+        await asyncio.sleep(0.2)
+        assert await asyncio.wait_for(db.loop_rows("SELECT 1", ()), 0.5) == [(1,)]
+        waiting = asyncio.ensure_future(db.loop_rows("SELECT 2", (), search=True))
+        await asyncio.sleep(0.3)
+        assert not waiting.done()  # both search connections are still busy
+        assert await waiting == [(2,)]
+        await asyncio.gather(*slow)
+
+    try:
+        asyncio.run(run())
+    finally:
+        db.dispose()
+
+
+@pytest.mark.postgres
 def test_a_lost_event_loop_connection_is_dropped_and_the_next_read_reconnects(pg_database: Database):
     db = Database(pg_database.url)
 
