@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, NamedTuple
 
 from sqlalchemy import Connection, and_, func, select
 
@@ -29,6 +29,7 @@ from sandbox.fhir.search_sql import (
     visible,
 )
 from sandbox.fhir.search_values import cursor_shape, cursor_values, plan_shape_and_values
+from sandbox.store.database import driver_rows
 from sandbox.store.layers import View
 from sandbox.store.repository import Repository, Stored, check_index_rows
 from sandbox.store.schema import resources, sp_reference
@@ -113,6 +114,20 @@ def run_search(conn: Connection, repo: Repository, view: View, plan: SearchPlan)
 # keeps each statement's compiled SQL too.  Bounded: a client inventing shapes empties it now and then.
 _BUILT: dict[tuple[Any, ...], Any] = {}
 _MAX_BUILT = 2000
+# The unsorted page statement's SQL in each driver's dialect by shape (``_Statements._driver_sql``).
+_DRIVER_SQL: dict[tuple[Any, ...], tuple[str, tuple[str, ...] | None, dict[str, Any]] | None] = {}
+_PLAIN = (str, int, bool)  # values the drivers bind as SQLAlchemy would
+
+
+class _PageRow(NamedTuple):
+    """A row of an unsorted page, read at the driver: the columns ``_Statements._page`` selects."""
+
+    layer_id: str
+    resource_type: str
+    id: str
+    version_id: int
+    last_updated: str
+    content: bytes | None
 
 
 class _Statements:
@@ -129,7 +144,36 @@ class _Statements:
 
     def page(self, conn: Connection, windowed: bool) -> list[Any]:
         statement = self._built(("page", windowed), lambda: self._page(windowed))
-        return list(conn.execute(statement, self.values).all())
+        plain = not windowed and not self.plan.sort and all(type(v) in _PLAIN for v in self.values.values())
+        driver = self._driver_sql(conn, statement) if plain else None
+        if driver is None:
+            return list(conn.execute(statement, self.values).all())
+        # Columns and values the driver takes and gives as SQLAlchemy would (no sort keys, no lists to expand,
+        # nothing to convert): run at the driver.  Through SQLAlchemy's execution, a conditional update's
+        # search by identifier (two an HL7 v2 ADT message) cost more than the query.
+        sql, order, fixed = driver
+        values = {**fixed, **self.values} if fixed else self.values
+        params = tuple(values[name] for name in order) if order is not None else values
+        return [_PageRow(*row) for row in driver_rows(conn, sql, params)]
+
+    def _driver_sql(
+        self, conn: Connection, statement: Any
+    ) -> tuple[str, tuple[str, ...] | None, dict[str, Any]] | None:
+        """The page statement's SQL for the driver, its parameters' order if positional, and the values the
+        statement holds of its own (its literals, the same for every search of its shape); None if a literal
+        is not a plain value (a list of types, expanded by SQLAlchemy as it runs the statement)."""
+        key = (conn.dialect.name, self.shape)
+        if key in _DRIVER_SQL:
+            return _DRIVER_SQL[key]
+        compiled = statement.compile(dialect=conn.dialect)
+        binds = {compiled.bind_names[bind]: bind for bind in compiled.binds.values()}
+        fixed = {name: bind.effective_value for name, bind in binds.items() if name not in self.values}
+        order = tuple(compiled.positiontup or ()) if compiled.positional else None
+        plain = all(type(v) in _PLAIN for v in fixed.values()) and "POSTCOMPILE" not in str(compiled)
+        if len(_DRIVER_SQL) >= _MAX_BUILT:
+            _DRIVER_SQL.clear()
+        found = _DRIVER_SQL[key] = (str(compiled), order, fixed) if plain else None
+        return found
 
     def any_beyond(self, conn: Connection, cursor: Cursor) -> bool:
         """Whether any match lies beyond ``cursor`` (for deciding on a next or previous link)."""
