@@ -128,9 +128,12 @@ class Interactions:
                 raise FhirError.of(412, "duplicate", f"If-None-Exist '{if_none_exist}' matched more than one {rtype}")
             if found:
                 return WriteOutcome(found[0], created=False, changed=False)
+        assigned = rid is None  # a server-assigned id: no layer holds a version of it, so none is looked up
         rid = rid or self.repo.new_id()
         self.before_write(conn, view, rtype, None)
-        stored = self.repo.write(conn, view, resource, actor, rtype=rtype, rid=rid, method="POST", previous=None)
+        stored = self.repo.write(
+            conn, view, resource, actor, rtype=rtype, rid=rid, method="POST", previous=None, new=assigned
+        )
         self.after_write(conn, view, [stored], created=True)
         return WriteOutcome(stored, created=True)
 

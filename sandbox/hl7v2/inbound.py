@@ -14,7 +14,7 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from sqlalchemy import Connection, bindparam, insert, select
+from sqlalchemy import Connection, Select, bindparam, insert, select
 from sqlalchemy.exc import IntegrityError
 
 from sandbox.fhir.context import Views
@@ -57,6 +57,33 @@ _SEEN = select(hl7v2_control_ids.c.message_id).where(
     hl7v2_control_ids.c.sender == bindparam("sender"),
     hl7v2_control_ids.c.control_id == bindparam("control_id"),
 )
+
+
+_SEEN_MANY: dict[tuple[int, int, int], Select] = {}
+
+
+def _seen_many(layers: int, senders: int, control_ids: int) -> tuple[Select, tuple[int, int, int]]:
+    """The control ids applied among up to so many layers, senders and control ids (each padded to a power of
+    two, so few statements are ever built), and the sizes to pad to.  Every key column is named, so both
+    databases look the keys up in the primary key rather than read a layer's ids."""
+    sizes = (_padded(layers), _padded(senders), _padded(control_ids))
+    statement = _SEEN_MANY.get(sizes)
+    if statement is None:
+        c = hl7v2_control_ids.c
+        statement = _SEEN_MANY[sizes] = select(c.layer_id, c.sender, c.control_id, c.message_id).where(
+            c.layer_id.in_([bindparam(f"layer{n}") for n in range(sizes[0])]),
+            c.sender.in_([bindparam(f"sender{n}") for n in range(sizes[1])]),
+            c.control_id.in_([bindparam(f"control{n}") for n in range(sizes[2])]),
+        )
+    return statement, sizes
+
+
+def _padded(count: int) -> int:
+    return 1 << (count - 1).bit_length()
+
+
+def _key(layer_id: str, msg: Message) -> tuple[str, str, str]:
+    return layer_id, msg.sender, msg.control_id
 
 
 def _unknown(msg: Message, sandbox_id: str) -> V2Error:
@@ -218,11 +245,36 @@ class Inbound:
         with self.db.write() as conn:
             try:
                 self._stamp(conn, items)
+                applied = self._applied(conn, items)
                 for item in items:
                     if item.result is None:
-                        item.result = self._one(conn, item)
+                        item.result = self._one(conn, item, applied)
+                        if item.result.status == "accepted" and not item.force:  # its control id is now taken
+                            assert item.msg is not None and item.view is not None
+                            applied[_key(item.view.overlay, item.msg)] = item.result.message_id or ""
             finally:
                 conn.info.pop(STAMPED_LAYERS, None)
+
+    def _applied(self, conn: Connection, items: list[_Item]) -> dict[tuple[str, str, str], str]:
+        """The control ids of the batch's messages to apply that were applied before (layer, sender, control id
+        -> the message id that applied it), in one query for the whole batch rather than one a message.  The
+        batch adds its own as they are taken, so a message resent within one batch is a duplicate too."""
+        keys = {
+            _key(item.view.overlay, item.msg)
+            for item in items
+            if item.result is None and item.action == "apply" and not item.force and item.msg and item.view
+        }
+        if not keys:
+            return {}
+        layer_ids, senders, control_ids = (sorted({key[n] for key in keys}) for n in range(3))
+        statement, sizes = _seen_many(len(layer_ids), len(senders), len(control_ids))
+        params: dict[str, str] = {}
+        for prefix, values, size in zip(
+            ("layer", "sender", "control"), (layer_ids, senders, control_ids), sizes, strict=True
+        ):
+            params.update({f"{prefix}{n}": values[min(n, len(values) - 1)] for n in range(size)})
+        rows = driver_fetch(conn, statement, params)
+        return {(row[0], row[1], row[2]): row[3] for row in rows if (row[0], row[1], row[2]) in keys}
 
     def _stamp(self, conn: Connection, items: list[_Item]) -> None:
         """Stamp each sandbox the batch writes into, once, first: it proves the cached View still describes
@@ -261,7 +313,7 @@ class Inbound:
                 stamped.add(fresh.overlay)
         conn.info[STAMPED_LAYERS] = stamped
 
-    def _one(self, conn: Connection, item: _Item) -> Result:
+    def _one(self, conn: Connection, item: _Item, applied: dict[tuple[str, str, str], str]) -> Result:
         """One message in its own savepoint: what it wrote stays only if it was taken."""
         msg, view = item.msg, item.view
         try:
@@ -277,6 +329,8 @@ class Inbound:
                     assert item.error is not None
                     raise item.error
                 assert item.mapper is not None
+                if not item.force and (original := applied.get(_key(view.overlay, msg))) is not None:
+                    return self._duplicate(conn, view, msg, item.text, original)
                 return self._apply(conn, msg, item.text, view, item.mapper, force=item.force)
         except V2Error as error:
             assert msg is not None and view is not None
@@ -299,10 +353,7 @@ class Inbound:
             return self._failed(item)
 
     def _apply(self, conn: Connection, msg: Message, text: str, view: View, mapper: Mapper, *, force: bool) -> Result:
-        if not force:
-            original = self._seen(conn, view.overlay, msg)
-            if original is not None:
-                return self._duplicate(conn, view, msg, text, original)
+        """Map and write a message whose control id was not applied before (``_applied``) or is forced."""
         message_id = log.new_message_id()
         writer = Writer(conn, view, actor_for(msg), self.fhir)
         mapper(msg, writer)

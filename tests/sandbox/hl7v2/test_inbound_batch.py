@@ -230,6 +230,35 @@ def test_a_control_id_sent_twice_in_one_batch_is_applied_once(mllp_port, held, d
         connection.close()
 
 
+def test_a_batch_looks_its_control_ids_up_in_one_query_and_finds_those_of_earlier_batches(app, db):
+    inbound = app.state.hl7v2.inbound
+    assert inbound.handle_batch([adt("A04", "EARLIER", mrn="E1", visit="VE1")])[0].status == "accepted"
+    lookups: list[str] = []
+
+    def record(_conn, _cursor, statement, *_rest) -> None:  # type: ignore[no-untyped-def]
+        if "FROM hl7v2_control_ids" in statement:
+            lookups.append(statement)
+
+    event.listen(db.engine, "before_cursor_execute", record)
+    try:
+        results = inbound.handle_batch(
+            [adt("A04", f"NEW{n}", mrn=f"N{n}", visit=f"VN{n}") for n in range(3)]
+            + [adt("A04", "EARLIER", mrn="E1", visit="VE1", family="Again")]
+        )
+    finally:
+        event.remove(db.engine, "before_cursor_execute", record)
+    assert [r.status for r in results] == ["accepted"] * 3 + ["duplicate"]
+    assert len(lookups) == 1
+    assert patients_with(db, "E1") == 1
+
+
+def test_a_control_id_whose_message_failed_earlier_in_the_batch_is_applied_when_sent_again_in_it(app, db):
+    bad_date = adt("A04", "RETRY", mrn="R1", visit="VR1").replace("|19800102|", "|1980-01-02|")
+    results = app.state.hl7v2.inbound.handle_batch([bad_date, adt("A04", "RETRY", mrn="R1", visit="VR1")])
+    assert [(r.code, r.status) for r in results] == [("AE", "error"), ("AA", "accepted")]
+    assert patients_with(db, "R1") == 1
+
+
 def test_when_the_commit_fails_every_message_of_the_batch_is_answered_ae_and_nothing_is_written(mllp_port, held, db):
     failing = True
 

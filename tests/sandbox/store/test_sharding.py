@@ -230,7 +230,7 @@ def test_citus_sql_refuses_a_plan_that_misses_a_table(
 
 _REFERENCE = re.compile(r"\b(?:FROM|JOIN|UPDATE|INTO)\s+(\w+)(?:\s+AS\s+(\w+))?|,\s*(\w+)(?:\s+AS\s+(\w+))?", re.I)
 _PLACEHOLDER = re.compile(r"%\(\w+\)s(?:::\w+(?:\[\])?)?")  # psycopg's, with SQLAlchemy's casts: as SQLite's ?
-_INSERT = re.compile(r"^\s*INSERT INTO (\w+)\s*\(([^)]*)\)", re.I)
+_INSERT = re.compile(r"\bINSERT INTO (\w+)\s*\(([^)]*)\)", re.I)
 
 
 def layer_filters(sql: str) -> list[tuple[str, int | None]]:
@@ -238,14 +238,13 @@ def layer_filters(sql: str) -> list[tuple[str, int | None]]:
     names none.  A filter is the distribution column compared with ``=`` or ``IN (...)``, or joined to another
     table's (a co-located join).  A heuristic over SQLAlchemy's SQL, not a parser: good for these statements."""
     sql = _PLACEHOLDER.sub("?", sql)
-    insert = _INSERT.match(sql)
-    if insert:
-        table = insert.group(1)
-        if table not in DISTRIBUTED:
-            return []
-        columns = [c.strip().strip('"') for c in insert.group(2).split(",")]
-        return [(table, 1 if DISTRIBUTED[table] in columns else None)]
     found = []
+    for table, names in _INSERT.findall(sql):  # the statement's own, or those of its WITH clauses
+        columns = [c.strip().strip('"') for c in names.split(",")]
+        if table in DISTRIBUTED:
+            found.append((table, 1 if DISTRIBUTED[table] in columns else None))
+    if re.match(r"\s*INSERT\b", sql, re.I):
+        return found
     for match in _REFERENCE.finditer(sql):
         table = match.group(1) or match.group(3)
         after = sql[match.end() :].lstrip()
@@ -273,6 +272,12 @@ def test_the_filter_finder_sees_a_missing_or_two_layer_filter() -> None:
     assert layer_filters("INSERT INTO cds_calls (id, kind) VALUES (?, ?)") == [("cds_calls", None)]
     assert layer_filters("INSERT INTO hl7v2_messages (layer_id, resources) VALUES (?, ?)") == []
     assert layer_filters("UPDATE layers SET last_activity=? WHERE layers.id = ?") == []
+    # PostgreSQL's one statement for a write: every clause is seen, each with its own filter or none.
+    assert layer_filters(
+        "WITH w0 AS (INSERT INTO resources (layer_id, id) VALUES ($1, $2)), "
+        "w1 AS (DELETE FROM sp_token WHERE sp_token.layer_id = $3 AND sp_token.resource_id = $4) "
+        "INSERT INTO resource_versions (id) VALUES ($5)"
+    ) == [("resources", 1), ("resource_versions", None), ("sp_token", 1)]
 
 
 @contextmanager
