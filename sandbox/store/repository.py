@@ -463,59 +463,53 @@ class Repository:
         key = {"layer_id": overlay, "resource_type": rtype, "id": rid}
         replacing = previous is not None and previous.layer_id == overlay
         action = "delete" if deleted else ("create" if previous is None or previous.deleted else "update")
-        if conn.dialect.name == "postgresql":
-            if replacing:
-                where = {"b_layer_id": overlay, "b_resource_type": rtype, "b_id": rid, "b_version_id": current_version}
-                if driver_execute(conn, _UPDATE_CURRENT, {**values, **where}) != 1:
-                    raise _conflict(rtype, rid)
-            row = (overlay, rtype, rid, version_id, last_updated, deleted, content)
-            index = index_tuples(self.registry, resource) if resource is not None else {}
-            sql = _pg_write_sql(conn, insert_current=not replacing, replacing=replacing, index=index)
-            params: list[Any] = [] if replacing else list(row)
-            params += [*row, method, actor.id, actor.route]
-            if replacing:
-                params += [overlay, rtype, rid] * len(INDEX_TABLES)
-            for rows in index.values():
-                params += [value for r in rows for value in (overlay, rtype, rid, *r)]
-            params += [overlay, rtype, rid, version_id, action, actor.id, actor.route, last_updated]
-            try:
-                driver_execute_numbered(conn, sql, params)
-            except IntegrityError:
-                raise _conflict(rtype, rid) from None
-            if overlay not in conn.info.get(STAMPED_LAYERS, ()):
-                _stamp_layer(conn, overlay, last_updated)
-            return Stored(
-                rtype, rid, version_id, last_updated, deleted, content, overlay, method, actor.id, actor.route
-            )
         try:
             if replacing:
                 where = {"b_layer_id": overlay, "b_resource_type": rtype, "b_id": rid, "b_version_id": current_version}
                 if driver_execute(conn, _UPDATE_CURRENT, {**values, **where}) != 1:
                     raise _conflict(rtype, rid)
+            row = (overlay, rtype, rid, version_id, last_updated, deleted, content)
+            event = (overlay, rtype, rid, version_id, action, actor.id, actor.route, last_updated)
+            if conn.dialect.name == "postgresql":
+                self._write_as_one(conn, row, method, actor, resource, event, replacing=replacing)
             else:
-                driver_execute(conn, _INSERT_CURRENT, {**key, **values})
-            version = {**key, **values, "method": method, "actor": actor.id, "route": actor.route}
-            driver_execute(conn, _INSERT_VERSION, version)
+                if not replacing:
+                    driver_execute(conn, _INSERT_CURRENT, {**key, **values})
+                version = {**key, **values, "method": method, "actor": actor.id, "route": actor.route}
+                driver_execute(conn, _INSERT_VERSION, version)
+                self._reindex(conn, overlay, rtype, rid, resource, replacing=replacing)
+                driver_execute(conn, _INSERT_OUTBOX, dict(zip(_OUTBOX_COLUMNS, event, strict=True)))
         except IntegrityError:
             raise _conflict(rtype, rid) from None
-        self._reindex(conn, overlay, rtype, rid, resource, replacing=replacing)
-        driver_execute(
-            conn,
-            _INSERT_OUTBOX,
-            {
-                "layer_id": overlay,
-                "resource_type": rtype,
-                "resource_id": rid,
-                "version_id": version_id,
-                "action": action,
-                "actor": actor.id,
-                "route": actor.route,
-                "created_at": last_updated,
-            },
-        )
         if overlay not in conn.info.get(STAMPED_LAYERS, ()):
             _stamp_layer(conn, overlay, last_updated)
         return Stored(rtype, rid, version_id, last_updated, deleted, content, overlay, method, actor.id, actor.route)
+
+    def _write_as_one(
+        self,
+        conn: Connection,
+        row: tuple[Any, ...],
+        method: str,
+        actor: Actor,
+        resource: dict | None,
+        event: tuple[Any, ...],
+        *,
+        replacing: bool,
+    ) -> None:
+        """PostgreSQL: the version's rows after the current row's update (``_pg_write_sql``): the current row
+        unless ``replacing``, the version, the old index rows' removal if ``replacing``, the new ones, the
+        outbox ``event``."""
+        layer_rtype_rid = row[:3]
+        index = index_tuples(self.registry, resource) if resource is not None else {}
+        sql = _pg_write_sql(conn, insert_current=not replacing, replacing=replacing, index=index)
+        params: list[Any] = [] if replacing else list(row)
+        params += [*row, method, actor.id, actor.route]
+        if replacing:
+            params += layer_rtype_rid * len(INDEX_TABLES)
+        for rows in index.values():
+            params += [value for r in rows for value in (*layer_rtype_rid, *r)]
+        params += event
+        driver_execute_numbered(conn, sql, params)
 
     def _reindex(
         self, conn: Connection, layer_id: str, rtype: str, rid: str, resource: dict | None, *, replacing: bool
