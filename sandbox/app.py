@@ -29,6 +29,7 @@ from sandbox.cdshooks.routes import admin_router as cds_admin_router
 from sandbox.cdshooks.routes import public_router as cds_public_router
 from sandbox.concurrency import run_in_threadpool
 from sandbox.config import Settings, load_or_create_admin_token
+from sandbox.fhir.bundle_routes import TransactionWriter
 from sandbox.fhir.bundle_routes import router as bundle_router
 from sandbox.fhir.capability import router as capability_router
 from sandbox.fhir.context import Views
@@ -107,6 +108,7 @@ def create_app(settings: Settings, *, db: Database | None = None) -> FastAPI:
     app.state.smart = smart = SmartState(SigningKeys(db))
     app.state.authenticate = Authenticator(admin_token, db, clock=lambda: smart.policy.clock())
     app.state.hl7v2 = Hl7v2Service(db, app.state.fhir, app.state.views)
+    app.state.transactions = TransactionWriter(db)  # planned transaction Bundles POSTed to a FHIR base
     app.state.request_log = RequestLog(db)
     app.state.bulk = ExportWorker(db, repo)
     app.state.subscriptions = SubscriptionWorker(db, app.state.fhir)

@@ -44,6 +44,7 @@ from sandbox.fhir.responses import searchset
 from sandbox.fhir.search_plan import parse
 from sandbox.fhir.validation import dump_json, parse_json, validate
 from sandbox.fhir.values import instant_now
+from sandbox.store.database import driver_savepoint
 from sandbox.store.repository import PreparedCreates, Stored, new_id, prepare_creates
 
 log = logging.getLogger("ehr_sandbox")
@@ -177,7 +178,9 @@ class BundleProcessor:
             with self.ctx.db.write() as conn:
                 yield conn
         else:
-            with self.conn.begin_nested():
+            # At the driver: SQLAlchemy's ``begin_nested`` did the same with more bookkeeping, and a group of
+            # transactions POSTed together (``bundle_routes.write_group``) takes one a Bundle.
+            with driver_savepoint(self.conn, "bundle"):
                 yield self.conn
 
     @contextmanager

@@ -8,9 +8,8 @@ run on the app's event loop; database work goes to threads.
 
 from __future__ import annotations
 
-import asyncio
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from sandbox.concurrency import run_in_threadpool
@@ -21,6 +20,7 @@ from sandbox.hl7v2.inbound import Inbound, Result
 from sandbox.hl7v2.mllp import Server
 from sandbox.metrics import count_mllp
 from sandbox.store.database import Database
+from sandbox.store.group_commit import Batcher
 
 if TYPE_CHECKING:
     from sandbox.hl7v2.delivery import Worker
@@ -39,62 +39,11 @@ def mllp_port_from_env() -> int:
 BATCH_LIMIT = 50  # messages per transaction: enough to share a commit, few enough that their ACKs are not held long
 
 
-class Batcher:
-    """Group commit for messages from every MLLP connection: while one batch is being applied (in the
-    thread pool, one transaction), the messages that arrive wait, and go together in the next one, up to
-    ``limit``.  A lone sender's message goes at once, in a batch of one.
-
-    One batch at a time: on SQLite the writers take turns anyway, and there each message as its own
-    transaction cost more as senders were added (more threads, handoffs and commits for the same writes).
-    Each waiting sender gets its own result once its batch has committed (``Inbound.handle_batch``).
-    """
-
-    def __init__(self, apply: Callable[[Sequence[bytes]], list[Result]], limit: int = BATCH_LIMIT) -> None:
-        self.apply = apply
-        self.limit = limit
-        self._waiting: list[tuple[bytes, asyncio.Future[Result]]] = []
-        self._task: asyncio.Task[None] | None = None
-
-    async def submit(self, data: bytes) -> Result:
-        future: asyncio.Future[Result] = asyncio.get_running_loop().create_future()
-        self._waiting.append((data, future))
-        if self._task is None:
-            self._task = asyncio.create_task(self._run())
-        return await future
-
-    @property
-    def waiting(self) -> int:
-        """How many messages wait for the next batch."""
-        return len(self._waiting)
-
-    async def drain(self) -> None:
-        """Wait for the batches already taken on (stopping: their senders' futures still get answers)."""
-        if self._task is not None:
-            await asyncio.shield(self._task)
-
-    async def _run(self) -> None:
-        try:
-            while self._waiting:
-                batch, self._waiting = self._waiting[: self.limit], self._waiting[self.limit :]
-                try:
-                    results = await run_in_threadpool(self.apply, [data for data, _ in batch])
-                except Exception as exc:  # handle_batch answers failures itself: this is a bug
-                    for _, future in batch:
-                        if not future.done():
-                            future.set_exception(exc)
-                    continue
-                for (_, future), result in zip(batch, results, strict=True):
-                    if not future.done():  # its sender may have gone (connection closed, server stopping)
-                        future.set_result(result)
-        finally:
-            self._task = None
-
-
 class Hl7v2Service:
     def __init__(self, db: Database, fhir: Interactions, views: Views | None = None) -> None:
         self.db = db
         self.inbound = Inbound(db, fhir, views)
-        self.batches = Batcher(self.inbound.handle_batch)
+        self.batches: Batcher[bytes, Result] = Batcher(self.inbound.handle_batch, BATCH_LIMIT)
         self.fhir = fhir
         self.listen: tuple[str, int] | None = None
         self.deliver = False
