@@ -91,6 +91,7 @@ def create_app(settings: Settings, *, db: Database | None = None) -> FastAPI:
         await run_in_threadpool(app.state.subscriptions.start)  # rest-hook notifications from the outbox
         freeze_startup_heap()  # full collections stop walking the imports and the app: see sandbox/heap.py
         yield
+        await app.state.transactions.drain()
         await run_in_threadpool(app.state.subscriptions.stop)
         await run_in_threadpool(app.state.bulk.stop)
         app.state.request_log.stop()

@@ -64,6 +64,11 @@ class TransactionWriter:
         if db.is_sqlite:
             self.batches = Batcher(lambda group: write_group(db, group), limit)
 
+    async def drain(self) -> None:
+        """Wait for the groups already taken on (stopping: before the database is closed under them)."""
+        if self.batches is not None:
+            await self.batches.drain()
+
 
 @router.post("")
 async def transaction_or_batch(request: Request, ctx: FhirContext = Depends(fhir_context)) -> Response:

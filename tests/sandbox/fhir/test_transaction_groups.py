@@ -181,3 +181,33 @@ def test_bundles_the_planner_does_not_take_are_not_grouped(client: TestClient, c
     assert post(client, batch, ADMIN).status_code == 200
     assert held.sizes == []
     assert heart_rates(client).count(8) == 1 and heart_rates(client).count(9) == 1
+
+
+def test_stopping_the_app_waits_for_the_group_being_written_before_closing_the_database(
+    client: TestClient, chart: Chart, db: Database, senders: ThreadPoolExecutor, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    events: list[str] = []
+    held = HeldGroups(client)
+    apply, dispose = held.apply, db.dispose
+
+    def write_and_note(group: Sequence[Planned]) -> list[Written]:
+        written = apply(group)
+        events.append("written")
+        return written
+
+    def note_and_dispose() -> None:
+        events.append("disposed")
+        dispose()
+
+    held.apply = write_and_note
+    monkeypatch.setattr(db, "dispose", note_and_dispose)
+    first = senders.submit(post, client, visit(chart.ann, 3), ADMIN)
+    held.wait_for(lambda: held.sizes == [1])
+
+    stopping = senders.submit(client.__exit__, None, None, None)  # the app's shutdown, as the server stopping
+    time.sleep(0.2)
+    held.released.set()
+    stopping.result(20)
+
+    assert first.result(20).status_code == 200
+    assert events == ["written", "disposed"]
