@@ -37,7 +37,7 @@ from sandbox.hl7v2.outbound import build, message_type_for
 from sandbox.metrics import count_mllp
 from sandbox.store.database import Database
 from sandbox.store.layers import UnknownSandbox, resolve_view
-from sandbox.store.outbox import backlog
+from sandbox.store.outbox import EVENT_COLUMNS, backlog
 from sandbox.store.schema import hl7v2_messages, outbox
 
 _log = logging.getLogger("ehr_sandbox.hl7v2")
@@ -79,19 +79,10 @@ def translate(db: Database, fhir: Interactions, worker_id: str, *, batch: int = 
 
 
 # The translator's statements, built once (each new build cost SQLAlchemy a cache key, several times a second
-# under load), reading only the columns ``_queue`` looks at.
-_EVENT_COLUMNS = (
-    outbox.c.seq,
-    outbox.c.layer_id,
-    outbox.c.resource_type,
-    outbox.c.resource_id,
-    outbox.c.version_id,
-    outbox.c.action,
-    outbox.c.route,
-)
+# under load), reading an event's columns (``outbox.EVENT_COLUMNS``), not the translator's own.
 _ANY_PENDING = select(outbox.c.seq).where(outbox.c.done_at.is_(None)).limit(1)
 _PENDING_LOCKED = (
-    select(*_EVENT_COLUMNS)
+    select(*EVENT_COLUMNS)
     .where(outbox.c.done_at.is_(None))
     .order_by(outbox.c.seq)
     .limit(bindparam("batch"))
@@ -102,7 +93,7 @@ _PENDING_LOCKED = (
 # table for each batch, 15 ms on 130k events, holding the write lock every writer waits for.  A covering index
 # always beats the table, whatever the statistics say.
 _PENDING_SQLITE = (
-    select(*_EVENT_COLUMNS)
+    select(*EVENT_COLUMNS)
     .where(
         outbox.c.seq.in_(
             select(outbox.c.seq)

@@ -42,9 +42,8 @@ def backlog(handled: int, batch: int) -> bool:
     return handled >= batch
 
 
-# The columns of an event that consumers read (not the translator's done_at and claimed_by): the next ``batch``
-# after ``last``.
-_EVENT_COLUMNS = (
+# The columns of an event that consumers read (not the translator's done_at and claimed_by).
+EVENT_COLUMNS = (
     outbox.c.seq,
     outbox.c.layer_id,
     outbox.c.resource_type,
@@ -56,7 +55,7 @@ _EVENT_COLUMNS = (
     outbox.c.created_at,
 )
 _NEXT_EVENTS = (
-    select(*_EVENT_COLUMNS).where(outbox.c.seq > bindparam("last")).order_by(outbox.c.seq).limit(bindparam("batch"))
+    select(*EVENT_COLUMNS).where(outbox.c.seq > bindparam("last")).order_by(outbox.c.seq).limit(bindparam("batch"))
 )
 # Ordered by seq so that SQLite walks the primary key from ``last``.  Unordered, it chose the covering index
 # (done_at, seq) and skipped through it once per distinct done_at, one per translator batch ever run: an idle
