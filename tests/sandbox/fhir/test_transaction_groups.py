@@ -4,9 +4,8 @@ in a savepoint of its own and answered as if it had run alone."""
 
 from __future__ import annotations
 
-import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
@@ -16,32 +15,14 @@ from fastapi.testclient import TestClient
 from sandbox.fhir.bundle_routes import Planned, Written
 from sandbox.store.database import Database
 from tests.sandbox.auth.smart import ADMIN, Chart, bearer, ehr_launch_token, fhir_base, make_chart, register
+from tests.sandbox.held_batches import HeldBatches
 
 BASE = fhir_base("smart")
 
 
-class HeldGroups:
-    """Holds the first group in the thread pool until ``release``, so that what arrives meanwhile queues for
-    the next one; records each group's size."""
-
-    def __init__(self, client: TestClient) -> None:
-        self.batches = client.app.state.transactions.batches  # type: ignore[attr-defined]
-        self.sizes: list[int] = []
-        self.released = threading.Event()
-        self.apply: Callable[[Sequence[Planned]], list[Written]] = self.batches.apply
-        self.batches.apply = self._apply
-
-    def _apply(self, group: Sequence[Planned]) -> list[Written]:
-        self.sizes.append(len(group))
-        if len(self.sizes) == 1:
-            assert self.released.wait(20)
-        return self.apply(group)
-
-    def wait_for(self, condition: Callable[[], bool]) -> None:
-        deadline = time.monotonic() + 20
-        while not condition():
-            assert time.monotonic() < deadline, f"timed out: {self.sizes} {self.batches.waiting}"
-            time.sleep(0.01)
+def held_groups(client: TestClient) -> HeldBatches[Planned, Written]:
+    """The app's transaction groups held (``tests.sandbox.held_batches``)."""
+    return HeldBatches(client.app.state.transactions.batches)  # type: ignore[attr-defined]
 
 
 @pytest.fixture
@@ -97,7 +78,7 @@ def test_transactions_arriving_together_are_written_in_one_group_each_answered_w
     client: TestClient, chart: Chart, senders: ThreadPoolExecutor
 ) -> None:
     before = heart_rates(client)
-    held = HeldGroups(client)
+    held = held_groups(client)
     first = senders.submit(post, client, visit(chart.ann, 1), ADMIN)
     held.wait_for(lambda: held.sizes == [1])
     later = [senders.submit(post, client, visit(chart.ann, 10 * n, 10 * n + 1), ADMIN) for n in range(1, 4)]
@@ -140,7 +121,7 @@ def test_a_transaction_failing_in_a_group_rolls_back_alone_and_gets_its_own_outc
     ann_obs = {**ann_and_bob, "entry": ann_and_bob["entry"][:1]}
     before = heart_rates(client)
 
-    held = HeldGroups(client)
+    held = held_groups(client)
     first = senders.submit(post, client, visit(chart.ann, 1), ADMIN)
     held.wait_for(lambda: held.sizes == [1])
     group: list[Future[Any]] = [
@@ -163,14 +144,14 @@ def test_a_transaction_failing_in_a_group_rolls_back_alone_and_gets_its_own_outc
 
 
 def test_a_lone_transaction_goes_at_once_in_a_group_of_one(client: TestClient, chart: Chart) -> None:
-    held = HeldGroups(client)
+    held = held_groups(client)
     held.released.set()
     r = post(client, visit(chart.ann, 7), ADMIN)
     assert r.status_code == 200 and held.sizes == [1]
 
 
 def test_bundles_the_planner_does_not_take_are_not_grouped(client: TestClient, chart: Chart) -> None:
-    held = HeldGroups(client)
+    held = held_groups(client)
     held.released.set()
     conditional = visit(chart.ann, 8)
     conditional["entry"][1]["request"]["ifNoneExist"] = "code=8867-4&value-quantity=8"
@@ -187,7 +168,7 @@ def test_stopping_the_app_waits_for_the_group_being_written_before_closing_the_d
     client: TestClient, chart: Chart, db: Database, senders: ThreadPoolExecutor, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     events: list[str] = []
-    held = HeldGroups(client)
+    held = held_groups(client)
     apply, dispose = held.apply, db.dispose
 
     def write_and_note(group: Sequence[Planned]) -> list[Written]:

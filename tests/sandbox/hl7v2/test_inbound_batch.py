@@ -7,7 +7,7 @@ from __future__ import annotations
 import socket
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -16,39 +16,19 @@ from sqlalchemy import event, func, insert, select, text
 from sandbox.fhir.interactions import Interactions
 from sandbox.hl7v2.inbound import Result
 from sandbox.hl7v2.mllp import FrameReader, frame
-from sandbox.hl7v2.service import Hl7v2Service
 from sandbox.store import sandboxes
 from sandbox.store.database import Database
 from sandbox.store.layers import View
 from sandbox.store.repository import Actor
 from sandbox.store.schema import hl7v2_control_ids, hl7v2_messages, layers, resources, sp_token
+from tests.sandbox import held_batches
 from tests.sandbox.hl7v2.conftest import adt, err, msa
 
 MRN_SYSTEM = "urn:ehr-sandbox:hl7v2:assigning-authority:HOSP"
 
 
-class HeldBatches:
-    """Holds the first batch in the thread pool until ``release``, so that what arrives meanwhile queues for the
-    next one; records each batch's size."""
-
-    def __init__(self, service: Hl7v2Service) -> None:
-        self.service = service
-        self.sizes: list[int] = []
-        self.released = threading.Event()
-        self.apply = service.batches.apply
-        service.batches.apply = self._apply
-
-    def _apply(self, batch: Sequence[bytes]) -> list[Result]:
-        self.sizes.append(len(batch))
-        if len(self.sizes) == 1:
-            assert self.released.wait(20)
-        return self.apply(batch)
-
-    def wait_for(self, condition: Any) -> None:
-        deadline = time.monotonic() + 20
-        while not condition():
-            assert time.monotonic() < deadline, f"timed out: {self.sizes} {self.service.batches.waiting}"
-            time.sleep(0.01)
+class HeldBatches(held_batches.HeldBatches[bytes, Result]):
+    """The MLLP service's batches held (``tests.sandbox.held_batches``), a first message to hold them with."""
 
     def hold_first(self, port: int) -> Connection:
         """Open a connection whose one message is the held first batch."""
@@ -56,12 +36,6 @@ class HeldBatches:
         first.send(adt("A04", "HOLD", mrn="H0", visit="VH0"))
         self.wait_for(lambda: self.sizes == [1])
         return first
-
-    def queued(self, count: int) -> None:
-        self.wait_for(lambda: self.service.batches.waiting == count)
-
-    def release(self) -> None:
-        self.released.set()
 
 
 class Connection:
@@ -89,7 +63,7 @@ class Connection:
 
 @pytest.fixture
 def held(mllp_app) -> Iterator[HeldBatches]:  # type: ignore[no-untyped-def]
-    held = HeldBatches(mllp_app.app.state.hl7v2)
+    held = HeldBatches(mllp_app.app.state.hl7v2.batches)
     yield held
     held.release()
 
