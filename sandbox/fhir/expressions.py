@@ -306,11 +306,35 @@ class _FhirpathBranch(Branch):
         return [(v, None) for v in self._fn(focus) if v is not None]
 
 
+class _PresentAndNotFalse(Branch):
+    """``X.exists() and X != false`` (Patient's ``deceased``: true for a deceasedDateTime or deceasedBoolean
+    true, false otherwise, absent included), over the steps of ``X``: through fhirpathpy it was a fifth of
+    indexing a Patient."""
+
+    __slots__ = ()
+
+    def __init__(self, steps: list[_Step]) -> None:
+        super().__init__(steps)
+        self.key = None  # its values are not X's: nothing to share with a branch of the same steps
+        self.roots = None  # a focus without X still gives a value (false)
+
+    def run(self, focus: dict) -> list[Typed]:
+        values = _run(self.steps, focus)
+        # FHIRPath's ``!=`` on a one-item collection; more than one item (not in R4's uses) compares unequal.
+        present = bool(values) and not (len(values) == 1 and values[0][0] is False)
+        return [(present, None)]
+
+
+_PRESENT_AND_NOT_FALSE = re.compile(r"^(?P<path>[\w.]+)\.exists\(\) and (?P=path) != false$")
+
+
 def compile_expression(expression: str, resource_type: str) -> tuple[Branch, ...]:
     """Compile a search parameter expression (narrowed to ``resource_type``): its branches, whose values,
     in order, are the expression's."""
     branches = [b for b in expression.split(" | ") if b.strip()]
     try:
+        if len(branches) == 1 and (m := _PRESENT_AND_NOT_FALSE.match(branches[0].strip())):
+            return (_PresentAndNotFalse(_compile_steps(m["path"], resource_type)),)
         return tuple(Branch(_compile_steps(b, resource_type)) for b in branches)
     except _Unsupported:
         return (_FhirpathBranch(expression),)

@@ -115,6 +115,8 @@ class Segment:
     fields: list[str]
     seps: Separators
     sequence: int = 1  # 1 for the first segment of this name in the message, 2 for the second, ...
+    # Each field split and unescaped once: mappers ask for a field's components one ``get`` at a time.
+    _split: dict[int, list[list[list[str]]]] = field(default_factory=dict, repr=False, compare=False)
 
     def raw(self, n: int) -> str:
         if self.name == "MSH":
@@ -124,7 +126,13 @@ class Segment:
         return self.fields[n] if 0 < n < len(self.fields) else ""
 
     def repetitions(self, n: int) -> list[list[list[str]]]:
-        """Field ``n`` as repetitions of components of subcomponents, unescaped."""
+        """Field ``n`` as repetitions of components of subcomponents, unescaped (shared: not to be changed)."""
+        found = self._split.get(n)
+        if found is None:
+            found = self._split[n] = self._repetitions(n)
+        return found
+
+    def _repetitions(self, n: int) -> list[list[list[str]]]:
         raw = self.raw(n)
         if not raw:
             return []
