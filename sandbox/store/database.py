@@ -20,6 +20,8 @@ from sandbox.store.loop_reads import LoopReads
 from sandbox.store.schema import layers, metadata
 
 BULK_CACHE_MIB = 256
+# psycopg prepares a statement run this many times on one connection: never, in practice (see the engine's setup).
+PREPARE_NEVER_BY_COUNT = 2**31 - 1
 
 
 class Database:
@@ -62,7 +64,9 @@ class Database:
         else:
             if parsed.drivername == "postgresql":
                 parsed = parsed.set(drivername="postgresql+psycopg")
-            # A generic plan for search SQL was ten times slower than a custom one: no server-side prepares.
+            # A generic plan for search SQL was ten times slower than a custom one: no statement is prepared on the
+            # server for having been run often (a threshold never reached; None would turn ``prepare=True`` off
+            # too).  Only the one-statement writes ask for it (``driver_execute_numbered``).
             self.engine = create_engine(
                 parsed,
                 echo=echo,
@@ -72,7 +76,7 @@ class Database:
                 # If PostgreSQL restarts, the first statement on a dead connection fails, SQLAlchemy sees the
                 # disconnect and drops the whole pool, so one request gets a 500 and the next ones reconnect.
                 pool_pre_ping=False,
-                connect_args={"prepare_threshold": None},
+                connect_args={"prepare_threshold": PREPARE_NEVER_BY_COUNT},
             )
 
         # SQLite lets one writer in at a time, and one that finds the database locked sleeps in steps of up to
@@ -297,7 +301,12 @@ def driver_execute_numbered(conn: Connection, sql: str, params: Sequence[Any]) -
     """PostgreSQL: ``driver_execute_sql`` for SQL whose parameters are PostgreSQL's own ``$1, $2, ...``, passed to
     the server as they are (psycopg's ``RawCursor``).  For statements of many parameters: psycopg reads ``%s``
     markers in Python, and caches what it read only for statements of at most 50 parameters, so a write of 200
-    (``Repository.write``'s one statement for a Patient) spent 0.6 ms there on every call."""
+    (``Repository.write``'s one statement for a Patient) spent 0.6 ms there on every call.
+
+    Prepared on the server (per connection, psycopg keeps the last 100): PostgreSQL parsed and planned a write's
+    data-modifying ``WITH`` clauses again on every call, for plans that are key look-ups and inserts whatever the
+    values.  HL7 v2 ADT^A04 on PostgreSQL: 158-163 -> 175-176 messages/s over one connection, 186-187 -> 209-214
+    over ten (``bench.hl7_ingest --analyze``, alternated runs)."""
     return _on_driver(conn, sql, params, _rowcount, numbered=True)
 
 
@@ -404,6 +413,8 @@ def _on_driver(
             listeners(conn, cursor, sql, params, None, many)
         if many:
             cursor.executemany(sql, params)
+        elif numbered:
+            cursor.execute(sql, params, prepare=True)
         else:
             cursor.execute(sql, params)
         return result(cursor) if result is not None else None
