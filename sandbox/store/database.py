@@ -270,7 +270,7 @@ def driver_rows(conn: Connection, sql: str, params: Sequence[Any] | Mapping[str,
     errors reach the caller as SQLAlchemy's, and a lost connection is dropped with the whole pool, as
     SQLAlchemy does for its own statements.
     """
-    return _on_driver(conn, sql, params, lambda cursor: cursor.fetchall())
+    return _on_driver(conn, sql, params, _fetchall)
 
 
 def driver_execute(conn: Connection, statement: Executable, params: Mapping[str, Any]) -> int:
@@ -281,15 +281,17 @@ def driver_execute(conn: Connection, statement: Executable, params: Mapping[str,
     more in SQLAlchemy (its execution context, parameter processing, result) than in SQLite.  The statement is
     compiled once per dialect and set of parameter names; every bind parameter without a value of its own must
     be given (a column default SQLAlchemy would fill in is not), which the compile checks.
+
+    Prepared on PostgreSQL, as ``driver_execute_numbered``'s writes are: these are key look-ups and inserts.
     """
     sql, args = _driver_args(conn, statement, params)
-    return _on_driver(conn, sql, args, _rowcount)
+    return _on_driver(conn, sql, args, _rowcount, prepare=True)
 
 
 def driver_fetch(conn: Connection, statement: Executable, params: Mapping[str, Any]) -> list[tuple[Any, ...]]:
-    """``driver_execute`` for a SELECT built once: its rows as plain tuples."""
+    """``driver_execute`` for a SELECT built once (by key: it is prepared on PostgreSQL): its rows as plain tuples."""
     sql, args = _driver_args(conn, statement, params)
-    return driver_rows(conn, sql, args)
+    return _on_driver(conn, sql, args, _fetchall, prepare=True)
 
 
 def driver_execute_sql(conn: Connection, sql: str, params: Sequence[Any] | Mapping[str, Any]) -> int:
@@ -388,6 +390,10 @@ def _rowcount(cursor: Any) -> int:
     return cursor.rowcount
 
 
+def _fetchall(cursor: Any) -> list[tuple[Any, ...]]:
+    return cursor.fetchall()
+
+
 def _on_driver(
     conn: Connection,
     sql: str,
@@ -396,7 +402,9 @@ def _on_driver(
     *,
     many: bool = False,
     numbered: bool = False,
+    prepare: bool = False,
 ) -> Any:
+    """``prepare``: on PostgreSQL, prepare the statement on the server (``numbered`` ones always are)."""
     if not conn.in_transaction() and not conn.info.get("autocommit"):
         conn.begin()
     dbapi_conn = conn.connection.dbapi_connection
@@ -413,7 +421,7 @@ def _on_driver(
             listeners(conn, cursor, sql, params, None, many)
         if many:
             cursor.executemany(sql, params)
-        elif numbered:
+        elif numbered or (prepare and conn.dialect.name == "postgresql"):
             cursor.execute(sql, params, prepare=True)
         else:
             cursor.execute(sql, params)
