@@ -66,7 +66,7 @@ class Database:
                 parsed = parsed.set(drivername="postgresql+psycopg")
             # A generic plan for search SQL was ten times slower than a custom one: no statement is prepared on the
             # server for having been run often (a threshold never reached; None would turn ``prepare=True`` off
-            # too).  The write path's fixed statements ask for it (``driver_execute``, ``driver_execute_numbered``).
+            # too).  The write path's statements ask for it (``driver_execute``, ``driver_execute_numbered``).
             self.engine = create_engine(
                 parsed,
                 echo=echo,
@@ -282,7 +282,7 @@ def driver_execute(conn: Connection, statement: Executable, params: Mapping[str,
     compiled once per dialect and set of parameter names; every bind parameter without a value of its own must
     be given (a column default SQLAlchemy would fill in is not), which the compile checks.
 
-    Prepared on PostgreSQL, as ``driver_execute_numbered``'s writes are: these are key look-ups and inserts.
+    Prepared on PostgreSQL (as ``driver_execute_numbered``'s recurring writes are): key look-ups and inserts.
     """
     sql, args = _driver_args(conn, statement, params)
     return _on_driver(conn, sql, args, _rowcount, prepare=True)
@@ -299,17 +299,17 @@ def driver_execute_sql(conn: Connection, sql: str, params: Sequence[Any] | Mappi
     return _on_driver(conn, sql, params, _rowcount)
 
 
-def driver_execute_numbered(conn: Connection, sql: str, params: Sequence[Any]) -> int:
+def driver_execute_numbered(conn: Connection, sql: str, params: Sequence[Any], *, prepare: bool) -> int:
     """PostgreSQL: ``driver_execute_sql`` for SQL whose parameters are PostgreSQL's own ``$1, $2, ...``, passed to
     the server as they are (psycopg's ``RawCursor``).  For statements of many parameters: psycopg reads ``%s``
     markers in Python, and caches what it read only for statements of at most 50 parameters, so a write of 200
     (``Repository.write``'s one statement for a Patient) spent 0.6 ms there on every call.
 
-    Prepared on the server (per connection, psycopg keeps the last 100): PostgreSQL parsed and planned a write's
-    data-modifying ``WITH`` clauses again on every call, for plans that are key look-ups and inserts whatever the
-    values.  HL7 v2 ADT^A04 on PostgreSQL: 158-163 -> 175-176 messages/s over one connection, 186-187 -> 209-214
-    over ten (``bench.hl7_ingest --analyze``, alternated runs)."""
-    return _on_driver(conn, sql, params, _rowcount, numbered=True)
+    ``prepare``: on the server (per connection, psycopg keeps the last 100), for a statement that recurs:
+    PostgreSQL parsed and planned a write's data-modifying ``WITH`` clauses again on every call, for plans that
+    are key look-ups and inserts whatever the values.  HL7 v2 ADT^A04 on PostgreSQL: 158-163 -> 175-176
+    messages/s over one connection, 186-187 -> 209-214 over ten (``bench.hl7_ingest --analyze``, alternated)."""
+    return _on_driver(conn, sql, params, _rowcount, numbered=True, prepare=prepare)
 
 
 def driver_executemany(conn: Connection, sql: str, rows: Sequence[Sequence[Any]]) -> None:
@@ -404,7 +404,7 @@ def _on_driver(
     numbered: bool = False,
     prepare: bool = False,
 ) -> Any:
-    """``prepare``: on PostgreSQL, prepare the statement on the server (``numbered`` ones always are)."""
+    """``prepare``: on PostgreSQL, prepare the statement on the server."""
     if not conn.in_transaction() and not conn.info.get("autocommit"):
         conn.begin()
     dbapi_conn = conn.connection.dbapi_connection
@@ -421,7 +421,7 @@ def _on_driver(
             listeners(conn, cursor, sql, params, None, many)
         if many:
             cursor.executemany(sql, params)
-        elif numbered or (prepare and conn.dialect.name == "postgresql"):
+        elif prepare and conn.dialect.name == "postgresql":
             cursor.execute(sql, params, prepare=True)
         else:
             cursor.execute(sql, params)

@@ -501,7 +501,7 @@ class Repository:
         outbox ``event``."""
         layer_rtype_rid = row[:3]
         index = index_tuples(self.registry, resource) if resource is not None else {}
-        sql = _pg_write_sql(conn, insert_current=not replacing, replacing=replacing, index=index)
+        sql, recurring = _pg_write_sql(conn, insert_current=not replacing, replacing=replacing, index=index)
         params: list[Any] = [] if replacing else list(row)
         params += [*row, method, actor.id, actor.route]
         if replacing:
@@ -509,7 +509,7 @@ class Repository:
         for rows in index.values():
             params += [value for r in rows for value in (*layer_rtype_rid, *r)]
         params += event
-        driver_execute_numbered(conn, sql, params)
+        driver_execute_numbered(conn, sql, params, prepare=recurring)
 
     def _reindex(
         self, conn: Connection, layer_id: str, rtype: str, rid: str, resource: dict | None, *, replacing: bool
@@ -662,7 +662,9 @@ def _index_insert_sql(conn: Connection, kind: str, count: int) -> str:
 _PG_WRITE_SQL: dict[tuple[bool, bool, tuple[tuple[str, int], ...]], str] = {}
 
 
-def _pg_write_sql(conn: Connection, *, insert_current: bool, replacing: bool, index: dict[str, list[tuple]]) -> str:
+def _pg_write_sql(
+    conn: Connection, *, insert_current: bool, replacing: bool, index: dict[str, list[tuple]]
+) -> tuple[str, bool]:
     """PostgreSQL: a version's rows as ONE statement, data-modifying WITH clauses ahead of the outbox insert: the
     current row (unless it is being updated), the version, the old index rows' removal (``replacing``), the new
     index rows and the outbox event, their parameters numbered in that order (index rows kind by kind).
@@ -671,13 +673,15 @@ def _pg_write_sql(conn: Connection, *, insert_current: bool, replacing: bool, in
     than the row it wrote (an HL7 v2 ADT^A04 wrote 20 statements).  The clauses see one snapshot, so the
     removal cannot see, or remove, the rows inserted beside it; index tables have no unique keys to clash.
     Built once per shape (which kinds, how many rows of each), with PostgreSQL's own ``$n`` markers
-    (``driver_execute_numbered``).
+    (``driver_execute_numbered``).  Also returned: whether the shape was written before and kept, so worth
+    preparing on the server; a one-off shape (a resource of many index rows) is not, and would only push the
+    recurring ones out of psycopg's cache of prepared statements.
     """
     shape = tuple((kind, len(rows)) for kind, rows in index.items())
     key = (insert_current, replacing, shape)
     sql = _PG_WRITE_SQL.get(key)
     if sql is not None:
-        return sql
+        return sql, True
     quote = conn.dialect.identifier_preparer.quote
     numbers = itertools.count(1)
 
@@ -708,7 +712,7 @@ def _pg_write_sql(conn: Connection, *, insert_current: bool, replacing: bool, in
     sql = "WITH " + ", ".join(f"w{n} AS ({clause})" for n, clause in enumerate(clauses[:-1])) + " " + clauses[-1]
     if all(count <= 64 for _, count in shape) and len(_PG_WRITE_SQL) < 4096:  # not every odd shape is kept
         _PG_WRITE_SQL[key] = sql
-    return sql
+    return sql, False
 
 
 def _insert_many(conn: Connection, table: Table, columns: tuple[str, ...], rows: list[tuple]) -> None:
