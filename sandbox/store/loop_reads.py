@@ -35,13 +35,18 @@ class LoopReads:
     At most ``size`` statements of a loop are in flight at once (more wait for a connection), so a burst
     of reads takes no more of PostgreSQL's connections than the pool size says.  Errors arrive as
     SQLAlchemy's exception types, as the thread pool's reads raise them; a lost connection (PostgreSQL
-    restarted) is dropped with the loop's other idle ones, and the next read opens new ones.
+    restarted) is dropped with the loop's other idle ones, and the next read opens new ones.  ``prepare``: each
+    statement is prepared on the server the first time a connection runs it (the connection arguments must
+    allow it: a ``prepare_threshold`` that is not None).
     """
 
-    def __init__(self, connect_kwargs: dict[str, Any], dialect: Dialect, *, size: int = 10) -> None:
+    def __init__(
+        self, connect_kwargs: dict[str, Any], dialect: Dialect, *, size: int = 10, prepare: bool = False
+    ) -> None:
         self.connect_kwargs = connect_kwargs
         self.dialect = dialect
         self.size = size
+        self.prepare = prepare
         self._loops: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _LoopConnections] = (
             weakref.WeakKeyDictionary()
         )
@@ -56,7 +61,7 @@ class LoopReads:
             conn = mine.idle.pop() if mine.idle else await self._connect(sql, params)
             try:
                 async with conn.cursor() as cursor:
-                    await cursor.execute(sql, params)
+                    await cursor.execute(sql, params, prepare=self.prepare or None)
                     rows = await cursor.fetchall()
             except psycopg.Error as exc:
                 lost = conn.broken or conn.closed
