@@ -26,7 +26,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, Row, and_, bindparam, or_, select, update
+from sqlalchemy import Connection, Row, bindparam, select, update
 
 from sandbox.fhir.interactions import Interactions
 from sandbox.fhir.validation import parse_json
@@ -37,6 +37,7 @@ from sandbox.hl7v2.outbound import build, message_type_for
 from sandbox.metrics import count_mllp
 from sandbox.store.database import Database
 from sandbox.store.layers import UnknownSandbox, resolve_view
+from sandbox.store.leases import LeaseQueue
 from sandbox.store.outbox import EVENT_COLUMNS, backlog
 from sandbox.store.schema import hl7v2_messages, outbox
 
@@ -158,35 +159,23 @@ def _queue(conn: Connection, fhir: Interactions, event: Row[Any]) -> None:
         )
 
 
+_OUTBOUND = LeaseQueue(
+    hl7v2_messages,
+    where=[hl7v2_messages.c.direction == "outbound"],
+    order_by=[hl7v2_messages.c.next_attempt_at],
+)
+
+
 def claim(db: Database, worker_id: str, *, batch: int = 10) -> list[log.LogEntry]:
     """Pending outbound messages now due, leased to this worker."""
-    m = hl7v2_messages.c
-    now = _stamp(_now())
-    due = and_(
-        m.direction == "outbound",
-        m.status == "pending",
-        m.next_attempt_at <= now,
-        or_(m.lease_until.is_(None), m.lease_until < now),
-    )
-    with db.read(snapshot=False) as conn:  # idle polls must not take SQLite's write lock
-        if conn.execute(select(m.id).where(due).limit(1)).first() is None:
-            return []
-    with db.write() as conn:
-        query = select(m.layer_id, m.id).where(due).order_by(m.next_attempt_at).limit(batch)
-        if not db.is_sqlite:
-            query = query.with_for_update(skip_locked=True)
-        claimed = []
-        for row in conn.execute(query).all():
-            result = conn.execute(
-                update(hl7v2_messages)
-                .where(m.layer_id == row.layer_id, m.id == row.id, due)
-                .values(claimed_by=worker_id, lease_until=_stamp(_now() + LEASE))
-            )
-            if result.rowcount == 1:
-                entry = log.get(conn, row.layer_id, row.id)
-                assert entry is not None
-                claimed.append(entry)
-        return claimed
+    now = _now()
+    return _OUTBOUND.claim(db, worker_id, now=_stamp(now), until=_stamp(now + LEASE), batch=batch, load=_log_entry)
+
+
+def _log_entry(conn: Connection, layer_id: str, message_id: str) -> log.LogEntry:
+    entry = log.get(conn, layer_id, message_id)
+    assert entry is not None  # leased in this transaction
+    return entry
 
 
 def deliver_due(

@@ -27,7 +27,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
-from sqlalchemy import Connection, Row, and_, insert, or_, select, update
+from sqlalchemy import Connection, Row, insert, select, update
 
 from sandbox.fhir.criteria import split_criteria
 from sandbox.fhir.interactions import Interactions
@@ -37,6 +37,7 @@ from sandbox.hl7v2.delivery import backoff
 from sandbox.store import outbox
 from sandbox.store.database import Database
 from sandbox.store.layers import UnknownSandbox, View, resolve_view
+from sandbox.store.leases import LeaseQueue
 from sandbox.store.repository import Actor
 from sandbox.store.schema import subscription_notifications
 
@@ -169,35 +170,23 @@ def _matches(conn: Connection, fhir: Interactions, view: View, watch: Watch, rid
 # ---- step 2: notifications -> rest-hook endpoints ------------------------------------------------------------
 
 
-def _due(now: str) -> Any:
-    n = subscription_notifications.c
-    return and_(n.status == "pending", n.next_attempt_at <= now, or_(n.lease_until.is_(None), n.lease_until < now))
+_NOTIFICATIONS = LeaseQueue(
+    subscription_notifications,
+    order_by=[subscription_notifications.c.next_attempt_at, subscription_notifications.c.event_seq],
+)
 
 
 def claim(db: Database, worker_id: str, *, batch: int = 20) -> list[Row[Any]]:
+    """Pending notifications now due, leased to this worker."""
+    now = _now()
+    return _NOTIFICATIONS.claim(
+        db, worker_id, now=_stamp(now), until=_stamp(now + LEASE), batch=batch, load=_notification
+    )
+
+
+def _notification(conn: Connection, layer_id: str, notification_id: str) -> Row[Any]:
     n = subscription_notifications.c
-    now = _stamp(_now())
-    with db.read(snapshot=False) as conn:  # idle polls must not take SQLite's write lock
-        if conn.execute(select(n.id).where(_due(now)).limit(1)).first() is None:
-            return []
-    with db.write() as conn:
-        query = select(n.layer_id, n.id).where(_due(now)).order_by(n.next_attempt_at, n.event_seq).limit(batch)
-        if not db.is_sqlite:
-            query = query.with_for_update(skip_locked=True)
-        claimed = []
-        for row in conn.execute(query).all():
-            taken = conn.execute(
-                update(subscription_notifications)
-                .where(n.layer_id == row.layer_id, n.id == row.id, _due(now))
-                .values(claimed_by=worker_id, lease_until=_stamp(_now() + LEASE))
-            )
-            if taken.rowcount == 1:
-                claimed.append(
-                    conn.execute(
-                        select(subscription_notifications).where(n.layer_id == row.layer_id, n.id == row.id)
-                    ).one()
-                )
-        return claimed
+    return conn.execute(select(subscription_notifications).where(n.layer_id == layer_id, n.id == notification_id)).one()
 
 
 def deliver_due(
