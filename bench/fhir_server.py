@@ -40,7 +40,8 @@ from sqlalchemy.engine import make_url
 from bench.population import LOINC, SEARCH_CODES, load, load_generated, patient_chart
 from sandbox.fhir.validation import dump_json
 from sandbox.store.database import Database
-from sandbox.store.schema import outbox, resources
+from sandbox.store.outbox import lags as outbox_lags
+from sandbox.store.schema import resources
 
 LUA = Path(__file__).parent / "wrk" / "requests.lua"
 DEFAULT_PG = "postgresql://postgres@127.0.0.1:5432/ehr_bench"
@@ -305,7 +306,7 @@ def _start_server(args: argparse.Namespace, url: str, work: Path) -> subprocess.
 def _drain_outbox(url: str, timeout: float = 900) -> float:
     """Wait until the server's outbox consumers have taken up the load's events; return the seconds it took.
 
-    Every stored resource leaves an outbox event, and the server's consumers (HL7 v2 outbound) work
+    Every stored resource leaves an outbox event, and the server's consumers (the HL7 v2 translator) work
     through them after start, holding SQLite's write lock a batch at a time: measured on top of that
     backlog, the first round's writes ran at a few requests a second.
     """
@@ -314,8 +315,7 @@ def _drain_outbox(url: str, timeout: float = 900) -> float:
     try:
         while time.perf_counter() - started < timeout:
             with db.read() as conn:
-                pending = conn.execute(select(func.count()).select_from(outbox).where(outbox.c.done_at.is_(None)))
-                if pending.scalar_one() == 0:
+                if not any(outbox_lags(conn).values()):
                     break
             time.sleep(1)
     finally:

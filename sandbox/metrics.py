@@ -23,8 +23,10 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import REGISTRY, Collector
 from sqlalchemy import func, select
 
+from sandbox.hl7v2 import TRANSLATOR
 from sandbox.store.database import Database
-from sandbox.store.schema import hl7v2_messages, outbox, outbox_cursors
+from sandbox.store.outbox import lags as outbox_cursor_lags
+from sandbox.store.schema import hl7v2_messages
 
 REQUESTS = Counter(
     "ehr_sandbox_http_requests_total",
@@ -74,8 +76,8 @@ def count_mllp(direction: str, message: bytes | str, ack_code: str | None) -> No
 
 
 class OutboxDepth(Collector):
-    """Work waiting after commits, measured at scrape time: events the HL7 v2 translator has not taken,
-    events past the task re-check cursor, outbound messages not yet delivered."""
+    """Work waiting after commits, measured at scrape time: the events past each consumer's cursor (the HL7 v2
+    translator's, the task re-checks', the subscriptions'), outbound messages not yet delivered."""
 
     def __init__(self, db: Database) -> None:
         self.db = db
@@ -85,18 +87,13 @@ class OutboxDepth(Collector):
             "ehr_sandbox_outbox_depth", "Outbox work not yet done, by consumer", labels=["consumer"]
         )
         with self.db.read() as conn:
-            untranslated = conn.execute(
-                select(func.count()).select_from(outbox).where(outbox.c.done_at.is_(None))
-            ).scalar_one()
-            newest = conn.execute(select(func.max(outbox.c.seq))).scalar() or 0
-            for consumer, last_seq in conn.execute(select(outbox_cursors.c.consumer, outbox_cursors.c.last_seq)):
-                gauge.add_metric([consumer], max(newest - last_seq, 0))
+            for consumer, lag in outbox_cursor_lags(conn, [TRANSLATOR]).items():
+                gauge.add_metric([consumer], lag)
             pending = conn.execute(
                 select(func.count())
                 .select_from(hl7v2_messages)
                 .where(hl7v2_messages.c.direction == "outbound", hl7v2_messages.c.status == "pending")
             ).scalar_one()
-        gauge.add_metric(["hl7v2-translate"], untranslated)
         gauge.add_metric(["hl7v2-deliver"], pending)
         yield gauge
 

@@ -4,10 +4,10 @@
 ``ehr-sandbox serve`` runs both inside the web process, which is all a laptop
 needs.  A deployment with several web processes runs them with ``serve
 --no-worker`` and starts these separately: any number of outbox workers share
-the work (the HL7 v2 translator takes events with ``FOR UPDATE SKIP LOCKED``,
-deliveries are leased one by one, the task re-check cursor is skipped while
-another worker holds it), so each committed event is handled once, by
-whichever worker is free.
+the work (each outbox consumer's cursor is held by one worker at a time and
+skipped by the others, with ``FOR UPDATE SKIP LOCKED``; deliveries are leased
+one by one), so each committed event is handled once, by whichever worker is
+free.
 """
 
 from __future__ import annotations

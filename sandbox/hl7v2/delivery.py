@@ -2,12 +2,12 @@
 
 Two steps, each safe with several workers on several hosts:
 
-1. ``translate``: outbox events not yet done are read and locked in one write
-   transaction (PostgreSQL ``FOR UPDATE SKIP LOCKED``, so workers take
-   different rows; SQLite writers are serialized by ``BEGIN IMMEDIATE``), each
-   relevant one becomes a ``pending`` outbound row in the message log per
-   destination, and the events are marked done, all in that transaction: a
-   worker that dies half-way leaves the events for the next one.
+1. ``translate``: the outbox events past the translator's cursor (consumer
+   ``hl7v2-translate``, ``store/outbox.py``) are taken in one write
+   transaction, each relevant one becomes a ``pending`` outbound row in the
+   message log per destination, and the cursor moves past them, all in that
+   transaction: a worker that dies half-way leaves the events for the next one,
+   and while one worker holds the cursor the others do other work.
 2. ``deliver_due``: pending rows whose time has come are claimed with a
    conditional UPDATE that sets a lease (a worker that dies lets the lease
    lapse and another takes the row), sent outside any transaction, and the
@@ -26,20 +26,20 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, Row, bindparam, select, update
+from sqlalchemy import Connection, Row, update
 
 from sandbox.fhir.interactions import Interactions
 from sandbox.fhir.validation import parse_json
-from sandbox.hl7v2 import destinations, log
+from sandbox.hl7v2 import TRANSLATOR, destinations, log
 from sandbox.hl7v2.er7 import V2Error, parse
 from sandbox.hl7v2.mllp import Client
 from sandbox.hl7v2.outbound import build, message_type_for
 from sandbox.metrics import count_mllp
+from sandbox.store import outbox
 from sandbox.store.database import Database
 from sandbox.store.layers import UnknownSandbox, resolve_view
 from sandbox.store.leases import LeaseQueue
-from sandbox.store.outbox import EVENT_COLUMNS, backlog
-from sandbox.store.schema import hl7v2_messages, outbox
+from sandbox.store.schema import hl7v2_messages
 
 _log = logging.getLogger("ehr_sandbox.hl7v2")
 
@@ -64,53 +64,23 @@ def backoff(attempts: int, base: float) -> timedelta:
 TRANSLATE_BATCH = 100  # outbox events a translation transaction takes at most
 
 
-def translate(db: Database, fhir: Interactions, worker_id: str, *, batch: int = TRANSLATE_BATCH) -> int:
-    """Turn pending outbox events into queued outbound messages; returns how many events were consumed."""
+def translate(db: Database, fhir: Interactions, *, batch: int = TRANSLATE_BATCH) -> int:
+    """Turn the outbox events past the translator's cursor into queued outbound messages; returns how many events
+    were consumed.
+
+    A cursor, not a mark on each event: marking every event done rewrote each outbox row once more, and on
+    PostgreSQL the index of events not done filled with the dead versions of the rows marked since the last
+    vacuum, which every poll walked (77 ms a poll under Bundle ingest, a core of PostgreSQL's time).
+    """
     with db.read(snapshot=False) as conn:  # idle polls must not take SQLite's write lock
-        if conn.execute(_ANY_PENDING).first() is None:
+        if not outbox.has_news(conn, TRANSLATOR):
             return 0
     with db.write() as conn:
-        events = conn.execute(_PENDING_SQLITE if db.is_sqlite else _PENDING_LOCKED, {"batch": batch}).all()
+        events = outbox.claim(conn, TRANSLATOR, batch=batch)
         for event in events:
             _queue(conn, fhir, event)
-        if events:
-            done = {"seqs": [e.seq for e in events], "done_at": _stamp(_now()), "claimed_by": worker_id}
-            conn.execute(_MARK_DONE, done)
+        outbox.advance(conn, TRANSLATOR, events)
         return len(events)
-
-
-# The translator's statements, built once (each new build cost SQLAlchemy a cache key, several times a second
-# under load), reading an event's columns (``outbox.EVENT_COLUMNS``), not the translator's own.
-_ANY_PENDING = select(outbox.c.seq).where(outbox.c.done_at.is_(None)).limit(1)
-_PENDING_LOCKED = (
-    select(*EVENT_COLUMNS)
-    .where(outbox.c.done_at.is_(None))
-    .order_by(outbox.c.seq)
-    .limit(bindparam("batch"))
-    .with_for_update(skip_locked=True)
-)
-# On SQLite, the pending rows' seqs from the index alone, then those rows.  Asked for whole rows at once, SQLite
-# went by its statistics, which ``analyze`` takes after a load, when every event is pending: it read the whole
-# table for each batch, 15 ms on 130k events, holding the write lock every writer waits for.  A covering index
-# always beats the table, whatever the statistics say.
-_PENDING_SQLITE = (
-    select(*EVENT_COLUMNS)
-    .where(
-        outbox.c.seq.in_(
-            select(outbox.c.seq)
-            .where(outbox.c.done_at.is_(None))
-            .order_by(outbox.c.seq)
-            .limit(bindparam("batch"))
-            .scalar_subquery()
-        )
-    )
-    .order_by(outbox.c.seq)
-)
-_MARK_DONE = (
-    update(outbox)
-    .where(outbox.c.seq.in_(bindparam("seqs", expanding=True)))
-    .values(done_at=bindparam("done_at"), claimed_by=bindparam("claimed_by"))
-)
 
 
 def _queue(conn: Connection, fhir: Interactions, event: Row[Any]) -> None:
@@ -276,10 +246,10 @@ class Worker:
     def _run(self) -> None:
         while not self._stop.is_set():
             try:
-                translated = translate(self.db, self.fhir, self.worker_id)
+                translated = translate(self.db, self.fhir)
                 delivered = deliver_due(self.db, self.worker_id, backoff_base=self.backoff_base, on_sent=self.on_sent)
             except Exception:  # a database hiccup must not end delivery for the life of the server
                 _log.exception("hl7v2 outbound worker")
                 translated = delivered = 0
-            if not backlog(translated, TRANSLATE_BATCH) and not delivered:
+            if not outbox.backlog(translated, TRANSLATE_BATCH) and not delivered:
                 self._stop.wait(self.interval)

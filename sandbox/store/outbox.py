@@ -1,9 +1,8 @@
 """Following the outbox by position: each consumer keeps its own cursor (the last ``seq`` it has handled).
 
-The HL7 v2 translator consumes the outbox by marking rows done (``done_at``),
-which only one consumer can do; every other consumer (task re-checks, later
-subscriptions) reads the same rows through a cursor of its own, so each sees
-every event.  ``claim`` runs in the caller's write transaction and holds the
+Every consumer (the HL7 v2 translator, task re-checks, subscriptions) reads the
+same rows through a cursor of its own, so each sees every event, and no event
+row is written again after its insert.  ``claim`` runs in the caller's write transaction and holds the
 cursor row until commit (PostgreSQL ``FOR UPDATE SKIP LOCKED``; SQLite writers
 are already serialized), so the consumer's work and the cursor's advance commit
 together and two workers of one consumer never take the same events: while one
@@ -19,6 +18,7 @@ a rolled-back write, which never becomes visible).
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -57,11 +57,14 @@ EVENT_COLUMNS = (
 _NEXT_EVENTS = (
     select(*EVENT_COLUMNS).where(outbox.c.seq > bindparam("last")).order_by(outbox.c.seq).limit(bindparam("batch"))
 )
-# Ordered by seq so that SQLite walks the primary key from ``last``.  Unordered, it chose the covering index
-# (done_at, seq) and skipped through it once per distinct done_at, one per translator batch ever run: an idle
-# poll took 0.3 ms after 300 batches, and more the longer the server ran (the outbox is never pruned).
+# Ordered by seq so that SQLite walks the primary key from ``last``.  Unordered, it once chose a covering index
+# of other columns and skipped through it: an idle poll grew slower the longer the server ran (the outbox is
+# never pruned).
 _ANY_AFTER = select(outbox.c.seq).where(outbox.c.seq > bindparam("last")).order_by(outbox.c.seq).limit(1)
 _ANY = select(outbox.c.seq).limit(1)
+_NEWEST = select(outbox.c.seq).order_by(outbox.c.seq.desc()).limit(1)
+_OLDEST = select(outbox.c.seq).order_by(outbox.c.seq).limit(1)
+_CURSORS = select(outbox_cursors.c.consumer, outbox_cursors.c.last_seq)
 
 
 def claim(conn: Connection, consumer: str, *, batch: int = 500, gap_timeout: float = 5.0) -> list[Any]:
@@ -91,6 +94,19 @@ def advance(conn: Connection, consumer: str, events: list[Any]) -> None:
         )
 
 
+def lags(conn: Connection, consumers: Iterable[str] = ()) -> dict[str, int]:
+    """How far each consumer's cursor is behind the newest event, in events (a rolled-back write's number counts
+    until the cursor passes it): every consumer with a cursor, and each of ``consumers``, one that has none yet
+    being behind by every event kept (where its first ``claim`` starts it)."""
+    newest = conn.execute(_NEWEST).scalar() or 0
+    found = {consumer: max(newest - last, 0) for consumer, last in conn.execute(_CURSORS)}
+    missing = [consumer for consumer in consumers if consumer not in found]
+    if missing:
+        oldest = conn.execute(_OLDEST).scalar()
+        found.update({consumer: newest - oldest + 1 if oldest is not None else 0 for consumer in missing})
+    return found
+
+
 def has_news(conn: Connection, consumer: str) -> bool:
     """Whether anything lies past the cursor: a read, so that an idle poll does not take SQLite's write lock."""
     last = position(conn, consumer)
@@ -112,7 +128,7 @@ def start_at_end(conn: Connection, consumer: str) -> None:
     """Skip everything already in the outbox (a new consumer need not replay history, e.g. bulk loads)."""
     if _lock_cursor(conn, consumer) is None:
         return  # another worker is consuming, so the cursor has a position already
-    newest = conn.execute(select(outbox.c.seq).order_by(outbox.c.seq.desc()).limit(1)).scalar() or 0
+    newest = conn.execute(_NEWEST).scalar() or 0
     conn.execute(
         update(outbox_cursors)
         .where(outbox_cursors.c.consumer == consumer, outbox_cursors.c.last_seq < newest)
@@ -129,7 +145,7 @@ def _lock_cursor(conn: Connection, consumer: str) -> int | None:
     if position(conn, consumer) is not None:
         return None  # the row exists, so SKIP LOCKED passed over it: another worker holds it
     # A new consumer starts just before the oldest event kept, not at 0: numbers below it are not a gap to wait on.
-    oldest = conn.execute(select(outbox.c.seq).order_by(outbox.c.seq).limit(1)).scalar()
+    oldest = conn.execute(_OLDEST).scalar()
     start = oldest - 1 if oldest else 0
     try:
         with conn.begin_nested():

@@ -23,7 +23,9 @@ from sandbox.accounts.tokens import issue_token
 from sandbox.accounts.users import create_user
 from sandbox.fhir.interactions import Interactions
 from sandbox.fhir.search_params import registry
+from sandbox.hl7v2 import TRANSLATOR
 from sandbox.store.database import Database
+from sandbox.store.outbox import lags as outbox_lags
 from sandbox.store.repository import Repository
 from sandbox.store.schema import hl7v2_messages, outbox, outbox_cursors, resources
 from tasks.cases import load_case_baseline
@@ -228,7 +230,7 @@ def test_a_task_re_check_and_an_hl7_delivery_are_done_once_by_whichever_worker_i
 
         def drained() -> bool:
             with topology.db.read() as conn:
-                undone = conn.execute(select(func.count()).select_from(outbox).where(outbox.c.done_at.is_(None)))
+                translator_lag = outbox_lags(conn)[TRANSLATOR]
                 newest = conn.execute(select(func.max(outbox.c.seq))).scalar()
                 cursor = conn.execute(
                     select(outbox_cursors.c.last_seq).where(outbox_cursors.c.consumer == CONSUMER)
@@ -236,7 +238,7 @@ def test_a_task_re_check_and_an_hl7_delivery_are_done_once_by_whichever_worker_i
                 pending = conn.execute(
                     select(func.count()).select_from(hl7v2_messages).where(hl7v2_messages.c.status == "pending")
                 )
-                return undone.scalar() == 0 and cursor == newest and pending.scalar() == 0
+                return translator_lag == 0 and cursor == newest and pending.scalar() == 0
 
         wait_for(drained)
         for worker in topology.workers:

@@ -60,14 +60,14 @@ def test_current_and_check_tell_an_empty_database_and_one_made_before_migrations
     db.create_schema()
     with db.write() as conn:
         conn.execute(text("DROP TABLE alembic_version"))
-        conn.execute(text("DROP INDEX ix_outbox_pending"))
+        conn.execute(text("DROP INDEX ix_versions_updated"))
     db.dispose()
     assert run(url, "db", "current")[1].startswith("none (tables made before migrations: the next start")
     status, out, err = run(url, "db", "check")
     assert (status, err) == (1, "")
     assert out.splitlines() == [
         f"the database is at revision none, not {migrations.head()}: run `ehr-sandbox db upgrade`",
-        "missing from the database: index ix_outbox_pending on outbox",
+        "missing from the database: index ix_versions_updated on resource_versions",
     ]
     assert run(url, "db", "upgrade")[1] == f"upgraded the database schema from revision none to {migrations.head()}\n"
     assert run(url, "db", "check")[0] == 0

@@ -94,7 +94,7 @@ def write_as_trainee(
 def deliver_outbound(db: Database, fhir: Interactions) -> None:
     """What the outbox worker does after the writes: every pending event turned into messages for the sandboxes'
     MLLP destinations (a case baseline's load is in the outbox too, hence the large batches), and each sent."""
-    while translate(db, fhir, "reference-writes", batch=5000):
+    while translate(db, fhir, batch=5000):
         pass
     while deliver_due(db, "reference-writes"):
         pass

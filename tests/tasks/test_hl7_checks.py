@@ -133,7 +133,7 @@ def test_hl7_checks_count_this_sandboxs_messages_since_the_start(
             destinations.put(conn, sandbox, "lab", {"host": "127.0.0.1", "port": lab.port})
             actor = Actor(f"user:{trainee}", "web-ui")
             fhir.create(conn, resolve_view(conn, sandbox), {**ORDER, "code": code}, actor)
-        while translate(db, fhir, "test", batch=5000):
+        while translate(db, fhir, batch=5000):
             pass
         while deliver_due(db, "test"):
             pass
@@ -174,7 +174,7 @@ def test_a_message_the_lab_did_not_acknowledge_does_not_count(
         with db.write() as conn:
             destinations.put(conn, sandbox, "lab", {"host": "127.0.0.1", "port": silent.port})
             fhir.create(conn, resolve_view(conn, sandbox), {**ORDER, "code": HBA1C}, Actor("user:ana", "web-ui"))
-        while translate(db, fhir, "test", batch=5000):
+        while translate(db, fhir, batch=5000):
             pass
         deliver_due(db, "test", timeout=0.2)
     finally:
@@ -224,7 +224,7 @@ def test_a_delivery_re_checks_the_live_checklist(
     with db.write() as conn:
         destinations.put(conn, sandbox, "lab", {"host": "127.0.0.1", "port": lab.port})
         fhir.create(conn, resolve_view(conn, sandbox), {**ORDER, "code": HBA1C}, Actor("user:ana", "web-ui"))
-    while translate(db, fhir, "test", batch=5000):
+    while translate(db, fhir, batch=5000):
         pass
     assert checker.recheck_poked() == 0  # nothing delivered yet
     assert deliver_due(db, "test", on_sent=checker.poke) == 1

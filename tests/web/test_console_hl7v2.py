@@ -223,7 +223,7 @@ def test_an_outbound_message_is_resent_from_its_page(
         order = {**ORDER, "subject": {"reference": f"Patient/{patient_id['entry'][0]['resource']['id']}"}}
         base = f"/sandboxes/{acme.acme_sandbox}/fhir"
         assert client.post(f"{base}/ServiceRequest", json=order, headers=acme.acme_headers).status_code == 201
-        translate(db, app.state.fhir, "w1")
+        translate(db, app.state.fhir)
         assert deliver_due(db, "w1") == 1
         [sent] = entries(db, acme.acme_sandbox, direction="outbound")
         assert sent.status == "delivered" and sent.attempts == 1 and len(lab.received) == 1
@@ -448,7 +448,7 @@ def test_a_dead_destination_shows_the_failed_attempt(
     updated = patient | {"gender": "female"}
     base = f"/sandboxes/{acme.acme_sandbox}/fhir"
     assert client.put(f"{base}/Patient/{patient['id']}", json=updated, headers=headers).status_code == 200
-    translate(db, app.state.fhir, "w1")
+    translate(db, app.state.fhir)
     assert deliver_due(db, "w1", timeout=2.0) == 1
     [row] = log_rows(sandbox_page(client, acme, "?direction=outbound&status=pending"))
     assert "<td>ADT^A08</td>" in row and "attempt 1 to 127.0.0.1" in row

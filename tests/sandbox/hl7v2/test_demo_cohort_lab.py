@@ -81,7 +81,7 @@ def test_a_demo_trainees_hba1c_order_reaches_the_built_in_lab_and_the_task_passe
 
     with db.write() as conn:
         fhir.create(conn, resolve_view(conn, sandbox), HBA1C, Actor(f"user:{ada.id}", "web-ui"))
-    while translate(db, fhir, "test", batch=5000):
+    while translate(db, fhir, batch=5000):
         pass
     assert deliver_due(db, "test") == 1
 
@@ -213,7 +213,7 @@ def order_hba1c(app: FastAPI, sandbox: str, trainee_id: str) -> dict[str, tuple[
     engine.start(sandbox, trainee_id, TASK)
     with db.write() as conn:
         fhir.create(conn, resolve_view(conn, sandbox), HBA1C, Actor(f"user:{trainee_id}", "web-ui"))
-    while translate(db, fhir, "test", batch=5000):
+    while translate(db, fhir, batch=5000):
         pass
     deliver_due(db, "test")
     return {r.check_id: (r.status, r.message) for r in engine.check(sandbox, trainee_id, TASK).results}

@@ -8,12 +8,14 @@ import threading
 from collections.abc import Iterator
 
 import pytest
-from sqlalchemy import select, update
+from sqlalchemy import update
 
+from sandbox.hl7v2 import TRANSLATOR
 from sandbox.hl7v2 import ack as acks
 from sandbox.hl7v2.delivery import deliver_due, translate
 from sandbox.hl7v2.er7 import parse
 from sandbox.hl7v2.mllp import FrameReader, frame
+from sandbox.store.outbox import lags as outbox_lags
 from sandbox.store.schema import hl7v2_messages, outbox
 from tests.sandbox.hl7v2.conftest import adt
 
@@ -95,7 +97,7 @@ def test_an_order_leaves_as_an_orm_and_its_ack_is_logged(client, app, db, destin
     configure(client, destination.port)
     pid = patient_id(client)
     order = client.post("/fhir/ServiceRequest", json={**ORDER, "subject": {"reference": f"Patient/{pid}"}}).json()
-    translate(db, app.state.fhir, "w1")
+    translate(db, app.state.fhir)
     assert deliver_due(db, "w1") == 1
     [sent] = destination.received
     msg = parse(sent)
@@ -114,7 +116,7 @@ def test_a_referral_leaves_as_ref_i12_and_a_patient_update_as_adt_a08(client, ap
     client.post("/fhir/ServiceRequest", json={**REFERRAL, "subject": {"reference": f"Patient/{pid}"}})
     patient = client.get(f"/fhir/Patient/{pid}").json()
     client.put(f"/fhir/Patient/{pid}", json={**patient, "gender": "female"})
-    translate(db, app.state.fhir, "w1")
+    translate(db, app.state.fhir)
     deliver_due(db, "w1")
     assert sorted(parse(m).message_type for m in destination.received) == ["ADT^A08", "REF^I12"]
     a08 = next(parse(m) for m in destination.received if "ADT^A08" in m)
@@ -125,7 +127,7 @@ def test_writes_that_came_in_over_hl7v2_are_not_echoed_back(client, app, db, des
     configure(client, destination.port)
     client.post("/sandboxes/default/hl7v2", content=adt())
     client.post("/sandboxes/default/hl7v2", content=adt("A08", "M2", family="Dough"))
-    translate(db, app.state.fhir, "w1")
+    translate(db, app.state.fhir)
     assert deliver_due(db, "w1") == 0 and destination.received == []
 
 
@@ -133,7 +135,7 @@ def test_only_the_message_types_a_destination_takes_are_queued(client, app, db, 
     configure(client, destination.port, ["ADT^A08"])
     pid = patient_id(client)
     client.post("/fhir/ServiceRequest", json={**ORDER, "subject": {"reference": f"Patient/{pid}"}})
-    translate(db, app.state.fhir, "w1")
+    translate(db, app.state.fhir)
     assert outbound(client) == []
 
 
@@ -142,7 +144,7 @@ def test_a_dead_destination_is_retried_with_backoff_then_delivered_when_it_comes
     configure(client, port)
     pid = patient_id(client)
     client.post("/fhir/ServiceRequest", json={**ORDER, "subject": {"reference": f"Patient/{pid}"}})
-    translate(db, app.state.fhir, "w1")
+    translate(db, app.state.fhir)
     assert deliver_due(db, "w1", timeout=2) == 1
     [entry] = outbound(client)
     assert entry["status"] == "pending" and entry["attempts"] == 1 and "failed" in entry["error"]
@@ -164,7 +166,7 @@ def test_a_slow_destination_times_out_and_the_message_stays_queued(client, app, 
         configure(client, slow.port)
         pid = patient_id(client)
         client.post("/fhir/ServiceRequest", json={**ORDER, "subject": {"reference": f"Patient/{pid}"}})
-        translate(db, app.state.fhir, "w1")
+        translate(db, app.state.fhir)
         deliver_due(db, "w1", timeout=0.3)
         [entry] = outbound(client)
         assert entry["status"] == "pending" and "timed out" in entry["error"]
@@ -178,7 +180,7 @@ def test_queued_messages_survive_a_worker_that_dies_mid_delivery(client, app, db
     configure(client, destination.port)
     pid = patient_id(client)
     client.post("/fhir/ServiceRequest", json={**ORDER, "subject": {"reference": f"Patient/{pid}"}})
-    translate(db, app.state.fhir, "w1")
+    translate(db, app.state.fhir)
     from sandbox.hl7v2.delivery import claim
 
     assert len(claim(db, "dying-worker")) == 1  # claimed, then the worker is gone
@@ -193,10 +195,10 @@ def test_every_outbox_event_is_consumed_once(client, app, db, destination):
     configure(client, destination.port)
     pid = patient_id(client)
     client.post("/fhir/ServiceRequest", json={**ORDER, "subject": {"reference": f"Patient/{pid}"}})
-    translate(db, app.state.fhir, "w1")
-    assert translate(db, app.state.fhir, "w2") == 0
+    translate(db, app.state.fhir)
+    assert translate(db, app.state.fhir) == 0
     with db.read() as conn:
-        assert conn.execute(select(outbox.c.done_at).where(outbox.c.done_at.is_(None))).all() == []
+        assert outbox_lags(conn)[TRANSLATOR] == 0
     assert len(outbound(client)) == 1
 
 
@@ -204,7 +206,7 @@ def test_resend_from_the_log_sends_again(client, app, db, destination):
     configure(client, destination.port)
     pid = patient_id(client)
     client.post("/fhir/ServiceRequest", json={**ORDER, "subject": {"reference": f"Patient/{pid}"}})
-    translate(db, app.state.fhir, "w1")
+    translate(db, app.state.fhir)
     deliver_due(db, "w1")
     [entry] = outbound(client)
     assert client.post(f"/sandboxes/default/hl7v2/messages/{entry['id']}/resend").status_code == 202
@@ -226,13 +228,16 @@ def _make_due(db) -> None:  # type: ignore[no-untyped-def]
         conn.execute(update(hl7v2_messages).values(next_attempt_at="2000-01-01T00:00:00.000000"))
 
 
-def test_translating_reads_the_pending_events_by_index_whatever_the_statistics_say(tmp_path):
-    """SQLite's statistics taken after a load (every event pending) made it read the whole outbox for each
-    batch, holding the write lock; the pending events are found through the index however stale they are."""
+def test_translating_reads_the_events_past_its_cursor_by_primary_key_whatever_the_statistics_say(tmp_path):
+    """SQLite's statistics taken after a load (every event untranslated) once made it read the whole outbox for
+    each batch, holding the write lock; the events past the cursor are read by primary key however stale they are."""
+    import re
+
     from sqlalchemy import event, insert
 
     from sandbox.fhir.interactions import Interactions
     from sandbox.fhir.search_params import registry
+    from sandbox.store import outbox as events
     from sandbox.store.database import Database
     from sandbox.store.repository import Repository
 
@@ -242,30 +247,29 @@ def test_translating_reads_the_pending_events_by_index_whatever_the_statistics_s
     row.update({"actor": "loader", "route": "loader", "created_at": "2024-01-01T00:00:00.000000"})
     with db.write() as conn:
         conn.execute(insert(outbox), [{**row, "resource_id": f"o{n}"} for n in range(500)])
-    db.analyze()  # as after a load: every event still pending
+    db.analyze()  # as after a load: every event still to translate
     with db.write() as conn:
-        conn.execute(update(outbox).values(done_at="2024-01-01T00:00:01.000000", claimed_by="w0"))
+        events.start_at_end(conn, TRANSLATOR)  # translated since
         conn.execute(insert(outbox), [{**row, "resource_id": f"new{n}"} for n in range(3)])
     statements: list[tuple[str, object]] = []
 
     def grab(_conn, _cursor, statement, parameters, _context, _many) -> None:  # type: ignore[no-untyped-def]
-        if statement.lstrip().upper().startswith("SELECT"):
+        if statement.lstrip().upper().startswith("SELECT") and re.search(r"FROM outbox\s", statement + " "):
             statements.append((statement, parameters))
 
     reg = registry()
     event.listen(db.engine, "before_cursor_execute", grab)
     try:
-        assert translate(db, Interactions(Repository(reg), reg), "w1") == 3
+        assert translate(db, Interactions(Repository(reg), reg)) == 3
     finally:
         event.remove(db.engine, "before_cursor_execute", grab)
     with db.read() as conn:
         plans = [
             "\n".join(r[-1] for r in conn.exec_driver_sql("EXPLAIN QUERY PLAN " + sql, params).all())
             for sql, params in statements
-            if "FROM outbox" in sql
         ]
-        pending = conn.execute(select(outbox.c.resource_id).where(outbox.c.done_at.is_(None))).scalars().all()
+        behind = outbox_lags(conn)[TRANSLATOR]
     assert len(plans) == 2  # the idle check, then the batch
-    assert all("SCAN outbox" not in plan for plan in plans), plans
-    assert pending == []
+    assert all("INTEGER PRIMARY KEY" in plan and "SCAN outbox" not in plan for plan in plans), plans
+    assert behind == 0
     db.dispose()

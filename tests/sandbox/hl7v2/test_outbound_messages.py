@@ -21,7 +21,7 @@ def queued(app, db, client, writes) -> dict[str, str]:  # type: ignore[no-untype
     client.post("/sandboxes/default/hl7v2", content=adt())
     pid = client.get("/fhir/Patient").json()["entry"][0]["resource"]["id"]
     writes(pid)
-    translate(db, app.state.fhir, "w1")
+    translate(db, app.state.fhir)
     with db.read() as conn:
         m = hl7v2_messages.c
         rows = conn.execute(select(m.message_type, m.content).where(m.direction == "outbound")).all()

@@ -19,10 +19,11 @@ from alembic.script import ScriptDirectory
 from sqlalchemy import Column, String, Table, event, inspect, select, text
 
 from sandbox.fhir.search_params import registry
+from sandbox.hl7v2 import TRANSLATOR
 from sandbox.store import migrations, sandboxes
 from sandbox.store.database import Database, _lock_key
 from sandbox.store.repository import Actor, Repository
-from sandbox.store.schema import layers, metadata, users
+from sandbox.store.schema import layers, metadata, outbox, outbox_cursors, users
 from tests.conftest import BACKENDS, PG_URL, _pg_schema_url
 
 Fresh = Callable[[], AbstractContextManager[Database]]
@@ -239,6 +240,35 @@ def test_revision_0004_puts_the_value_before_the_parameter_in_the_token_and_quan
             assert missed.matches == []
 
 
+@pytest.mark.parametrize(
+    ("marked_done", "cursor_at"),
+    [([1, 2, 3, 4, 5], 5), ([1, 2, 4], 2), ([], 0)],
+    ids=["all-translated", "some-translated", "none-translated"],
+)
+def test_revision_0005_starts_the_translator_s_cursor_where_its_marks_left_off(
+    fresh: Fresh, marked_done: list[int], cursor_at: int
+) -> None:
+    """Before 0005 the HL7 v2 translator marked each event done; after it, the translator follows a cursor, which
+    starts just before the oldest event not marked (nothing translated twice, nothing skipped), and the index of
+    events not done goes."""
+    from alembic import command
+
+    with fresh() as db:
+        with db.write() as conn:
+            command.upgrade(migrations._config(conn), "0004")
+            event = {"layer_id": "default", "resource_type": "Patient", "version_id": 1, "action": "create"}
+            event |= {"actor": "a", "route": "fhir", "created_at": "2026-01-01T00:00:00.000000"}
+            conn.execute(outbox.insert(), [{**event, "resource_id": f"p{n}"} for n in range(5)])
+            conn.execute(
+                outbox.update().where(outbox.c.seq.in_(marked_done)).values(done_at="2026-01-01T00:00:01.000000")
+            )
+        assert db.create_schema() == ("0004",)
+        with db.read() as conn:
+            cursor = conn.execute(select(outbox_cursors.c.last_seq).where(outbox_cursors.c.consumer == TRANSLATOR))
+            assert cursor.scalar_one() == cursor_at
+        assert "ix_outbox_pending" not in {name for name, _, _ in _reflected(db)["outbox"]["indexes"]}
+
+
 def test_a_database_from_an_older_release_gains_the_tables_and_indexes_it_lacks(fresh: Fresh) -> None:
     """Releases before migrations added tables (and a start created them): a database made by an older one lacks
     some, and is adopted the way a start used to treat it."""
@@ -248,11 +278,11 @@ def test_a_database_from_an_older_release_gains_the_tables_and_indexes_it_lacks(
             added_since = migrations.differences(conn)  # what the revisions after the baseline add
         with db.write() as conn:
             conn.execute(text("DROP TABLE smart_client_owners"))
-            conn.execute(text("DROP INDEX ix_outbox_pending"))
+            conn.execute(text("DROP INDEX ix_versions_updated"))
         with db.read() as conn:
             assert sorted(migrations.differences(conn)) == sorted(
                 [
-                    "missing from the database: index ix_outbox_pending on outbox",
+                    "missing from the database: index ix_versions_updated on resource_versions",
                     "missing from the database: index ix_smart_client_owners_user_id on smart_client_owners",
                     "missing from the database: table smart_client_owners",
                     *added_since,

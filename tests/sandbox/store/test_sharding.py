@@ -390,7 +390,7 @@ def test_the_background_work_locks_no_distributed_row_across_sandboxes(
         destinations.put(conn, sandbox_id, "lab", {"host": "127.0.0.1", "port": 9, "message_types": ["ADT^A08"]})
     _work(client, sandbox_pair[0], admin_headers)
     with captured(db) as statements:
-        assert delivery.translate(db, fhir, "w1") > 0
+        assert delivery.translate(db, fhir) > 0
         assert len(delivery.claim(db, "w1")) == 1  # the update of p0: ADT^A08
         subscriptions.queue_events(db, fhir)
         subscriptions.claim(db, "w1")
