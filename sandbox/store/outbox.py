@@ -2,12 +2,12 @@
 
 Every consumer (the HL7 v2 translator, task re-checks, subscriptions) reads the
 same rows through a cursor of its own, so each sees every event, and no event
-row is written again after its insert.  ``claim`` runs in the caller's write transaction and holds the
-cursor row until commit (PostgreSQL ``FOR UPDATE SKIP LOCKED``; SQLite writers
-are already serialized), so the consumer's work and the cursor's advance commit
-together and two workers of one consumer never take the same events: while one
-worker holds the cursor, another gets nothing and goes on to other work
-instead of queueing behind it.
+row is written again after its insert.  ``claim`` runs in the caller's write
+transaction and holds the cursor row until commit (PostgreSQL ``FOR UPDATE
+SKIP LOCKED``; SQLite writers are already serialized), so the consumer's work
+and the cursor's advance commit together and two workers of one consumer never
+take the same events: while one worker holds the cursor, another gets nothing
+and goes on to other work instead of queueing behind it.
 
 On PostgreSQL a sequence hands out ``seq`` at insert, and transactions commit
 in any order: ``seq`` 11 can be visible while 10 is still in flight.  A
