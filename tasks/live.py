@@ -21,6 +21,9 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable, Sequence
+from typing import Any
+
+from sqlalchemy import Connection
 
 from sandbox.fhir.interactions import Interactions
 from sandbox.store import outbox
@@ -37,16 +40,12 @@ RECHECK_BATCH = 500  # outbox events a re-check transaction takes at most
 
 def recheck_changed(engine: TaskEngine, db: Database, *, batch: int = RECHECK_BATCH) -> tuple[int, int]:
     """One batch: (events consumed, attempts re-checked)."""
-    with db.read() as conn:
-        if not outbox.has_news(conn, CONSUMER):
-            return 0, 0
-    with db.write() as conn:
-        events = outbox.claim(conn, CONSUMER, batch=batch)
-        rechecked = 0
-        for sandbox_id in sorted({e.layer_id for e in events}):
-            rechecked += len(engine.recheck_sandbox(conn, sandbox_id))
-        outbox.advance(conn, CONSUMER, events)
-        return len(events), rechecked
+
+    def recheck(conn: Connection, events: list[Any]) -> int:
+        return sum(len(engine.recheck_sandbox(conn, sandbox_id)) for sandbox_id in sorted({e.layer_id for e in events}))
+
+    consumed, rechecked = outbox.consume(db, CONSUMER, recheck, batch=batch)
+    return consumed, rechecked or 0
 
 
 class LiveChecker:

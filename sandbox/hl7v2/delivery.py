@@ -72,15 +72,12 @@ def translate(db: Database, fhir: Interactions, *, batch: int = TRANSLATE_BATCH)
     PostgreSQL the index of events not done filled with the dead versions of the rows marked since the last
     vacuum, which every poll walked (77 ms a poll under Bundle ingest, a core of PostgreSQL's time).
     """
-    with db.read(snapshot=False) as conn:  # idle polls must not take SQLite's write lock
-        if not outbox.has_news(conn, TRANSLATOR):
-            return 0
-    with db.write() as conn:
-        events = outbox.claim(conn, TRANSLATOR, batch=batch)
+
+    def queue_each(conn: Connection, events: list[Row[Any]]) -> None:
         for event in events:
             _queue(conn, fhir, event)
-        outbox.advance(conn, TRANSLATOR, events)
-        return len(events)
+
+    return outbox.consume(db, TRANSLATOR, queue_each, batch=batch)[0]
 
 
 def _queue(conn: Connection, fhir: Interactions, event: Row[Any]) -> None:

@@ -18,15 +18,18 @@ a rolled-back write, which never becomes visible).
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import Connection, bindparam, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from sandbox.fhir.values import instant_now
+from sandbox.store.database import Database
 from sandbox.store.schema import outbox, outbox_cursors
+
+T = TypeVar("T")
 
 _FMT = "%Y-%m-%dT%H:%M:%S.%f"
 
@@ -65,6 +68,22 @@ _ANY = select(outbox.c.seq).limit(1)
 _NEWEST = select(outbox.c.seq).order_by(outbox.c.seq.desc()).limit(1)
 _OLDEST = select(outbox.c.seq).order_by(outbox.c.seq).limit(1)
 _CURSORS = select(outbox_cursors.c.consumer, outbox_cursors.c.last_seq)
+
+
+def consume(
+    db: Database, consumer: str, handle: Callable[[Connection, list[Any]], T], *, batch: int
+) -> tuple[int, T | None]:
+    """One batch of a consumer's work: the events past its cursor (at most ``batch``) given to ``handle`` and the
+    cursor moved past them, in one write transaction.  Returns how many events were taken and what ``handle``
+    returned (None when nothing was new).  An idle poll is a read, so it does not take SQLite's write lock."""
+    with db.read(snapshot=False) as conn:
+        if not has_news(conn, consumer):
+            return 0, None
+    with db.write() as conn:
+        events = claim(conn, consumer, batch=batch)
+        handled = handle(conn, events)
+        advance(conn, consumer, events)
+        return len(events), handled
 
 
 def claim(conn: Connection, consumer: str, *, batch: int = 500, gap_timeout: float = 5.0) -> list[Any]:

@@ -78,11 +78,8 @@ QUEUE_BATCH = 200  # outbox events a matching transaction takes at most
 
 def queue_events(db: Database, fhir: Interactions, *, batch: int = QUEUE_BATCH) -> int:
     """One batch of outbox events handled; returns how many were consumed."""
-    with db.read() as conn:
-        if not outbox.has_news(conn, CONSUMER):
-            return 0
-    with db.write() as conn:
-        events = outbox.claim(conn, CONSUMER, batch=batch)
+
+    def match(conn: Connection, events: list[Row[Any]]) -> None:
         by_layer: dict[str, list[Row[Any]]] = {}
         for event in events:
             by_layer.setdefault(event.layer_id, []).append(event)
@@ -92,8 +89,8 @@ def queue_events(db: Database, fhir: Interactions, *, batch: int = QUEUE_BATCH) 
             except UnknownSandbox:
                 continue  # a baseline's load, or a sandbox deleted since: nobody subscribed there
             _handle(conn, fhir, view, layer_events)
-        outbox.advance(conn, CONSUMER, events)
-        return len(events)
+
+    return outbox.consume(db, CONSUMER, match, batch=batch)[0]
 
 
 def _handle(conn: Connection, fhir: Interactions, view: View, events: list[Row[Any]]) -> None:

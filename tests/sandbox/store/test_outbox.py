@@ -7,6 +7,7 @@ import re
 from pathlib import Path
 from typing import Any
 
+import pytest
 from sqlalchemy import event, insert, update
 
 from sandbox.store import outbox
@@ -91,4 +92,31 @@ def test_each_consumer_s_lag_is_the_events_past_its_cursor(tmp_path: Path) -> No
         lags = outbox.lags(conn, ["never-ran"])
     # The translator's cursor was made by the migration at the start of an empty outbox: every event is its work.
     assert lags == {"hl7v2-translate": 13, "caught-up": 3, "never-ran": 13}
+    db.dispose()
+
+
+def test_a_consumer_s_batch_and_its_cursor_commit_together(tmp_path: Path) -> None:
+    db = _outbox_after_a_load(tmp_path, events=5)
+    with db.write() as conn:
+        outbox.start_at_end(conn, "reader")
+    assert outbox.consume(db, "reader", lambda conn, events: len(events), batch=10) == (0, None)  # nothing new
+    with db.write() as conn:
+        conn.execute(insert(outbox_rows), [{**_EVENT, "resource_id": f"new{n}"} for n in range(3)])
+
+    def fails(conn: Any, events: list[Any]) -> None:
+        raise RuntimeError("the consumer's work failed")
+
+    with pytest.raises(RuntimeError):
+        outbox.consume(db, "reader", fails, batch=10)
+    seen: list[str] = []
+
+    def note(conn: Any, events: list[Any]) -> None:
+        seen.extend(e.resource_id for e in events)
+
+    # The failed batch moved nothing: the same events come again, two at a time.
+    assert outbox.consume(db, "reader", note, batch=2) == (2, None)
+    assert outbox.consume(db, "reader", note, batch=2) == (1, None)
+    assert seen == ["new0", "new1", "new2"]
+    with db.read() as conn:
+        assert outbox.lags(conn)["reader"] == 0
     db.dispose()
