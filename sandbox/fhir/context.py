@@ -31,13 +31,13 @@ class Views:
     """Sandbox id -> View, cached: a sandbox's baseline never changes after creation.
 
     Each server process has its own cache.  Every request to a sandbox other than the default one reads the
-    sandbox's row while checking credentials and ``revalidate``s the entry against it, and every write stamps
+    sandbox's row while checking credentials and ``revalidate``s the entry against it, and every write holds
     that row in its own transaction (failing if it is gone), so a View cached before another process deleted
     the sandbox is neither read through nor written through.
 
-    HL7 v2 inbound messages check no credentials: their write transaction first stamps the row with
-    ``repository.stamp_view``, which also matches the baseline, so a View cached before the sandbox was deleted,
-    or deleted and created again on another baseline, fails the stamp before anything is read or written
+    HL7 v2 inbound messages check no credentials: their write transaction first holds the row with
+    ``repository.hold_view``, which also matches the baseline, so a View cached before the sandbox was deleted,
+    or deleted and created again on another baseline, fails the hold before anything is read or written
     through it; the message's handler then forgets it and resolves the sandbox again in that transaction.
     """
 

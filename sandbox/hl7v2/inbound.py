@@ -20,7 +20,6 @@ from sqlalchemy.exc import IntegrityError
 from sandbox.fhir.context import Views
 from sandbox.fhir.interactions import Interactions
 from sandbox.fhir.outcome import FhirError
-from sandbox.fhir.values import instant_now
 from sandbox.hl7v2 import ack as acks
 from sandbox.hl7v2 import log
 from sandbox.hl7v2.er7 import Message, V2Error, parse
@@ -28,7 +27,7 @@ from sandbox.hl7v2.mappers import MAPPERS, Mapper, message_types
 from sandbox.hl7v2.writer import Writer
 from sandbox.store.database import Database, driver_execute, driver_fetch, driver_savepoint
 from sandbox.store.layers import UnknownSandbox, View, resolve_view
-from sandbox.store.repository import STAMPED_LAYERS, Actor, stamp_view
+from sandbox.store.repository import HELD_LAYERS, Actor, hold_view
 from sandbox.store.schema import hl7v2_control_ids
 
 _log = logging.getLogger("ehr_sandbox.hl7v2")
@@ -127,7 +126,7 @@ class Inbound:
         self.db = db
         self.fhir = fhir
         # The app's cache of sandbox Views (its admin routes forget deleted ones); checked against the
-        # sandbox's row by each transaction's stamp (see ``_stamp``), so a message costs no query to route.
+        # sandbox's row by each transaction's hold (see ``_hold``), so a message costs no query to route.
         self.views = views if views is not None else Views(db)
 
     def handle(
@@ -244,7 +243,7 @@ class Inbound:
     def _write(self, items: list[_Item]) -> None:
         with self.db.write() as conn:
             try:
-                self._stamp(conn, items)
+                self._hold(conn, items)
                 applied = self._applied(conn, items)
                 for item in items:
                     if item.result is None:
@@ -253,7 +252,7 @@ class Inbound:
                             assert item.msg is not None and item.view is not None
                             applied[_key(item.view.overlay, item.msg)] = item.result.message_id or ""
             finally:
-                conn.info.pop(STAMPED_LAYERS, None)
+                conn.info.pop(HELD_LAYERS, None)
 
     def _applied(self, conn: Connection, items: list[_Item]) -> dict[tuple[str, str, str], str]:
         """The control ids of the batch's messages to apply that were applied before (layer, sender, control id
@@ -276,9 +275,9 @@ class Inbound:
         rows = driver_fetch(conn, statement, params)
         return {(row[0], row[1], row[2]): row[3] for row in rows if (row[0], row[1], row[2]) in keys}
 
-    def _stamp(self, conn: Connection, items: list[_Item]) -> None:
-        """Stamp each sandbox the batch writes into, once, first: it proves the cached View still describes
-        the sandbox (or the View is resolved again here) and spares every write its own stamp.  Messages for
+    def _hold(self, conn: Connection, items: list[_Item]) -> None:
+        """Hold each sandbox the batch writes into, once, first: it proves the cached View still describes
+        the sandbox (or the View is resolved again here) and spares every write its own hold.  Messages for
         a sandbox that is gone are refused as at routing."""
         views: dict[str, View] = {}
         for item in items:
@@ -286,19 +285,18 @@ class Inbound:
                 views.setdefault(item.view.sandbox_id, item.view)
         if not views:
             return
-        now = instant_now()[1]
-        stamped: set[str] = set()
-        # In id order: two processes' batches for the same sandboxes lock their rows in the same order (on
-        # PostgreSQL the stamp holds the row until commit), so neither waits for the other in a cycle.
+        held: set[str] = set()
+        # In id order: batches, and a reset or delete waiting behind one, meet the sandboxes' rows in the same
+        # order (on PostgreSQL the hold is a row lock until commit), so none waits for another in a cycle.
         for sandbox_id, view in sorted(views.items()):
             fresh: View | None = view
-            if not stamp_view(conn, view, now):
+            if not hold_view(conn, view):
                 self.views.forget(sandbox_id)
                 try:
                     fresh = resolve_view(conn, sandbox_id)
                 except UnknownSandbox:
                     fresh = None
-                if fresh is not None and not stamp_view(conn, fresh, now):
+                if fresh is not None and not hold_view(conn, fresh):
                     raise RuntimeError(f"sandbox '{sandbox_id}' changed while its messages were being applied")
                 if fresh is not None:
                     self.views.remember(fresh)
@@ -310,8 +308,8 @@ class Inbound:
                     else:
                         item.view = fresh
             if fresh is not None:
-                stamped.add(fresh.overlay)
-        conn.info[STAMPED_LAYERS] = stamped
+                held.add(fresh.overlay)
+        conn.info[HELD_LAYERS] = held
 
     def _one(self, conn: Connection, item: _Item, applied: dict[tuple[str, str, str], str]) -> Result:
         """One message in its own savepoint: what it wrote stays only if it was taken."""

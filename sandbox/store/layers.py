@@ -57,7 +57,7 @@ def hold_sandbox(conn: Connection, sandbox_id: str) -> None:
     removes those rows, and one written by a transaction that saw the sandbox just before the delete committed
     would outlive it, and be honoured by a new sandbox of that id.  On PostgreSQL ``FOR KEY SHARE`` waits for a
     delete (or reset) in flight, which holds the row ``FOR UPDATE``, and then finds no row; the writes that only
-    stamp ``last_activity`` are not held up by it.  SQLite's write transactions already take turns.
+    hold the row the same way are not held up by it.  SQLite's write transactions already take turns.
     """
     row = conn.execute(
         select(layers.c.kind).where(layers.c.id == sandbox_id).with_for_update(read=True, key_share=True)

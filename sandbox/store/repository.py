@@ -30,6 +30,7 @@ from sandbox.store.database import (
     driver_execute_numbered,
     driver_execute_sql,
     driver_executemany,
+    driver_fetch,
     driver_placeholders,
     driver_rows,
 )
@@ -481,8 +482,8 @@ class Repository:
                 driver_execute(conn, _INSERT_OUTBOX, dict(zip(_OUTBOX_COLUMNS, event, strict=True)))
         except IntegrityError:
             raise _conflict(rtype, rid) from None
-        if overlay not in conn.info.get(STAMPED_LAYERS, ()):
-            _stamp_layer(conn, overlay, last_updated)
+        if overlay not in conn.info.get(HELD_LAYERS, ()):
+            _hold_layer(conn, overlay)
         return Stored(rtype, rid, version_id, last_updated, deleted, content, overlay, method, actor.id, actor.route)
 
     def _write_as_one(
@@ -587,8 +588,8 @@ class Repository:
             (overlay, rtype, rid, 1, "create", actor.id, actor.route, last_updated) for rtype, rid in prepared.keys
         ]
         _insert_many(conn, outbox, _OUTBOX_COLUMNS, outbox_rows)
-        if overlay not in conn.info.get(STAMPED_LAYERS, ()):
-            _stamp_layer(conn, overlay, last_updated)
+        if overlay not in conn.info.get(HELD_LAYERS, ()):
+            _hold_layer(conn, overlay)
         return prepared.stored(actor, method)
 
     def new_id(self) -> str:
@@ -624,15 +625,18 @@ _DELETE_INDEX_ROWS = tuple(
     )
     for table in INDEX_TABLES.values()
 )
-_STAMP_LAYER = (
-    update(layers).where(layers.c.id == bindparam("overlay")).values(last_activity=bindparam("last_activity"))
-)
+# FOR KEY SHARE: the weakest row lock, which writes of one sandbox take together, and which only a reset's or
+# delete's FOR UPDATE (``sandboxes._lock``) waits for and makes wait.  Writes stamped the row (an UPDATE of
+# last_activity) until that held it exclusively: a sandbox's write transactions on PostgreSQL then committed
+# one behind the other, the second busiest statement under Bundle ingest.  SQLite renders no lock clause (its
+# write transactions take turns anyway); the read still finds a deleted sandbox.
+_HOLD_LAYER = select(layers.c.id).where(layers.c.id == bindparam("overlay")).with_for_update(read=True, key_share=True)
 
-# The same stamp for a view's overlay, matching only while the sandbox still has the view's baseline (one
-# statement per baseline depth: a NULL baseline is IS NULL, not = NULL).
-_STAMP_VIEW = {
-    False: _STAMP_LAYER.where(layers.c.kind == "sandbox", layers.c.baseline_id.is_(None)),
-    True: _STAMP_LAYER.where(layers.c.kind == "sandbox", layers.c.baseline_id == bindparam("baseline")),
+# The same for a view's overlay, matching only while the sandbox still has the view's baseline (one statement
+# per baseline depth: a NULL baseline is IS NULL, not = NULL).
+_HOLD_VIEW = {
+    False: _HOLD_LAYER.where(layers.c.kind == "sandbox", layers.c.baseline_id.is_(None)),
+    True: _HOLD_LAYER.where(layers.c.kind == "sandbox", layers.c.baseline_id == bindparam("baseline")),
 }
 
 _CURRENT_NAMES = ("layer_id", "resource_type", "id", "version_id", "last_updated", "deleted", "content")
@@ -777,31 +781,32 @@ def _chunks(items: list[str], size: int) -> list[list[str]]:
     return [items[i : i + size] for i in range(0, len(items), size)]
 
 
-def _stamp_layer(conn: Connection, overlay: str, last_updated: str) -> None:
-    """Mark the layer active; a layer deleted since the caller resolved its View (by another server process,
-    whose cache invalidation never reaches this one) fails the write instead of leaving orphan rows."""
-    if driver_execute(conn, _STAMP_LAYER, {"overlay": overlay, "last_activity": last_updated}) != 1:
+def _hold_layer(conn: Connection, overlay: str) -> None:
+    """Hold the layer until commit (``_HOLD_LAYER``); a layer deleted since the caller resolved its View (by
+    another server process, whose cache invalidation never reaches this one) fails the write instead of
+    leaving orphan rows."""
+    if not driver_fetch(conn, _HOLD_LAYER, {"overlay": overlay}):
         raise FhirError.of(404, "not-found", f"There is no sandbox '{overlay}' (it was deleted)")
 
 
-# conn.info key: the overlays ``stamp_view`` stamped in the connection's open transaction, which the writes
-# in it need not stamp again.  Whoever sets it removes it before the transaction ends.
-STAMPED_LAYERS = "stamped_layers"
+# conn.info key: the overlays ``hold_view`` held in the connection's open transaction, which the writes in it
+# need not hold again.  Whoever sets it removes it before the transaction ends.
+HELD_LAYERS = "held_layers"
 
 
-def stamp_view(conn: Connection, view: View, last_activity: str) -> bool:
-    """Stamp ``view``'s overlay once for a whole transaction, before its writes; False (nothing stamped) if
-    the sandbox is gone, or was deleted and created again on another baseline, so that ``view`` no longer
+def hold_view(conn: Connection, view: View) -> bool:
+    """Hold ``view``'s overlay once for a whole transaction, before its writes; False (nothing held) if the
+    sandbox is gone, or was deleted and created again on another baseline, so that ``view`` no longer
     describes it.
 
-    For a caller that writes many resources in one transaction with a View it cached: the stamp gives the
-    same guarantee as every write's own (a delete or reset committed before fails it; on PostgreSQL one in
-    flight waits for this transaction, whose row lock it now holds from the start rather than from its
-    first write), and checks the cached View against the row in the same statement.  Stamp outside any
-    savepoint that may roll back, then add the overlay to ``conn.info[STAMPED_LAYERS]``.
+    For a caller that writes many resources in one transaction with a View it cached: the hold gives the same
+    guarantee as every write's own (a delete or reset committed before fails it; on PostgreSQL one in flight
+    waits for this transaction, and this one for it), and checks the cached View against the row in the same
+    statement.  Hold outside any savepoint that may roll back, then add the overlay to
+    ``conn.info[HELD_LAYERS]``.
     """
     baseline = view.layers[1] if view.layered else None
-    params = {"overlay": view.overlay, "last_activity": last_activity}
+    params = {"overlay": view.overlay}
     if baseline is not None:
         params["baseline"] = baseline
-    return driver_execute(conn, _STAMP_VIEW[baseline is not None], params) == 1
+    return bool(driver_fetch(conn, _HOLD_VIEW[baseline is not None], params))

@@ -179,9 +179,10 @@ def reset_sandbox(conn: Connection, sandbox_id: str) -> LayerInfo:
 
 
 def _lock(conn: Connection, layer_id: str) -> None:
-    """Hold the layer's row until commit.  Every write ends by stamping that row (last_activity), so on
-    PostgreSQL writes in flight wait for a reset or snapshot to commit instead of interleaving with its
-    statements (SQLite's BEGIN IMMEDIATE already serializes writers)."""
+    """Hold the layer's row until commit.  Every write ends by holding that row FOR KEY SHARE
+    (``repository._HOLD_LAYER``), so on PostgreSQL writes in flight wait for a reset or snapshot to commit
+    instead of interleaving with its statements, and it for them (SQLite's BEGIN IMMEDIATE already serializes
+    writers)."""
     conn.execute(select(layers.c.id).where(layers.c.id == layer_id).with_for_update())
 
 
@@ -304,11 +305,11 @@ def _not_shadowed(view: View, layer: str, rtype: Any, rid: Any) -> Any:
 
 def get_layer(conn: Connection, layer_id: str, kind: str, *, sizes: bool = False) -> LayerInfo:
     """The layer, or NotFound; ``sizes`` counts its rows (and its baseline's), which costs a scan of them."""
-    row = conn.execute(select(layers).where(layers.c.id == layer_id)).first()
+    row = conn.execute(_WITH_ACTIVITY.where(layers.c.id == layer_id)).first()
     if row is None or row.kind != kind:
         raise NotFound(f"There is no {kind} '{layer_id}'")
     if not sizes:
-        return LayerInfo(row.id, row.kind, row.name, row.baseline_id, row.created_at, row.last_activity, None)
+        return LayerInfo(row.id, row.kind, row.name, row.baseline_id, row.created_at, _last_activity(row), None)
     return _info(row, {layer_id: _count(conn, layer_id), row.baseline_id: _count(conn, row.baseline_id)})
 
 
@@ -318,8 +319,25 @@ def list_layers(conn: Connection, kind: str) -> list[LayerInfo]:
         row.layer_id: row.n
         for row in conn.execute(select(resources.c.layer_id, func.count().label("n")).group_by(resources.c.layer_id))
     }
-    rows = conn.execute(select(layers).where(layers.c.kind == kind).order_by(layers.c.created_at, layers.c.id))
+    rows = conn.execute(_WITH_ACTIVITY.where(layers.c.kind == kind).order_by(layers.c.created_at, layers.c.id))
     return [_info(row, counts) for row in rows]
+
+
+# A layer's last activity: its latest resource version, or its creation's or last reset's stamp if later (a
+# reset removes the versions).  Derived rather than stamped by every write: a stamp is an UPDATE of the
+# layer's row, whose lock made a sandbox's write transactions commit one at a time on PostgreSQL.  One seek
+# per layer, backwards on ``ix_versions_updated``.
+_WITH_ACTIVITY = select(
+    layers,
+    select(func.max(resource_versions.c.last_updated))
+    .where(resource_versions.c.layer_id == layers.c.id)
+    .scalar_subquery()
+    .label("last_write"),
+)
+
+
+def _last_activity(row: Any) -> str | None:
+    return max((t for t in (row.last_activity, row.last_write) if t is not None), default=None)
 
 
 def _info(row: Any, counts: dict[str | None, int]) -> LayerInfo:
@@ -329,7 +347,7 @@ def _info(row: Any, counts: dict[str | None, int]) -> LayerInfo:
         row.name,
         row.baseline_id,
         row.created_at,
-        row.last_activity,
+        _last_activity(row),
         counts.get(row.id, 0),
         counts.get(row.baseline_id, 0) if row.baseline_id else 0,
     )

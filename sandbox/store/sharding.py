@@ -81,7 +81,7 @@ PLAN: dict[str, Placement] = {
     "cds_signing_keys": _reference("the key that signs our CDS Hooks calls: one row"),
     # ---- local: on the coordinator, claimed, swept or stamped across sandboxes ------------------------------
     "layers": _local(
-        "every FHIR write stamps its layer's row (last_activity) and holds it FOR UPDATE while a reset runs: as a "
+        "every FHIR write locks its layer's row (FOR KEY SHARE) and a reset holds it FOR UPDATE: as a "
         "reference table each write would change a row on every node; nothing joins it with a distributed table"
     ),
     "outbox": _local(

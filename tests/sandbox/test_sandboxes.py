@@ -311,6 +311,24 @@ def test_a_baseline_in_use_refuses_loaders(db, baseline):
             sandboxes.baseline_view_for_loading(conn, baseline)
 
 
+def test_last_activity_is_the_latest_write_or_reset_of_the_sandbox_alone(db, fhir, baseline):
+    view = new_sandbox(db, baseline, "busy")
+    other = new_sandbox(db, baseline, "other")
+    with db.write() as conn:
+        first = fhir.create(conn, view, patient("One"), TRAINEE)
+    with db.write() as conn:
+        later = fhir.delete(conn, view, "Patient", "p1", TRAINEE)
+    with db.read() as conn:
+        busy, idle = (sandboxes.get_layer(conn, v.sandbox_id, "sandbox") for v in (view, other))
+    assert first.stored.last_updated < later.last_updated == busy.last_activity
+    assert idle.last_activity is None
+    with db.write() as conn:
+        reset = sandboxes.reset_sandbox(conn, view.sandbox_id)
+    with db.read() as conn:
+        after = sandboxes.get_layer(conn, view.sandbox_id, "sandbox")
+    assert after.last_activity == reset.last_activity and after.last_activity > busy.last_activity
+
+
 def test_list_shows_sizes_and_last_activity(db, fhir, baseline):
     view = new_sandbox(db, baseline, "busy")
     idle = new_sandbox(db, baseline, "idle")

@@ -8,9 +8,10 @@ from sqlalchemy import select
 from sandbox.app import ensure_default_sandbox
 from sandbox.fhir.outcome import FhirError
 from sandbox.fhir.search_params import registry
+from sandbox.store import sandboxes
 from sandbox.store.layers import View
 from sandbox.store.repository import Actor, Repository
-from sandbox.store.schema import INDEX_TABLES, layers, outbox, resource_versions, resources
+from sandbox.store.schema import INDEX_TABLES, outbox, resource_versions, resources
 
 DEFAULT = View("default", ("default",))
 LOADER = Actor("client:loader", "fhir-api")
@@ -63,7 +64,7 @@ def test_create_many_stores_the_same_rows_as_write(db, repo):
         assert _stored_rows(conn, "by-many") == _stored_rows(conn, "by-write")
         assert _stored_rows(conn, "by-many")["index"]["token"], "the index rows were written"
         stored = repo.current(conn, DEFAULT, "Observation", "by-many")
-        activity = conn.execute(select(layers.c.last_activity).where(layers.c.id == "default")).scalar_one()
+        activity = sandboxes.get_layer(conn, "default", "sandbox").last_activity
     assert stored is not None and stored.content == many[0].content
     assert b'"id":"by-many","meta":{"versionId":"1"' in stored.content
     assert activity == many[0].last_updated

@@ -239,3 +239,74 @@ def test_postgresql_prepares_the_write_path_but_never_a_search(db):
     writes = [sql for sql in prepared if sql.lstrip().upper().startswith("WITH")]
     assert len(writes) == 1  # three Patients of one shape: one statement, prepared once; the big ones: none
     assert not [sql for sql in prepared if sql.lstrip().upper().startswith("SELECT") and "sp_string" in sql]
+
+
+def test_a_write_through_a_view_of_a_sandbox_deleted_since_is_404_and_writes_nothing(db, repo):
+    """Another server process may delete a sandbox this one still has a View of: the write holds the sandbox's
+    row, finds none, and its unit of work rolls back."""
+    from sandbox.store import sandboxes
+    from sandbox.store.layers import resolve_view
+
+    with db.write() as conn:
+        view = resolve_view(conn, sandboxes.create_sandbox(conn, "gone soon").id)
+    with db.write() as conn:
+        sandboxes.delete_sandbox(conn, view.sandbox_id)
+    with pytest.raises(FhirError) as raised, db.write() as conn:
+        repo.write(conn, view, _patient("Orphan"), NURSE, rtype="Patient", rid="orphan", method="PUT")
+    assert raised.value.status == 404 and "was deleted" in str(raised.value)
+    with db.read() as conn:
+        versions = resource_versions.c
+        assert conn.execute(select(func.count()).where(versions.layer_id == view.overlay)).scalar() == 0
+
+
+def _write_in_thread(db, repo, view: View, rid: str) -> threading.Thread:
+    def write() -> None:
+        with db.write() as conn:
+            repo.write(conn, view, _patient(rid), NURSE, rtype="Patient", rid=rid, method="PUT")
+
+    thread = threading.Thread(target=write, daemon=True)
+    thread.start()
+    return thread
+
+
+def test_on_postgresql_writes_to_one_sandbox_commit_without_waiting_for_each_other(db, repo):
+    """Each write holds its sandbox's row FOR KEY SHARE, which other writes share: a second write commits while
+    the first is still open (a write used to stamp the row, whose lock queued a sandbox's commits)."""
+    if db.is_sqlite:
+        pytest.skip("SQLite's write transactions take turns by design")
+    with db.write() as first:
+        repo.write(first, DEFAULT, _patient("First"), NURSE, rtype="Patient", rid="first", method="PUT")
+        second = _write_in_thread(db, repo, DEFAULT, "second")
+        second.join(timeout=10)
+        assert not second.is_alive(), "the second write waited for the first to commit"
+    with db.read() as conn:
+        found = repo.current_many(conn, DEFAULT, [("Patient", "first"), ("Patient", "second")])
+    assert sorted(found) == [("Patient", "first"), ("Patient", "second")]
+
+
+def test_on_postgresql_a_reset_waits_for_a_write_in_flight_and_then_removes_it(db, repo):
+    """A reset holds the sandbox's row FOR UPDATE: it waits for writes in flight to commit, then deletes what
+    they wrote too, rather than interleaving its deletes with their inserts."""
+    from sandbox.store import sandboxes
+    from sandbox.store.layers import resolve_view
+
+    if db.is_sqlite:
+        pytest.skip("SQLite's write transactions take turns by design")
+    with db.write() as conn:
+        view = resolve_view(conn, sandboxes.create_sandbox(conn, "busy").id)
+    done: list[int] = []
+
+    def reset() -> None:
+        with db.write() as conn:
+            done.append(sandboxes.reset_sandbox(conn, view.sandbox_id).own_resources or 0)
+
+    with db.write() as writing:
+        repo.write(writing, view, _patient("Late"), NURSE, rtype="Patient", rid="late", method="PUT")
+        resetting = threading.Thread(target=reset, daemon=True)
+        resetting.start()
+        resetting.join(timeout=0.5)
+        assert resetting.is_alive() and not done, "the reset went ahead of a write in flight"
+    resetting.join(timeout=10)
+    assert done == [0]
+    with db.read() as conn:
+        assert repo.current(conn, view, "Patient", "late") is None
