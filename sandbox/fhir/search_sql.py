@@ -54,6 +54,7 @@ from sandbox.fhir.search_values import (
     restriction_types,
     view_values,
 )
+from sandbox.store.indexer import COMBOS
 from sandbox.store.layers import View
 from sandbox.store.schema import INDEX_TABLES, resources, sp_reference
 
@@ -255,19 +256,30 @@ def plan_conditions(
                 ]
             )
         )
-    driver = None if plan.ids is not None else _driver(plan.clauses)
-    # Probes checked on the driving clause's index rows (see _member_of), where the clauses allow it.
+    # A pair of clauses matched together on their combined index rows drives, or else one clause does.
+    combo = None if plan.ids is not None else _combo(plan)
+    driver = None if plan.ids is not None or combo is not None else _driver(plan.clauses)
+    # Probes checked on the driving rows (see _member_of), where the clauses allow it.
     per_row: list[int] = []
-    if driver is not None and plan.resource_type is not None and _probe_alone(driver):
-        per_row = [n for n, clause in enumerate(plan.clauses) if clause is not driver and _probe_alone(clause)]
+    if combo is not None or (driver is not None and plan.resource_type is not None and _probe_alone(driver)):
+        per_row = [
+            n
+            for n, clause in enumerate(plan.clauses)
+            if clause is not driver and n not in (combo or ()) and _probe_alone(clause)
+        ]
 
     def row_checks(rows: FromClause) -> list[ColumnElement[bool]]:
         return [
             clause_condition(view, b, f"c{n}", plan.resource_type, plan.clauses[n], rows, probe=True) for n in per_row
         ]
 
+    if combo is not None:
+        assert plan.resource_type is not None
+        conditions.append(
+            _combo_condition(view, b, plan.resource_type, plan.clauses, combo, r, row_checks if per_row else None)
+        )
     for n, clause in enumerate(plan.clauses):
-        if n in per_row:
+        if n in per_row or n in (combo or ()):
             continue
         conditions.append(
             clause_condition(
@@ -338,6 +350,60 @@ def _driver(clauses: list[Clause]) -> Clause | None:
         if clause.param.type == "reference" and not clause.chain and not clause.has and clause.modifier is None:
             return clause
     return clauses[0] if clauses else None
+
+
+def _combo(plan: SearchPlan) -> tuple[int, int] | None:
+    """The clauses (reference, token) that one ``sp_combo`` seek can match together (``indexer.COMBOS``), by
+    their place in the plan: each with one value, the reference to a resource by id and the token a code, no
+    modifier but a reference's type.  What the two match together is exactly what their rows do one by one: a
+    resource's combined rows are every pair of its rows of the two parameters."""
+    if plan.resource_type is None:
+        return None
+    for (ref_param, token_param), _ in COMBOS.items():
+        ref = _plain_clause(plan.clauses, ref_param, "reference", _COMBO_REFERENCE_FORMS)
+        token = _plain_clause(plan.clauses, token_param, "token", _COMBO_TOKEN_FORMS)
+        if ref is not None and token is not None:
+            return ref, token
+    return None
+
+
+# What a combined row can answer: a target by type and id or id alone; a code with a system, with none, or in any.
+_COMBO_REFERENCE_FORMS = frozenset({"typeid", "id"})
+_COMBO_TOKEN_FORMS = frozenset({"syscode", "nosys", "code"})
+
+
+def _plain_clause(clauses: list[Clause], code: str, kind: str, forms: frozenset[str]) -> int | None:
+    """The first clause on parameter ``code`` of type ``kind`` with one value of one of ``forms``, if any."""
+    for n, clause in enumerate(clauses):
+        param = clause.param
+        if param.code != code or param.type != kind or clause.chain or clause.has or len(clause.values) != 1:
+            continue
+        if clause.modifier is not None and not (kind == "reference" and clause.modifier in param.targets):
+            continue
+        if clause_forms(clause)[0][0] in forms:
+            return n
+    return None
+
+
+def _combo_condition(
+    view: View,
+    b: Binds,
+    rtype: str,
+    clauses: list[Clause],
+    combo: tuple[int, int],
+    r: FromClause,
+    row_checks: RowChecks | None,
+) -> ColumnElement[bool]:
+    """Clauses ``combo`` (reference, token) matched on one row of ``sp_combo``, under their own values' names."""
+    ref, token = combo
+    table = INDEX_TABLES["combo"]
+    name = COMBOS[(clauses[ref].param.code, clauses[token].param.code)]
+    where = [
+        table.c.param == name,
+        _reference_condition(clause_forms(clauses[ref])[0][0], _slots(b, clause_name(f"c{ref}", 0, "")), table),
+        _token_condition(clause_forms(clauses[token])[0][0], _slots(b, clause_name(f"c{token}", 0, "")), table),
+    ]
+    return _member_of(view, b, rtype, r, table, where, row_checks=row_checks)
 
 
 def _probe_alone(clause: Clause) -> bool:

@@ -27,7 +27,12 @@ VALUE_COLUMNS: dict[str, tuple[str, ...]] = {
     "number": ("low", "high"),
     "quantity": ("system", "code", "low", "high"),
     "uri": ("value",),
+    "combo": ("target_type", "target_id", "system", "code"),
 }
+
+# The pairs of parameters whose values are also indexed together, one ``sp_combo`` row per pair of values
+# (``schema.sp_combo``): (reference parameter, token parameter) -> the rows' ``param``.
+COMBOS: dict[tuple[str, str], str] = {("patient", "code"): "patient+code"}
 COLUMNS: dict[str, tuple[str, ...]] = {kind: (*names, "param", "grp") for kind, names in VALUE_COLUMNS.items()}
 
 
@@ -71,8 +76,25 @@ def index_tuples(registry: Registry, resource: dict) -> dict[str, list[tuple]]:
                     for kind, code, part in zip(kinds, param.component_codes, parts, strict=True):
                         tail = (code, grp)
                         rows.setdefault(kind, []).extend([row + tail for row in part])
+    combos = _combo_rows(rows)
+    if combos:
+        rows["combo"] = combos
     # The first of equal rows is kept, in order.
     return {kind: list(dict.fromkeys(found)) for kind, found in rows.items()}
+
+
+def _combo_rows(rows: dict[str, list[tuple]]) -> list[tuple]:
+    """Each local target of the reference parameter with each code of the token parameter, per ``COMBOS``."""
+    out: list[tuple] = []
+    for (ref_param, token_param), name in COMBOS.items():
+        # Reference rows: target_type, target_id, url, ident_system, ident_value, param, grp.
+        targets = [(r[0], r[1]) for r in rows.get("reference", ()) if r[5] == ref_param and r[1] is not None]
+        if not targets:
+            continue
+        # Token rows: system, code, text, param, grp.
+        codes = [(t[0], t[1]) for t in rows.get("token", ()) if t[3] == token_param and t[1] is not None]
+        out.extend((*target, *code, name, 0) for target in targets for code in codes)
+    return out
 
 
 def _branch_rows(

@@ -269,6 +269,67 @@ def test_revision_0005_starts_the_translator_s_cursor_where_its_marks_left_off(
         assert "ix_outbox_pending" not in {name for name, _, _ in _reflected(db)["outbox"]["indexes"]}
 
 
+def test_revision_0006_indexes_the_stored_resources_patient_and_code_together(
+    fresh: Fresh, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A store of the release before (0005), whose write path made no combined rows: the upgrade makes exactly the
+    rows this release's write path makes for the same resources, in their own layers, and searches find them."""
+    from alembic import command
+
+    from sandbox.fhir.interactions import Interactions
+    from sandbox.store import indexer
+    from sandbox.store.layers import View
+    from sandbox.store.schema import sp_combo
+
+    def obs(rid: str, subject: str, *codes: tuple[str | None, str]) -> dict[str, Any]:
+        coding = [{"code": code} | ({"system": system} if system else {}) for system, code in codes]
+        return {"resourceType": "Observation", "id": rid, "status": "final", "code": {"coding": coding}} | {
+            "subject": {"reference": subject}
+        }
+
+    loinc = "http://loinc.org"
+    resources = [
+        obs("o1", "Patient/p1", (loinc, "8867-4"), ("http://snomed.info/sct", "364075005")),
+        obs("o2", "Patient/p2", (None, "hr")),
+        obs("o3", "Group/g1", (loinc, "8867-4")),
+        {"resourceType": "Condition", "id": "c1", "subject": {"reference": "Patient/p1"}, "code": {"text": "x"}},
+    ]
+    reg = registry()
+    fhir = Interactions(Repository(reg), reg)
+    with fresh() as db:
+        with db.write() as conn:
+            command.upgrade(migrations._config(conn), "0005")
+        monkeypatch.setattr(indexer, "COMBOS", {})  # the release before had none
+        with db.write() as conn:
+            sandboxes.create_baseline(conn, "B", baseline_id="b")
+            sandboxes.create_sandbox(conn, "S", "b", sandbox_id="s")
+            for layer in ("b", "s"):
+                view = View(layer, (layer,))
+                for resource in resources:
+                    rtype, rid = resource["resourceType"], resource["id"]
+                    fhir.repo.write(conn, view, resource, Actor("loader", "loader"), rtype=rtype, rid=rid, method="PUT")
+        monkeypatch.undo()
+        assert db.create_schema() == ("0005",)
+        with db.read() as conn:
+            found = sorted(tuple(row) for row in conn.execute(select(sp_combo)))
+        made = sorted(
+            (layer, r["resourceType"], r["id"], *row[-2:], *row[:-2])
+            for layer in ("b", "s")
+            for r in resources
+            for row in indexer.index_tuples(reg, r).get("combo", [])
+        )
+        assert found == made
+        assert len(made) == 6  # o1's two codes and o2's one, in each layer; o3 names no patient, c1 no code
+        with db.read() as conn:
+            view = View("s", ("s", "b"))
+            assert [
+                m.id for m in fhir.search(conn, view, "Observation", [("patient", "p1"), ("code", "8867-4")]).matches
+            ] == ["o1"]
+            assert [
+                m.id for m in fhir.search(conn, view, "Observation", [("patient", "p2"), ("code", "|hr")]).matches
+            ] == ["o2"]
+
+
 def test_a_database_from_an_older_release_gains_the_tables_and_indexes_it_lacks(fresh: Fresh) -> None:
     """Releases before migrations added tables (and a start created them): a database made by an older one lacks
     some, and is adopted the way a start used to treat it."""

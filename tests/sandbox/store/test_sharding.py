@@ -64,7 +64,8 @@ def test_distributed_tables_lead_every_key_and_index_with_the_distribution_colum
         assert all(column in c.columns for c in table.constraints if isinstance(c, UniqueConstraint)), name
     keyless = {name for name in DISTRIBUTED if not metadata.tables[name].primary_key.columns}
     # The search index tables have no key: rows are added and deleted per resource, never updated one by one.
-    assert keyless == {f"sp_{kind}" for kind in ("string", "token", "reference", "date", "number", "quantity", "uri")}
+    kinds = ("string", "token", "reference", "date", "number", "quantity", "uri", "combo")
+    assert keyless == {f"sp_{kind}" for kind in kinds}
 
 
 def test_the_indexes_that_do_not_lead_with_the_layer_are_on_coordinator_tables() -> None:
