@@ -359,7 +359,7 @@ def _combo(plan: SearchPlan) -> tuple[int, int] | None:
     resource's combined rows are every pair of its rows of the two parameters."""
     if plan.resource_type is None:
         return None
-    for (ref_param, token_param), _ in COMBOS.items():
+    for ref_param, token_param in COMBOS:
         ref = _plain_clause(plan.clauses, ref_param, "reference", _COMBO_REFERENCE_FORMS)
         token = _plain_clause(plan.clauses, token_param, "token", _COMBO_TOKEN_FORMS)
         if ref is not None and token is not None:

@@ -29,11 +29,11 @@ VALUE_COLUMNS: dict[str, tuple[str, ...]] = {
     "uri": ("value",),
     "combo": ("target_type", "target_id", "system", "code"),
 }
+COLUMNS: dict[str, tuple[str, ...]] = {kind: (*names, "param", "grp") for kind, names in VALUE_COLUMNS.items()}
 
 # The pairs of parameters whose values are also indexed together, one ``sp_combo`` row per pair of values
 # (``schema.sp_combo``): (reference parameter, token parameter) -> the rows' ``param``.
 COMBOS: dict[tuple[str, str], str] = {("patient", "code"): "patient+code"}
-COLUMNS: dict[str, tuple[str, ...]] = {kind: (*names, "param", "grp") for kind, names in VALUE_COLUMNS.items()}
 
 
 def index_resource(registry: Registry, resource: dict) -> dict[str, list[Row]]:
