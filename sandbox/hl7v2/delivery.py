@@ -61,7 +61,7 @@ def backoff(attempts: int, base: float) -> timedelta:
     return timedelta(seconds=min(base * 2 ** max(attempts - 1, 0), 300.0))
 
 
-TRANSLATE_BATCH = 100  # outbox events a translation transaction takes at most
+TRANSLATE_BATCH = 100  # outbox events a translation transaction takes at most, on SQLite (``outbox.batch_for``)
 
 
 def translate(db: Database, fhir: Interactions, *, batch: int = TRANSLATE_BATCH) -> int:
@@ -229,6 +229,7 @@ class Worker:
         self.interval = interval
         self.backoff_base = backoff_base
         self.worker_id = f"hl7v2-{uuid.uuid4().hex[:12]}"
+        self.batch = outbox.batch_for(db, TRANSLATE_BATCH)
         self.on_sent: Callable[[str], object] | None = None  # see ``deliver_due``; set before or after start
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="hl7v2-outbound", daemon=True)
@@ -243,10 +244,10 @@ class Worker:
     def _run(self) -> None:
         while not self._stop.is_set():
             try:
-                translated = translate(self.db, self.fhir)
+                translated = translate(self.db, self.fhir, batch=self.batch)
                 delivered = deliver_due(self.db, self.worker_id, backoff_base=self.backoff_base, on_sent=self.on_sent)
             except Exception:  # a database hiccup must not end delivery for the life of the server
                 _log.exception("hl7v2 outbound worker")
                 translated = delivered = 0
-            if not outbox.backlog(translated, TRANSLATE_BATCH) and not delivered:
+            if not outbox.backlog(translated, self.batch) and not delivered:
                 self._stop.wait(self.interval)

@@ -45,6 +45,15 @@ def backlog(handled: int, batch: int) -> bool:
     return handled >= batch
 
 
+def batch_for(db: Database, batch: int) -> int:
+    """A consumer's batch on ``db``, given its size on SQLite.  There each batch is a write transaction holding
+    the one write lock that every request's write waits for, so batches stay small; on PostgreSQL a batch holds
+    only the consumer's own cursor, and five times the events share each batch's fixed cost (the read that finds
+    news, the cursor's lock and advance, the commit): under transaction Bundle ingest, 3-5% less CPU in the
+    server and in PostgreSQL (translator and subscription batches of 500 against 100 and 200, alternated)."""
+    return batch if db.is_sqlite else batch * 5
+
+
 # The columns of an event that consumers read (not the translator's done_at and claimed_by).
 EVENT_COLUMNS = (
     outbox.c.seq,

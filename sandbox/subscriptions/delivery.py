@@ -73,7 +73,7 @@ class Watch:
 # ---- step 1: outbox events -> notifications --------------------------------------------------------------
 
 
-QUEUE_BATCH = 200  # outbox events a matching transaction takes at most
+QUEUE_BATCH = 200  # outbox events a matching transaction takes at most, on SQLite (``outbox.batch_for``)
 
 
 def queue_events(db: Database, fhir: Interactions, *, batch: int = QUEUE_BATCH) -> int:
@@ -307,6 +307,7 @@ class SubscriptionWorker:
         self.backoff_base = backoff_base
         self.max_attempts = max_attempts
         self.worker_id = f"subscriptions-{uuid.uuid4().hex[:12]}"
+        self.batch = outbox.batch_for(db, QUEUE_BATCH)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -329,7 +330,7 @@ class SubscriptionWorker:
     def _run(self) -> None:
         while not self._stop.is_set():
             try:
-                queued = queue_events(self.db, self.fhir)
+                queued = queue_events(self.db, self.fhir, batch=self.batch)
                 delivered = deliver_due(
                     self.db,
                     self.fhir,
@@ -340,5 +341,5 @@ class SubscriptionWorker:
             except Exception:  # a database hiccup must not end delivery for the life of the server
                 _log.exception("subscription worker")
                 queued = delivered = 0
-            if not outbox.backlog(queued, QUEUE_BATCH) and not delivered:
+            if not outbox.backlog(queued, self.batch) and not delivered:
                 self._stop.wait(self.interval)

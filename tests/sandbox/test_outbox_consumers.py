@@ -36,22 +36,22 @@ def _batches(passes: list[Any], *sizes: int) -> Iterator[int]:
 
 def test_the_hl7v2_translator_waits_only_after_a_part_batch(app: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     passes: list[Any] = []
-    returns = _batches(passes, delivery.TRANSLATE_BATCH, delivery.TRANSLATE_BATCH, 7)
-    monkeypatch.setattr(delivery, "translate", lambda *_args, **_kw: next(returns))
     worker = delivery.Worker(app.state.db, app.state.fhir, interval=60)
+    returns = _batches(passes, worker.batch, worker.batch, 7)
+    monkeypatch.setattr(delivery, "translate", lambda *_args, **_kw: next(returns))
     worker._stop = _Polls(passes)
     worker._run()
-    assert passes == [delivery.TRANSLATE_BATCH, delivery.TRANSLATE_BATCH, 7, "wait"]
+    assert passes == [worker.batch, worker.batch, 7, "wait"]
 
 
 def test_the_subscription_matcher_waits_only_after_a_part_batch(app: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     passes: list[Any] = []
-    returns = _batches(passes, subscriptions.QUEUE_BATCH, 3)
-    monkeypatch.setattr(subscriptions, "queue_events", lambda *_args, **_kw: next(returns))
     worker = subscriptions.SubscriptionWorker(app.state.db, app.state.fhir, interval=60)
+    returns = _batches(passes, worker.batch, 3)
+    monkeypatch.setattr(subscriptions, "queue_events", lambda *_args, **_kw: next(returns))
     worker._stop = _Polls(passes)
     worker._run()
-    assert passes == [subscriptions.QUEUE_BATCH, 3, "wait"]
+    assert passes == [worker.batch, 3, "wait"]
 
 
 def test_the_task_recheck_waits_only_after_a_part_batch(app: Any, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -67,3 +67,10 @@ def test_the_task_recheck_waits_only_after_a_part_batch(app: Any, monkeypatch: p
     checker._stop = _Polls(passes)
     checker._run()
     assert passes == [live.RECHECK_BATCH, 1, "wait"]
+
+
+def test_consumers_take_bigger_batches_on_postgresql_than_on_sqlite(db: Any) -> None:
+    """On SQLite a batch holds the one write lock every request's write waits for; on PostgreSQL only its cursor."""
+    from sandbox.store import outbox
+
+    assert outbox.batch_for(db, 100) == (100 if db.is_sqlite else 500)
