@@ -323,8 +323,8 @@ def list_layers(conn: Connection, kind: str) -> list[LayerInfo]:
     return [_info(row, counts) for row in rows]
 
 
-# A layer's last activity: its latest resource version, or its creation's or last reset's stamp if later (a
-# reset removes the versions).  Derived rather than stamped by every write: a stamp is an UPDATE of the
+# A layer's last activity: its latest resource version, or its last reset's stamp if later (a reset removes the
+# versions).  Derived rather than stamped by every write: a stamp is an UPDATE of the
 # layer's row, whose lock made a sandbox's write transactions commit one at a time on PostgreSQL.  One seek
 # per layer, backwards on ``ix_versions_updated``.
 _WITH_ACTIVITY = select(

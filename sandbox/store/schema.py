@@ -35,6 +35,7 @@ layers = Table(
     Column("name", String(200), nullable=False),
     Column("baseline_id", String(64), nullable=True),  # a sandbox's baseline layer
     Column("created_at", String(32), nullable=False),
+    # Stamped by a reset; ``sandboxes.get_layer`` reports the later of it and the layer's latest version.
     Column("last_activity", String(32), nullable=True),
 )
 
