@@ -1,4 +1,5 @@
-"""``ehr-sandbox db upgrade|current|check|revision|citus-sql``: the schema's migrations from the command line.
+"""``ehr-sandbox db upgrade|current|check|revision|citus-sql|reindex``: the schema's migrations from the command line,
+and the search index worked out again (``reindex``).
 
 Every process upgrades the schema as it starts; ``db upgrade`` is the same step for operators who run it once,
 as a deploy step, before starting the new version.  See docs/migrations.md.  ``db citus-sql`` prints what to run on
@@ -108,6 +109,21 @@ def _revision(args: argparse.Namespace) -> None:
     print("review it, run `ruff format` on it, and run tests/sandbox/store/test_migrations.py on both backends")
 
 
+def _reindex(args: argparse.Namespace) -> None:
+    from sandbox.fhir.resource_types import resource_types
+    from sandbox.fhir.search_params import registry
+    from sandbox.store.reindex import reindex
+    from sandbox.store.repository import Repository
+
+    unknown = sorted(set(args.type) - resource_types())
+    if unknown:
+        raise CliError(f"unknown resource type {', '.join(repr(t) for t in unknown)}")
+    with _database(must_exist=True) as db:
+        db.create_schema()
+        done = reindex(db, Repository(registry()), types=args.type)
+    print(f"reindexed {done.resources} resources in {done.layers} layers")
+
+
 def _citus_sql(_args: argparse.Namespace) -> None:
     try:
         print(sharding.citus_sql(), end="")
@@ -117,7 +133,7 @@ def _citus_sql(_args: argparse.Namespace) -> None:
 
 def add_db_commands(sub: Any) -> None:
     """Register the ``db`` command group on the main parser."""
-    db = sub.add_parser("db", help="the database schema: upgrade, current, check, revision, citus-sql")
+    db = sub.add_parser("db", help="the database schema: upgrade, current, check, revision, citus-sql, reindex")
     dsub = db.add_subparsers(dest="db_command", required=True)
     commands: list[tuple[str, str, Callable[[argparse.Namespace], int | None]]] = [
         ("upgrade", "upgrade the schema to this version's newest revision (every start does it too)", _upgrade),
@@ -131,6 +147,13 @@ def add_db_commands(sub: Any) -> None:
     ]
     for name, help_text, func in commands:
         dsub.add_parser(name, help=help_text).set_defaults(func=func)
+    reindex = dsub.add_parser(
+        "reindex", help="work out the search index rows of every stored resource again (docs/migrations.md)"
+    )
+    reindex.add_argument(
+        "--type", action="append", default=[], metavar="TYPE", help="only resources of this type (repeatable)"
+    )
+    reindex.set_defaults(func=_reindex)
     revision = dsub.add_parser(
         "revision", help="(developers, in a source checkout) write the next migration from how schema.py changed"
     )

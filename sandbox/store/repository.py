@@ -22,7 +22,7 @@ from sqlalchemy.exc import IntegrityError
 
 from sandbox.fhir.outcome import FhirError
 from sandbox.fhir.search_params import Registry
-from sandbox.fhir.validation import dump_json
+from sandbox.fhir.validation import dump_json, parse_json
 from sandbox.fhir.values import instant_now
 from sandbox.store.database import (
     Database,
@@ -531,6 +531,28 @@ class Repository:
             else:
                 driver_executemany(conn, _index_insert_sql(conn, kind, 1), [prefix + row for row in rows])
 
+    def rewrite_index_rows(self, conn: Connection, layer_id: str, stored: list[tuple[str, str, bytes]]) -> None:
+        """Replace the index rows of stored resources of one layer (type, id, current content) with those their
+        content gives now (``sandbox.store.reindex``).  Nothing else changes: no version, no outbox event."""
+        by_type: dict[str, list[str]] = {}
+        for rtype, rid, _ in stored:
+            by_type.setdefault(rtype, []).append(rid)
+        for rtype, rids in by_type.items():
+            for chunk in _chunks(rids, 500):
+                for table in INDEX_TABLES.values():
+                    where = (
+                        table.c.layer_id == layer_id,
+                        table.c.resource_type == rtype,
+                        table.c.resource_id.in_(chunk),
+                    )
+                    conn.execute(delete(table).where(*where))
+        rows: dict[str, list[tuple]] = {}
+        for rtype, rid, content in stored:
+            for kind, found in index_tuples(self.registry, parse_json(content)).items():
+                rows.setdefault(kind, []).extend((layer_id, rtype, rid, *row) for row in found)
+        for kind, found in rows.items():
+            _insert_many(conn, INDEX_TABLES[kind], ("layer_id", "resource_type", "resource_id", *COLUMNS[kind]), found)
+
     def create_many(
         self,
         conn: Connection,
@@ -781,11 +803,16 @@ def _chunks(items: list[str], size: int) -> list[list[str]]:
     return [items[i : i + size] for i in range(0, len(items), size)]
 
 
+def hold_layer(conn: Connection, layer_id: str) -> bool:
+    """Hold a layer (sandbox or baseline) until commit, as a write does (``_HOLD_LAYER``); False if it is gone."""
+    return bool(driver_fetch(conn, _HOLD_LAYER, {"overlay": layer_id}))
+
+
 def _hold_layer(conn: Connection, overlay: str) -> None:
     """Hold the layer until commit (``_HOLD_LAYER``); a layer deleted since the caller resolved its View (by
     another server process, whose cache invalidation never reaches this one) fails the write instead of
     leaving orphan rows."""
-    if not driver_fetch(conn, _HOLD_LAYER, {"overlay": overlay}):
+    if not hold_layer(conn, overlay):
         raise FhirError.of(404, "not-found", f"There is no sandbox '{overlay}' (it was deleted)")
 
 

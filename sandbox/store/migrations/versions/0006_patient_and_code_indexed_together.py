@@ -9,7 +9,7 @@ resource in the same layer), in the upgrade's transaction: on PostgreSQL that re
 
 Processes of the release before, still running beside the upgraded database, write no combined rows: a
 resource they write in that window is not found by a ``patient`` and ``code`` search of this release until it
-is written again.  Stop them before this release takes writes.
+is written again, or until ``ehr-sandbox db reindex --type ...`` (docs/migrations.md) works its rows out again.
 
 Revision 0006, after 0005.  Written by `ehr-sandbox db revision`, then reviewed:
 see docs/migrations.md.
