@@ -8,10 +8,10 @@ oracle is ``subject=Patient/X``, which no combined row answers, beside the same 
 from __future__ import annotations
 
 import pytest
-from sqlalchemy import event, insert
+from sqlalchemy import event
 
+from sandbox.store import sandboxes
 from sandbox.store.layers import View
-from sandbox.store.schema import layers
 from tests.sandbox.fhir.searching import Store, observation
 
 BASELINE = View("base", ("base",))
@@ -32,13 +32,8 @@ def _obs(rid: str, subject: str, *codings: dict[str, str]) -> dict:
 @pytest.fixture
 def store(db) -> Store:
     with db.write() as conn:
-        conn.execute(
-            insert(layers),
-            [
-                {"id": "base", "kind": "baseline", "name": "Baseline", "baseline_id": None, "created_at": "2026"},
-                {"id": "trainee", "kind": "sandbox", "name": "Trainee", "baseline_id": "base", "created_at": "2026"},
-            ],
-        )
+        sandboxes.create_baseline(conn, "Baseline", baseline_id="base")
+        sandboxes.create_sandbox(conn, "Trainee", "base", sandbox_id="trainee")
     s = Store(db, SANDBOX)
     for resource in (
         _obs("one-code", "Patient/p1", HR),
