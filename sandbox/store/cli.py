@@ -121,7 +121,11 @@ def _reindex(args: argparse.Namespace) -> None:
     with _database(must_exist=True) as db:
         db.create_schema()
         done = reindex(db, Repository(registry()), types=args.type)
-    print(f"reindexed {done.resources} resources in {done.layers} layers")
+    print(f"reindexed {_count(done.resources, 'resource')} in {_count(done.layers, 'layer')}")
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
 
 
 def _citus_sql(_args: argparse.Namespace) -> None:
