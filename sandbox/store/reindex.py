@@ -52,15 +52,16 @@ def _reindex_layer(db: Database, repo: Repository, layer_id: str, types: Collect
         with db.write() as conn:
             if not hold_layer(conn, layer_id):
                 return done  # deleted meanwhile: nothing left to index
+            where = [r.c.layer_id == layer_id, r.c.deleted == false(), tuple_(r.c.resource_type, r.c.id) > after]
+            if types:
+                where.append(r.c.resource_type.in_(sorted(types)))
             query = (
                 select(r.c.resource_type, r.c.id, r.c.content)
-                .where(r.c.layer_id == layer_id, r.c.deleted == false(), tuple_(r.c.resource_type, r.c.id) > after)
+                .where(*where)
                 .order_by(r.c.resource_type, r.c.id)
                 .limit(batch)
                 .with_for_update()
             )
-            if types:
-                query = query.where(r.c.resource_type.in_(sorted(types)))
             stored = [(row.resource_type, row.id, row.content) for row in conn.execute(query)]
             if not stored:
                 return done

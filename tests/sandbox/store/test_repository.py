@@ -13,7 +13,8 @@ from sandbox.app import ensure_default_sandbox
 from sandbox.fhir.interactions import check_id
 from sandbox.fhir.outcome import FhirError
 from sandbox.fhir.search_params import registry
-from sandbox.store.layers import View
+from sandbox.store import sandboxes
+from sandbox.store.layers import View, resolve_view
 from sandbox.store.repository import Actor, Repository, new_id
 from sandbox.store.schema import layers, outbox, resource_versions, sp_string, sp_token
 
@@ -244,9 +245,6 @@ def test_postgresql_prepares_the_write_path_but_never_a_search(db):
 def test_a_write_through_a_view_of_a_sandbox_deleted_since_is_404_and_writes_nothing(db, repo):
     """Another server process may delete a sandbox this one still has a View of: the write holds the sandbox's
     row, finds none, and its unit of work rolls back."""
-    from sandbox.store import sandboxes
-    from sandbox.store.layers import resolve_view
-
     with db.write() as conn:
         view = resolve_view(conn, sandboxes.create_sandbox(conn, "gone soon").id)
     with db.write() as conn:
@@ -287,9 +285,6 @@ def test_on_postgresql_writes_to_one_sandbox_commit_without_waiting_for_each_oth
 def test_on_postgresql_a_reset_waits_for_a_write_in_flight_and_then_removes_it(db, repo):
     """A reset holds the sandbox's row FOR UPDATE: it waits for writes in flight to commit, then deletes what
     they wrote too, rather than interleaving its deletes with their inserts."""
-    from sandbox.store import sandboxes
-    from sandbox.store.layers import resolve_view
-
     if db.is_sqlite:
         pytest.skip("SQLite's write transactions take turns by design")
     with db.write() as conn:
