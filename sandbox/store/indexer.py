@@ -157,7 +157,10 @@ def _token_rows(value: Any, type_: str | None) -> list[tuple]:
             for c in value.get("coding", [])
             if isinstance(c, dict)
         ]
-        if text:
+        # ``:text`` matches the text of any of the parameter's rows, and a coding's row carries its display (or
+        # the concept's text): the concept's text needs a row of its own only when no coding's row has it.  Most
+        # codings' display is the concept's text, and the row it saved was 4 of a vital sign's 23.
+        if text and not any(row[2] == text for row in rows):
             rows.append((None, None, text))
         return rows
     if type_ == "ContactPoint":

@@ -65,6 +65,22 @@ def test_text_searches_display_and_text_of_codes(store):
     assert store.found("Observation", "code:text=rate") == set()
 
 
+def test_text_finds_the_concepts_text_whether_or_not_a_display_repeats_it(store):
+    # The concept's text gets an index row of its own only when no coding's display already says it.
+    store.put_all(
+        observation("same", code={"coding": [{"system": LOINC, "code": "8867-4", "display": "Heart rate"}],
+                                  "text": "Heart rate"}),
+        observation("other", code={"coding": [{"system": LOINC, "code": "8867-4", "display": "Heart rate"}],
+                                   "text": "Pulse"}),
+        observation("undisplayed", code={"coding": [{"system": LOINC, "code": "8867-4"}], "text": "Pulse rate"}),
+    )  # fmt: skip
+    assert store.found("Observation", "code:text=heart") == {"same", "other"}
+    assert store.found("Observation", "code:text=pulse") == {"other", "undisplayed"}
+    assert store.found("Observation", "code:text=pulse rate") == {"undisplayed"}
+    assert store.found("Observation", "code=8867-4") == {"same", "other", "undisplayed"}
+    assert store.found("Observation", "code:not=8867-4") == set()
+
+
 def test_identifier_modifier_on_references(store):
     store.put_all(observation("o", subject={"identifier": {"system": "urn:mrn", "value": "7"}}))
     assert store.found("Observation", "subject:identifier=urn:mrn|7") == {"o"}
