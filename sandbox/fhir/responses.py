@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from datetime import datetime
-from email.utils import format_datetime
 from typing import Any
 from urllib.parse import quote_plus, urlencode
 
@@ -27,9 +26,18 @@ def fhir_response(
     return Response(content=body or b"", status_code=status, headers=headers, media_type=FHIR_JSON if body else None)
 
 
+_DAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
+_MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
+
+
 def http_date(stored: Stored) -> str:
-    when = datetime.fromisoformat(stored.last_updated[:26] + "+00:00")
-    return format_datetime(when, usegmt=True)
+    """Last-Modified's IMF-fixdate (RFC 9110), e.g. ``Sun, 06 Nov 1994 08:49:37 GMT``.  Formatted here rather
+    than by ``email.utils.format_datetime``, which cost 2% of a read by id on PostgreSQL."""
+    when = datetime.fromisoformat(stored.last_updated[:19])  # the index string is UTC
+    return (
+        f"{_DAYS[when.weekday()]}, {when.day:02d} {_MONTHS[when.month - 1]} {when.year:04d} "
+        f"{when.hour:02d}:{when.minute:02d}:{when.second:02d} GMT"
+    )
 
 
 def resource_headers(stored: Stored, base: str | None = None) -> dict[str, str]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import AbstractContextManager, contextmanager, nullcontext
+from contextlib import AbstractContextManager, contextmanager, nullcontext, suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -95,18 +95,13 @@ class Database:
         if not self.is_sqlite:
             # The connection arguments the engine's own connections get (host, options such as search_path...).
             _, connect_kwargs = self.engine.dialect.create_connect_args(self.engine.url)
-            connect_kwargs = {**connect_kwargs, "prepare_threshold": None}
-            self._loop_reads = LoopReads(connect_kwargs, self.engine.dialect)
+            self._loop_reads = LoopReads(connect_kwargs)
             # Searches wait for connections of their own: a burst of slow ones (a count over a whole store) holds
-            # those, not the ones reads by id need.  Their statements are prepared there, which spares PostgreSQL
-            # parsing a search's long SQL on every run (about a sixth of its CPU for the patient-scoped search),
-            # and every run still gets a plan made for its values: a generic plan was ten times slower.
-            options = f"{connect_kwargs.get('options', '')} -c plan_cache_mode=force_custom_plan".strip()
-            self._loop_searches = LoopReads(
-                {**connect_kwargs, "options": options, "prepare_threshold": PREPARE_NEVER_BY_COUNT},
-                self.engine.dialect,
-                prepare=True,
-            )
+            # those, not the ones reads by id need.  Their statements are prepared there (as every loop read's
+            # is), which spares PostgreSQL parsing a search's long SQL on every run (about a sixth of its CPU for
+            # the patient-scoped search), and every run still gets a plan made for its values: a generic plan
+            # was ten times slower.
+            self._loop_searches = LoopReads(connect_kwargs, settings={"plan_cache_mode": "force_custom_plan"})
         # Whether loop_rows awaits the database (PostgreSQL) rather than running the statement inline (SQLite):
         # only then may a statement that could take long (a search) run through it.
         self.loop_rows_wait = not self.is_sqlite
@@ -257,9 +252,13 @@ class Database:
                     self._inline.info.pop("autocommit", None)
                 self._inline.close()
                 self._inline = None
+        stranded: list[int] = []
         for loop_reads in (self._loop_reads, self._loop_searches):
             if loop_reads is not None:
-                loop_reads.close()
+                stranded += loop_reads.close()
+        if stranded:  # loop connections whose event loop has closed cannot close themselves (``LoopReads.close``)
+            with suppress(DBAPIError), self._autocommit.connect() as conn:  # a server gone has ended them itself
+                conn.execute(text("SELECT pg_terminate_backend(pid) FROM unnest(:pids) AS pid"), {"pids": stranded})
         self.engine.dispose()
 
     def layer_exists(self, conn: Connection, layer_id: str) -> bool:

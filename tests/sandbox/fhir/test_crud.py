@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from datetime import datetime
+from email.utils import parsedate_to_datetime
+
 PATIENT = {"resourceType": "Patient", "name": [{"family": "Chalmers", "given": ["Peter"]}], "gender": "male"}
 
 
@@ -13,7 +16,12 @@ def test_create_assigns_id_and_meta_and_answers_201_with_location(client):
     assert r.headers["etag"] == 'W/"1"'
     assert r.headers["location"].endswith(f"/fhir/Patient/{body['id']}/_history/1")
     assert r.headers["content-type"].startswith("application/fhir+json")
-    assert "last-modified" in r.headers
+    # Last-Modified is meta.lastUpdated to the second, as an HTTP date (RFC 9110's IMF-fixdate).
+    modified = parsedate_to_datetime(r.headers["last-modified"])
+    assert r.headers["last-modified"].endswith(" GMT") and len(r.headers["last-modified"]) == 29
+    assert modified == datetime.fromisoformat(body["meta"]["lastUpdated"]).replace(microsecond=0)
+    read = client.get(f"/fhir/Patient/{body['id']}")
+    assert read.headers["last-modified"] == r.headers["last-modified"]
 
 
 def test_read_returns_stored_bytes_exactly_with_decimals_kept(client):

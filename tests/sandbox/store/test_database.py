@@ -113,8 +113,9 @@ def test_a_read_on_the_event_loop_sees_what_was_committed(db: Database):
 
 @pytest.mark.postgres
 def test_postgresql_reads_on_the_event_loop_keep_their_connections_per_loop(pg_database: Database):
-    """psycopg's asynchronous connections cannot change event loops: each loop opens its own, keeps them for
-    its next reads, and no more at once than the limit; dispose closes them all, whichever loop opened them."""
+    """asyncpg's connections cannot change event loops: each loop opens its own, keeps them for its next reads,
+    and no more at once than the limit; dispose ends them all on the server, whichever loop opened them (those
+    loops are closed by then, so the connections cannot close their sockets themselves)."""
     db = Database(pg_database.url)
     reads = db._loop_reads
     assert reads is not None
@@ -133,9 +134,12 @@ def test_postgresql_reads_on_the_event_loop_keep_their_connections_per_loop(pg_d
         assert len(second) == 3 and not first & second
         opened = list(reads._opened)
         assert len(opened) == 6
+        pids = [conn.get_server_pid() for conn in opened]
     finally:
         db.dispose()
-    assert all(conn.closed for conn in opened)
+    with pg_database.read() as conn:
+        alive = conn.execute(text("SELECT pid FROM pg_stat_activity WHERE pid = ANY(:pids)"), {"pids": pids}).all()
+    assert alive == []
 
 
 @pytest.mark.postgres
@@ -190,10 +194,12 @@ def test_a_cancelled_event_loop_read_does_not_give_its_connection_to_the_next(pg
     async def run() -> None:
         slow = asyncio.ensure_future(db.loop_rows("SELECT pg_backend_pid(), pg_sleep(5)", ()))
         await asyncio.sleep(0.2)
+        assert db._loop_reads is not None
+        busy = list(db._loop_reads._opened)
         slow.cancel()
         with pytest.raises(asyncio.CancelledError):
             await slow
-        assert db._loop_reads is not None and not any(not c.closed for c in db._loop_reads._opened)
+        assert len(busy) == 1 and busy[0].is_closed() and db._loop_reads._opened == []
         assert await db.loop_rows("SELECT 1", ()) == [(1,)]
 
     try:

@@ -18,7 +18,8 @@ from tests.web.chart.conftest import sign_in
 
 PATIENT = "chest-pain-cardiology"
 YESTERDAY = (datetime.now(UTC) - timedelta(days=1)).strftime("%Y-%m-%dT%H:%M")
-TOMORROW = (datetime.now(UTC) + timedelta(days=1)).date().isoformat()
+# Two days ahead: still in the future when the suite, started before midnight (UTC), reaches this test after it.
+IN_TWO_DAYS = (datetime.now(UTC) + timedelta(days=2)).date().isoformat()
 
 # (form, what is typed, the field that gets the error, words of the error)
 BAD_ENTRIES: list[tuple[str, dict[str, str | Pick | bool], str, str]] = [
@@ -31,11 +32,11 @@ BAD_ENTRIES: list[tuple[str, dict[str, str | Pick | bool], str, str]] = [
     ("vitals", {"temperature": "37", "temp_unit": "kelvin"}, "temp_unit", "Choose one of the listed"),
     ("allergy", {"substance": "99999999"}, "substance", "pick a code from the list"),
     ("allergy", {"substance": "29046", "severity": "severe"}, "reaction", "pick the reaction too"),
-    ("problem", {"problem": "194828000", "onset": TOMORROW}, "onset", "cannot be in the future"),
+    ("problem", {"problem": "194828000", "onset": IN_TWO_DAYS}, "onset", "cannot be in the future"),
     ("problem", {"problem": "194828000", "onset": "31/12/2025"}, "onset", "must be a date"),
     ("note", {"text": ""}, "text", "Note is required."),
     ("medrec", {"status2": "stopped"}, "med2", "Pick the medication this status is for."),
-    ("immunization", {"vaccine": "150", "occurrence": TOMORROW}, "occurrence", "cannot be in the future"),
+    ("immunization", {"vaccine": "150", "occurrence": IN_TWO_DAYS}, "occurrence", "cannot be in the future"),
     ("lab-order", {"test": "36643-5"}, "test", "is not in the list"),  # an imaging code in the lab picker
     ("lab-order", {"test": "58410-2", "reason": "Condition/not-this-patients"}, "reason", "Choose one of the listed"),
     ("med-order", {"medication": "243670", "dose": "-5"}, "dose", "must be between"),
@@ -97,7 +98,7 @@ def test_registration_refuses_a_future_birth_date_and_a_taken_mrn(
     client: TestClient, demo: Demo, ada: str, ada_sandbox: str, app
 ) -> None:  # type: ignore[no-untyped-def]
     url = f"/chart/{ada_sandbox}/register"
-    person = {"given": "Dana", "family": "Whitfield", "gender": "female", "birth_date": TOMORROW, "mrn": "CASE-0001"}
+    person = {"given": "Dana", "family": "Whitfield", "gender": "female", "birth_date": IN_TWO_DAYS, "mrn": "CASE-0001"}
     response = fill(client, url, **person)
     assert response.status_code == 422
     assert 'id="f-birth_date-error">The birth date cannot be in the future.' in response.text
