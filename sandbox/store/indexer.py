@@ -159,7 +159,7 @@ def _token_rows(value: Any, type_: str | None) -> list[tuple]:
         ]
         # ``:text`` matches the text of any of the parameter's rows, and a coding's row carries its display (or
         # the concept's text): the concept's text needs a row of its own only when no coding's row has it.  Most
-        # codings' display is the concept's text, and the row it saved was 4 of a vital sign's 23.
+        # codings' display is the concept's text: the rows left out were 4 of a vital sign's 23 index rows.
         if text and not any(row[2] == text for row in rows):
             rows.append((None, None, text))
         return rows
