@@ -10,6 +10,7 @@ from sqlalchemy import delete, func, select
 from sandbox.cli import main
 from sandbox.fhir.interactions import Interactions
 from sandbox.fhir.search_params import registry
+from sandbox.store import reindex as reindexing
 from sandbox.store import sandboxes
 from sandbox.store.database import Database
 from sandbox.store.layers import View, resolve_view
@@ -80,6 +81,26 @@ def test_reindex_of_some_types_leaves_the_others_alone(db, stored):
     assert (done.resources, done.layers) == (1, 1)
     rows = _index_rows(db)
     assert rows["combo"] == [] and any(row[1] == "Patient" for row in rows["token"])
+
+
+def test_a_sandbox_deleted_while_the_reindex_runs_is_passed_over(db, stored, monkeypatch):
+    """The layers are listed first: one deleted before its turn has nothing left to index, and the others go on."""
+    repo, _ = stored
+    written = _index_rows(db)
+    with db.write() as conn:
+        conn.execute(delete(sp_combo))
+    real = reindexing._reindex_layer
+
+    def deleted_first(db_: Database, repo_: Repository, layer_id: str, types: Any, batch: int) -> int:
+        if layer_id == "s":
+            with db.write() as conn:
+                sandboxes.delete_sandbox(conn, "s")
+        return real(db_, repo_, layer_id, types, batch)
+
+    monkeypatch.setattr(reindexing, "_reindex_layer", deleted_first)
+    done = reindex(db, repo, batch=1)
+    assert (done.resources, done.layers) == (3, 1)  # the baseline's o1, o2 and p1
+    assert _index_rows(db) == {kind: [row for row in rows if row[0] != "s"] for kind, rows in written.items()}
 
 
 def test_the_command_says_what_it_did_and_refuses_an_unknown_type(db, stored, monkeypatch, capsys):
