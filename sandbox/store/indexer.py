@@ -30,6 +30,10 @@ VALUE_COLUMNS: dict[str, tuple[str, ...]] = {
     "combo": ("target_type", "target_id", "system", "code"),
 }
 COLUMNS: dict[str, tuple[str, ...]] = {kind: (*names, "param", "grp") for kind, names in VALUE_COLUMNS.items()}
+# A stored index row's columns: the resource's key (layer, type, id), then ``COLUMNS[kind]``.
+STORED_COLUMNS: dict[str, tuple[str, ...]] = {
+    kind: ("layer_id", "resource_type", "resource_id", *names) for kind, names in COLUMNS.items()
+}
 
 # The pairs of parameters whose values are also indexed together, one ``sp_combo`` row per pair of values
 # (``schema.sp_combo``): (reference parameter, token parameter) -> the rows' ``param``.

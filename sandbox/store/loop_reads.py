@@ -53,7 +53,9 @@ class LoopReads:
     connections' own.
     """
 
-    def __init__(self, connect_kwargs: dict[str, Any], *, settings: Mapping[str, str] = {}, size: int = 10) -> None:
+    def __init__(
+        self, connect_kwargs: dict[str, Any], *, settings: Mapping[str, str] | None = None, size: int = 10
+    ) -> None:
         self.connect_kwargs = asyncpg_arguments(connect_kwargs, settings)
         self.size = size
         self._loops: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _LoopConnections] = (
@@ -124,7 +126,7 @@ class LoopReads:
 _RENAMED = {"dbname": "database", "host": "host", "port": "port", "user": "user", "password": "password"}
 
 
-def asyncpg_arguments(connect_kwargs: Mapping[str, Any], settings: Mapping[str, str] = {}) -> dict[str, Any]:
+def asyncpg_arguments(connect_kwargs: Mapping[str, Any], settings: Mapping[str, str] | None = None) -> dict[str, Any]:
     """asyncpg.connect's arguments for the connection psycopg makes with ``connect_kwargs`` (what SQLAlchemy
     derives from the database URL), with ``settings`` added to the server settings.  libpq's ``options``
     (``-c name=value``, as the test suite sets ``search_path``) become server settings.  A parameter with no
@@ -147,7 +149,7 @@ def asyncpg_arguments(connect_kwargs: Mapping[str, Any], settings: Mapping[str, 
             arguments["target_session_attrs"] = str(value)
         elif key not in ("prepare_threshold", "context"):  # psycopg's own (SQLAlchemy sets its adapters), not libpq's
             raise ArgumentError(f"the PostgreSQL connection parameter '{key}' is not supported")
-    server_settings.update(settings)
+    server_settings.update(settings or {})
     if server_settings:
         arguments["server_settings"] = server_settings
     return arguments

@@ -35,7 +35,7 @@ from sandbox.store.database import (
     driver_placeholders,
     driver_rows,
 )
-from sandbox.store.indexer import COLUMNS, index_tuples
+from sandbox.store.indexer import STORED_COLUMNS, index_tuples
 from sandbox.store.layers import View
 from sandbox.store.schema import INDEX_TABLES, layers, outbox, resource_versions, resources
 
@@ -134,7 +134,7 @@ def prepare_creates(
         for kind, rows in index_tuples(registry, body).items():
             batch = index_rows.get(kind)
             if batch is None:
-                batch = index_rows[kind] = (("layer_id", "resource_type", "resource_id", *COLUMNS[kind]), [])
+                batch = index_rows[kind] = (STORED_COLUMNS[kind], [])
             batch[1].extend([key + row for row in rows])
     return PreparedCreates(layer_id, instant, last_updated, tuple(keys), tuple(contents), index_rows)
 
@@ -552,7 +552,7 @@ class Repository:
             for kind, found in index_tuples(self.registry, parse_json(content)).items():
                 rows.setdefault(kind, []).extend((layer_id, rtype, rid, *row) for row in found)
         for kind, found in rows.items():
-            _insert_many(conn, INDEX_TABLES[kind], ("layer_id", "resource_type", "resource_id", *COLUMNS[kind]), found)
+            _insert_many(conn, INDEX_TABLES[kind], STORED_COLUMNS[kind], found)
 
     def create_many(
         self,
@@ -676,11 +676,10 @@ def _index_insert_sql(conn: Connection, kind: str, count: int) -> str:
     key = (conn.dialect.name, kind, count)
     sql = _INDEX_INSERT_SQL.get(key)
     if sql is None:
-        quote = conn.dialect.identifier_preparer.quote
-        columns = ("layer_id", "resource_type", "resource_id", *COLUMNS[kind])
-        names = ", ".join(quote(c) for c in columns)
+        columns = STORED_COLUMNS[kind]
         row = f"({driver_placeholders(conn, len(columns))})"
-        sql = f"INSERT INTO {quote(INDEX_TABLES[kind].name)} ({names}) VALUES {', '.join([row] * count)}"
+        target = _insert_target(conn.dialect, INDEX_TABLES[kind], columns)
+        sql = f"INSERT INTO {target} VALUES {', '.join([row] * count)}"
         if count <= 64:  # resources with more rows than that are rare: not every size is worth keeping
             _INDEX_INSERT_SQL[key] = sql
     return sql
@@ -732,9 +731,7 @@ def _pg_write_sql(
                 f"AND {name}.resource_id = {rid}"
             )
     for kind, count in shape:
-        clauses.append(
-            insert_sql(INDEX_TABLES[kind], ("layer_id", "resource_type", "resource_id", *COLUMNS[kind]), count)
-        )
+        clauses.append(insert_sql(INDEX_TABLES[kind], STORED_COLUMNS[kind], count))
     clauses.append(insert_sql(outbox, _OUTBOX_COLUMNS, 1))
     sql = "WITH " + ", ".join(f"w{n} AS ({clause})" for n, clause in enumerate(clauses[:-1])) + " " + clauses[-1]
     if all(count <= 64 for _, count in shape) and len(_PG_WRITE_SQL) < 4096:  # not every odd shape is kept
