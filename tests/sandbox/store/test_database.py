@@ -12,7 +12,7 @@ from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError
 
 from sandbox.demo import create_demo
-from sandbox.store.database import Database, driver_rows
+from sandbox.store.database import WRITER_CACHE_MIB, Database, driver_rows
 
 
 def test_analyze_after_a_load_gives_the_planner_statistics(db: Database):
@@ -232,5 +232,77 @@ def test_sqlite_writers_of_one_process_wait_their_turn_without_holding_a_connect
         assert second_wrote.is_set()
         with db.read() as conn:
             assert conn.execute(text("SELECT count(*) FROM layers WHERE id IN ('a', 'b')")).scalar_one() == 2
+    finally:
+        db.dispose()
+
+
+def _sqlite_connection(conn: Any) -> Any:
+    return conn.connection.driver_connection
+
+
+def test_sqlite_writes_go_through_one_connection_kept_with_a_large_page_cache(tmp_path):
+    """SQLite drops a connection's page cache when another connection has committed since its last transaction:
+    one connection for every write keeps the index pages a write changes cached from one write to the next."""
+    db = Database(f"sqlite:///{tmp_path / 'writer.db'}")
+    db.create_schema()
+    try:
+        with db.write() as first:
+            writer = _sqlite_connection(first)
+            assert first.exec_driver_sql("PRAGMA cache_size").scalar() == -WRITER_CACHE_MIB * 1024
+        with db.write() as second:
+            assert _sqlite_connection(second) is writer
+        with db.read() as conn:  # reads keep the pool's connections and their small caches
+            assert _sqlite_connection(conn) is not writer
+            assert conn.exec_driver_sql("PRAGMA cache_size").scalar() == -2048
+    finally:
+        db.dispose()
+
+
+def test_a_failed_sqlite_write_rolls_back_and_the_kept_connection_writes_on(tmp_path):
+    db = Database(f"sqlite:///{tmp_path / 'writer.db'}")
+    db.create_schema()
+    insert = "INSERT INTO layers (id, kind, name, created_at) VALUES (:id, 'baseline', 'L', 'now')"
+    try:
+        with pytest.raises(DBAPIError), db.write() as conn:
+            conn.execute(text(insert), {"id": "a"})
+            conn.execute(text(insert), {"id": "a"})  # the same key again
+        with db.write() as conn:
+            conn.execute(text(insert), {"id": "b"})
+        with db.read() as conn:
+            assert conn.execute(text("SELECT id FROM layers WHERE id IN ('a', 'b')")).scalars().all() == ["b"]
+    finally:
+        db.dispose()
+
+
+def test_a_write_nested_in_another_still_fails_on_the_database_lock(tmp_path):
+    """The kept connection is the outer write's: the inner one gets a pooled connection, which SQLite's lock
+    holds off (its busy timeout is set short here), as it did before writes had a connection of their own."""
+    db = Database(f"sqlite:///{tmp_path / 'writer.db'}")
+    db.create_schema()
+    try:
+        with db.write() as outer:
+            with db.engine.connect() as probe:  # a pooled connection, as the nested write will get
+                probe.connection.driver_connection.execute("PRAGMA busy_timeout=50")
+            with pytest.raises(DBAPIError, match="locked"), db.write() as inner:
+                assert _sqlite_connection(inner) is not _sqlite_connection(outer)
+        with db.write() as after:  # the kept connection is free again
+            assert _sqlite_connection(after) is _sqlite_connection(outer)
+    finally:
+        db.dispose()
+
+
+def test_disposing_closes_the_kept_writer_and_the_next_write_opens_another(tmp_path):
+    db = Database(f"sqlite:///{tmp_path / 'writer.db'}")
+    db.create_schema()
+    try:
+        with db.write() as conn:
+            before = conn
+        db.dispose()
+        assert before.closed
+        with db.write() as conn:
+            assert not conn.closed and conn is not before
+            conn.execute(text("INSERT INTO layers (id, kind, name, created_at) VALUES ('c', 'baseline', 'C', 'now')"))
+        with db.read() as conn:
+            assert conn.execute(text("SELECT count(*) FROM layers WHERE id = 'c'")).scalar_one() == 1
     finally:
         db.dispose()
