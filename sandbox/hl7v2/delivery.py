@@ -33,7 +33,7 @@ from sandbox.fhir.validation import parse_json
 from sandbox.hl7v2 import TRANSLATOR, destinations, log
 from sandbox.hl7v2.er7 import V2Error, parse
 from sandbox.hl7v2.mllp import Client
-from sandbox.hl7v2.outbound import build, message_type_for
+from sandbox.hl7v2.outbound import SENT_TYPES, build, message_type_for
 from sandbox.metrics import count_mllp
 from sandbox.store import outbox
 from sandbox.store.database import Database
@@ -75,16 +75,18 @@ def translate(db: Database, fhir: Interactions, *, batch: int = TRANSLATE_BATCH)
 
     def queue_each(conn: Connection, events: list[Row[Any]]) -> None:
         for event in events:
-            _queue(conn, fhir, event)
+            if _translatable(event):
+                _queue(conn, fhir, event)
 
-    return outbox.consume(db, TRANSLATOR, queue_each, batch=batch)[0]
+    return outbox.consume(db, TRANSLATOR, queue_each, batch=batch, wanted=_translatable)[0]
+
+
+def _translatable(event: Row[Any]) -> bool:
+    """Whether an event may make a message: a FHIR write (not one an HL7 v2 message made) of a type sent."""
+    return event.route != "hl7v2" and event.action != "delete" and event.resource_type in SENT_TYPES
 
 
 def _queue(conn: Connection, fhir: Interactions, event: Row[Any]) -> None:
-    if event.route == "hl7v2" or event.action == "delete":
-        return
-    if event.resource_type not in ("ServiceRequest", "Patient", "DiagnosticReport"):
-        return
     targets = [d for d in destinations.listing(conn, event.layer_id) if d.enabled]
     if not targets:
         return

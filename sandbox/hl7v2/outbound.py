@@ -26,8 +26,12 @@ _ORDER_CONTROL = {"active": "NW", "revoked": "CA", "on-hold": "HD", "completed":
 _RESULT_STATUS = {"final": "F", "corrected": "C", "amended": "C", "preliminary": "P", "cancelled": "X"}
 
 
+# The resource types whose writes may produce a message (``message_type_for``).
+SENT_TYPES = frozenset({"ServiceRequest", "Patient", "DiagnosticReport"})
+
+
 def message_type_for(resource: dict[str, Any], action: str) -> str | None:
-    """Which outbound message a write produces, if any."""
+    """Which outbound message a write produces, if any (only ever for a type in ``SENT_TYPES``)."""
     rtype = resource.get("resourceType")
     if rtype == "ServiceRequest":
         return "REF^I12" if is_referral(resource) else "ORM^O01"

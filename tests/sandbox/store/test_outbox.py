@@ -120,3 +120,34 @@ def test_a_consumer_s_batch_and_its_cursor_commit_together(tmp_path: Path) -> No
     with db.read() as conn:
         assert outbox.lags(conn)["reader"] == 0
     db.dispose()
+
+
+def test_a_consumer_with_few_wanted_events_passes_over_the_others_in_larger_batches(tmp_path: Path) -> None:
+    """A batch holds up to ``batch`` wanted events, among up to ``SCAN_FACTOR`` times as many: a consumer with
+    nothing to do for most events takes a write transaction per many of them, not per ``batch``."""
+    db = _outbox_after_a_load(tmp_path, events=1)
+    with db.write() as conn:
+        outbox.start_at_end(conn, "picky")  # past the load's event
+        kinds = ["Observation"] * 25 + ["ServiceRequest"] + ["Observation"] * 3 + ["ServiceRequest"] * 3
+        conn.execute(
+            insert(outbox_rows),
+            [{**_EVENT, "resource_type": kind, "resource_id": f"e{n}"} for n, kind in enumerate(kinds)],
+        )
+    batches: list[list[str]] = []
+
+    def note(conn: Any, events: list[Any]) -> None:
+        batches.append([e.resource_id for e in events])
+
+    def wanted(event: Any) -> bool:
+        return event.resource_type == "ServiceRequest"
+
+    # At most 2 wanted events a batch, among at most 2 * SCAN_FACTOR = 20 events.
+    assert outbox.SCAN_FACTOR == 10
+    assert outbox.consume(db, "picky", note, batch=2, wanted=wanted) == (20, None)  # none wanted among them
+    assert outbox.consume(db, "picky", note, batch=2, wanted=wanted) == (10, None)  # cut at e29, the second wanted
+    assert outbox.consume(db, "picky", note, batch=2, wanted=wanted) == (2, None)  # e30, e31: both wanted
+    assert outbox.consume(db, "picky", note, batch=2, wanted=wanted) == (0, None)
+    assert batches == [[f"e{n}" for n in range(20)], [f"e{n}" for n in range(20, 30)], ["e30", "e31"]]
+    with db.read() as conn:
+        assert outbox.lags(conn)["picky"] == 0
+    db.dispose()
