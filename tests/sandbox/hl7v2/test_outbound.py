@@ -139,6 +139,28 @@ def test_only_the_message_types_a_destination_takes_are_queued(client, app, db, 
     assert outbound(client) == []
 
 
+def test_a_translation_batch_passes_over_writes_that_send_nothing_and_counts_only_orders_to_its_limit(
+    client, app, db, destination
+):
+    """The translator's batch bounds the events it sends for, not the ones it passes over: each batch is a write
+    transaction, and an ingest of Observations should not cost one per ``batch`` of them."""
+    configure(client, destination.port)
+    pid = patient_id(client)
+    translate(db, app.state.fhir)  # the Patient's creation (over HL7 v2: nothing to send)
+    vital = {"resourceType": "Observation", "status": "final", "code": {"text": "pulse"}}
+    for _ in range(5):
+        client.post("/fhir/Observation", json={**vital, "subject": {"reference": f"Patient/{pid}"}})
+    orders = [
+        client.post("/fhir/ServiceRequest", json={**ORDER, "subject": {"reference": f"Patient/{pid}"}}).json()["id"]
+        for _ in range(3)
+    ]
+    assert translate(db, app.state.fhir, batch=2) == 7  # five Observations, then the first two orders
+    assert translate(db, app.state.fhir, batch=2) == 1
+    assert translate(db, app.state.fhir, batch=2) == 0
+    assert deliver_due(db, "w1") == 3
+    assert sorted(parse(m).first("ORC").get(2) for m in destination.received) == sorted(orders)
+
+
 def test_a_dead_destination_is_retried_with_backoff_then_delivered_when_it_comes_back(client, app, db):
     port = dead_port()
     configure(client, port)
