@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 import uuid
@@ -210,6 +211,21 @@ def test_new_ids_are_valid_fhir_ids_and_version_7_uuids_that_sort_by_creation_ti
     later = new_id()
     assert all(rid < later for rid in earlier)
     assert int(later.replace("-", "")[:12], 16) == (now + 5_000_000) // 1_000_000
+
+
+def test_a_forked_process_draws_ids_of_its_own():
+    """Ids come from random bytes read ahead; a child process must not hand out the ones its parent still holds."""
+    new_id()  # the parent now holds bytes read ahead
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child
+        os.write(write, new_id().encode())
+        os._exit(0)
+    os.waitpid(pid, 0)
+    child, parent = os.read(read, 64).decode(), new_id()
+    os.close(read)
+    os.close(write)
+    assert child[15:] != parent[15:]  # the random bits after the time and the version
 
 
 def test_postgresql_prepares_the_write_path_but_never_a_search(db):
