@@ -16,6 +16,7 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.pool import QueuePool
 
 from sandbox.store import migrations
+from sandbox.store.checkpoints import WalCheckpoints
 from sandbox.store.loop_reads import LoopReads
 from sandbox.store.schema import layers, metadata
 
@@ -90,6 +91,12 @@ class Database:
         # SQLite: the connection every write goes through (``_write_connection``), and whether a write holds it.
         self._kept_writer: Connection | None = None
         self._kept_writer_busy = False
+        # SQLite file: the thread that checkpoints its WAL after writes (the kept writer's connection makes none).
+        self._checkpoints = (
+            WalCheckpoints(self.engine)
+            if self.is_sqlite and parsed.database and parsed.database != ":memory:"
+            else None
+        )
 
         # The same pool; connections taken through it run each statement in its own transaction.
         self._autocommit = self.engine.execution_options(isolation_level="AUTOCOMMIT")
@@ -214,6 +221,8 @@ class Database:
                     yield conn
             finally:
                 conn.info.pop("write", None)
+            if self._checkpoints is not None:
+                self._checkpoints.wrote(conn.connection.driver_connection)
 
     @contextmanager
     def _write_connection(self) -> Iterator[Connection]:
@@ -234,7 +243,10 @@ class Database:
         if conn is None or conn.closed or conn.invalidated:
             conn = self._kept_writer = self.engine.connect()
             # On the driver's connection, which is in autocommit mode: through ``conn`` it would begin a transaction.
-            conn.connection.driver_connection.execute(f"PRAGMA cache_size=-{WRITER_CACHE_MIB * 1024}")
+            driver = conn.connection.driver_connection
+            driver.execute(f"PRAGMA cache_size=-{WRITER_CACHE_MIB * 1024}")
+            if self._checkpoints is not None:
+                driver.execute("PRAGMA wal_autocheckpoint=0")  # ``WalCheckpoints`` makes them, beside the writer
         self._kept_writer_busy = True
         try:
             yield conn
@@ -277,6 +289,8 @@ class Database:
                 conn.exec_driver_sql("VACUUM ANALYZE")
 
     def dispose(self) -> None:
+        if self._checkpoints is not None:
+            self._checkpoints.stop()
         with self._writer:  # a write under way finishes on it first
             writer, self._kept_writer = self._kept_writer, None
             if writer is not None and not self._kept_writer_busy:
