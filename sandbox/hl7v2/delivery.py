@@ -75,8 +75,7 @@ def translate(db: Database, fhir: Interactions, *, batch: int = TRANSLATE_BATCH)
 
     def queue_each(conn: Connection, events: list[Row[Any]]) -> None:
         for event in events:
-            if _translatable(event):
-                _queue(conn, fhir, event)
+            _queue(conn, fhir, event)
 
     return outbox.consume(db, TRANSLATOR, queue_each, batch=batch, wanted=_translatable)[0]
 

@@ -92,19 +92,19 @@ def consume(
     returned (None when nothing was new).  An idle poll is a read, so it does not take SQLite's write lock.
 
     ``wanted``: for a consumer with work for few events, which ones (from the event's columns alone).  A batch
-    then holds at most ``batch`` wanted events among up to ``SCAN_FACTOR`` times as many: the events passed over
-    cost next to nothing to handle, and each batch is a write transaction, which on SQLite every request's write
-    waits behind (the translator under transaction Bundles of Encounters and Observations, none of which it
-    sends: 16 batches a second -> 2)."""
+    then holds at most ``batch`` wanted events among up to ``SCAN_FACTOR`` times as many, and ``handle`` gets the
+    wanted ones; the cursor moves past them all.  Each batch is a write transaction, which on SQLite every
+    request's write waits behind (the translator under transaction Bundles of Encounters and Observations, none
+    of which it sends: 16 batches a second -> 2)."""
     with db.read(snapshot=False) as conn:
         if not has_news(conn, consumer):
             return 0, None
     with db.write() as conn:
         if wanted is None:
-            events = claim(conn, consumer, batch=batch)
+            events = handed = claim(conn, consumer, batch=batch)
         else:
-            events = _up_to_wanted(claim(conn, consumer, batch=batch * SCAN_FACTOR), wanted, batch)
-        handled = handle(conn, events)
+            events, handed = _up_to_wanted(claim(conn, consumer, batch=batch * SCAN_FACTOR), wanted, batch)
+        handled = handle(conn, handed)
         advance(conn, consumer, events)
         return len(events), handled
 
@@ -113,15 +113,15 @@ def consume(
 SCAN_FACTOR = 10
 
 
-def _up_to_wanted(events: list[Any], wanted: Callable[[Any], bool], batch: int) -> list[Any]:
-    """``events`` up to and including the ``batch``-th one that is ``wanted``."""
-    count = 0
+def _up_to_wanted(events: list[Any], wanted: Callable[[Any], bool], batch: int) -> tuple[list[Any], list[Any]]:
+    """``events`` up to and including the ``batch``-th one that is ``wanted``, and the wanted ones among them."""
+    found: list[Any] = []
     for n, event in enumerate(events):
         if wanted(event):
-            count += 1
-            if count == batch:
-                return events[: n + 1]
-    return events
+            found.append(event)
+            if len(found) == batch:
+                return events[: n + 1], found
+    return events, found
 
 
 def claim(conn: Connection, consumer: str, *, batch: int = 500, gap_timeout: float = 5.0) -> list[Any]:
@@ -130,6 +130,8 @@ def claim(conn: Connection, consumer: str, *, batch: int = 500, gap_timeout: flo
     if last is None:
         return []  # another worker has the cursor: its batch is these events
     rows = conn.execute(_NEXT_EVENTS, {"last": last, "batch": batch}).all()
+    if not rows or rows[-1].seq - last == len(rows):
+        return rows  # numbered on from the cursor without a gap (seq is unique): nothing to wait for
     settled_before = (datetime.now(UTC).replace(tzinfo=None) - timedelta(seconds=gap_timeout)).strftime(_FMT)
     taken: list[Any] = []
     expected = last + 1
@@ -142,13 +144,10 @@ def claim(conn: Connection, consumer: str, *, batch: int = 500, gap_timeout: flo
 
 
 def advance(conn: Connection, consumer: str, events: list[Any]) -> None:
-    """Move the cursor past ``events`` (in the same transaction as the work done for them)."""
+    """Move the cursor past ``events`` (in the same transaction as the work done for them; oldest first, as
+    ``claim`` gives them)."""
     if events:
-        conn.execute(
-            update(outbox_cursors)
-            .where(outbox_cursors.c.consumer == consumer)
-            .values(last_seq=max(e.seq for e in events), updated_at=instant_now()[1])
-        )
+        conn.execute(_ADVANCE, {"b_consumer": consumer, "last": events[-1].seq, "now": instant_now()[1]})
 
 
 def lags(conn: Connection, consumers: Iterable[str] = ()) -> dict[str, int]:
@@ -179,6 +178,11 @@ def position(conn: Connection, consumer: str) -> int | None:
 # Built once: a consumer asks these a few times a poll, and SQLAlchemy keys its compiled cache on each new build.
 _POSITION = select(outbox_cursors.c.last_seq).where(outbox_cursors.c.consumer == bindparam("consumer"))
 _POSITION_LOCKED = _POSITION.with_for_update(skip_locked=True)
+_ADVANCE = (
+    update(outbox_cursors)
+    .where(outbox_cursors.c.consumer == bindparam("b_consumer"))
+    .values(last_seq=bindparam("last"), updated_at=bindparam("now"))
+)
 
 
 def start_at_end(conn: Connection, consumer: str) -> None:
