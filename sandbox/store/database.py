@@ -506,7 +506,8 @@ def _sqlite_on_connect(dbapi_conn, _record) -> None:  # type: ignore[no-untyped-
     cur.execute("PRAGMA synchronous=NORMAL")
     # A checkpoint (the WAL copied back, with fsyncs) every 10,000 pages rather than SQLite's 1,000: a FHIR write
     # touches many index pages, and at 1,000 every few commits paid a checkpoint (an HL7 v2 message's commit
-    # 2.0 -> 0.6 ms).  The WAL file grows to about 40 MB before it is reused.
+    # 2.0 -> 0.6 ms).  The WAL file grows to about 40 MB before it is reused.  The kept writer turns this off: its
+    # checkpoints are made beside it (``WalCheckpoints``, at the same size); this covers any other connection's commit.
     cur.execute("PRAGMA wal_autocheckpoint=10000")
     cur.execute("PRAGMA foreign_keys=ON")
     cur.execute("PRAGMA busy_timeout=30000")
